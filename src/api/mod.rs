@@ -1,0 +1,24 @@
+//! The user-facing API: the `Workflow` and `Run` custom resources (`ork.dev/v1alpha1`).
+//!
+//! These types are the single source of truth for the manifest format. The local runner parses
+//! manifests into them and the Kubernetes controller reads them from the API server, so the two
+//! drivers can never disagree about what a field means. The CRDs in `crds/` are generated from them.
+
+mod run;
+mod workflow;
+
+pub use run::{
+    Condition, ConditionStatus, PinnedWorkflow, Run, RunPhase, RunSpec, RunStatus, TaskPhase,
+    TaskStatus, WorkflowRef,
+};
+pub use workflow::{
+    Backoff, InputSpec, ParamSpec, RetryPolicy, TaskDefaults, TaskSpec, Workflow, WorkflowSpec,
+    WorkflowStatus,
+};
+
+/// API group of every ork resource.
+pub const GROUP: &str = "ork.dev";
+/// The one served version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in manifests.
+pub const API_VERSION: &str = "ork.dev/v1alpha1";

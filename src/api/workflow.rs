@@ -1,0 +1,182 @@
+//! `Workflow`: a named, reusable DAG of tasks.
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::run::Condition;
+
+/// A DAG of tasks that a `Run` executes.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ork.dev",
+    version = "v1alpha1",
+    kind = "Workflow",
+    namespaced,
+    status = "WorkflowStatus",
+    shortname = "wf"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowSpec {
+    /// Free text shown to people; not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Parameters a run may (or, without a default, must) supply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ParamSpec>,
+    /// Field values applied to every task that does not set the field itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<TaskDefaults>,
+    /// Maximum number of tasks running at once in one run; absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub parallelism: Option<u32>,
+    /// Deadline for the whole run, in seconds from its start; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<u64>,
+    /// The tasks of the DAG, in any order.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// A run parameter.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParamSpec {
+    /// Parameter name, matching `^[A-Za-z_][A-Za-z0-9_]*$`.
+    pub name: String,
+    /// Value used when the run does not supply one; without it the parameter is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Free text shown to people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Values applied to every task unless the task sets the field. `env` is merged by name (the
+/// task's entry wins); `retries.backoff` is inherited when a task sets only `retries.limit`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefaults {
+    /// Container image for tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Environment variables every task gets (a task's own entry of the same name wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Retry policy for tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+    /// Per-attempt timeout in seconds for tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<u64>,
+    /// Compute resources for tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Service account the task Pods run as, unless a task sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+}
+
+/// One node of the DAG: a container command run once per attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    /// DNS-1123 label, unique within the workflow.
+    pub name: String,
+    /// Container image; required unless `defaults.image` is set. Not used by the local runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Executable and leading arguments; `$(VAR)` is expanded from the task's environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Further arguments appended to `command`; `$(VAR)` is expanded as in `command`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables (Kubernetes `EnvVar` list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Names of tasks that must succeed before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Values the task receives as environment variables and in `ORK_INPUT_JSON`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputSpec>,
+    /// Retry policy; total attempts = `limit` + 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+    /// Per-attempt timeout in seconds; the attempt is killed when it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<u64>,
+    /// Compute resources (Kubernetes `ResourceRequirements`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Service account the task's Pods run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+}
+
+/// A task input: exactly one of `value`, `fromParam`, or `fromTask` with `output`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InputSpec {
+    /// Environment variable name, matching `^[A-Za-z_][A-Za-z0-9_]*$`.
+    pub name: String,
+    /// A constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Name of a workflow parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_param: Option<String>,
+    /// Name of an upstream task (a direct or transitive dependency) whose output to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_task: Option<String>,
+    /// Key of the `fromTask` task's output object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// How often a failed attempt is retried, and how long to wait in between.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Number of retries after the first attempt.
+    pub limit: u32,
+    /// Delay between attempts; defaults to 1s doubling up to 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+}
+
+/// Exponential back-off: the delay before attempt n+1 is
+/// `min(initialSeconds × factor^(n-1), maxSeconds)`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    /// Delay before the first retry, in seconds (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_seconds: Option<f64>,
+    /// Multiplier applied for each further retry (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    /// Upper bound of the delay, in seconds (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seconds: Option<f64>,
+}
+
+/// What the controller found when it compiled the workflow.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Valid`: True when the spec compiles, False naming every problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Number of tasks in the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_count: Option<u32>,
+}

@@ -1,0 +1,288 @@
+//! The `ork` command line.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::RunPhase;
+use crate::compile::{bind_params, compile};
+use crate::local::{OrchestratorConfig, Progress, Style, plan_run, run_local, summary};
+use crate::manifest::{Document, LoadError, Manifest, load_file};
+
+/// Exit code for invalid input: nothing was run.
+pub const EXIT_INVALID: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "ork", version, about = "Run DAG workflows on this machine or on Kubernetes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow on this machine: every task's command runs as a local process.
+    ///
+    /// FILE holds a Workflow, or a Run with an inline workflow or one referencing a Workflow in
+    /// the same file. Exit code: 0 succeeded, 1 failed, 2 invalid input, 130 cancelled.
+    Run {
+        /// Manifest file (YAML, documents separated by ---).
+        file: PathBuf,
+        /// A run parameter, overriding the Run's own value.
+        #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        param: Vec<(String, String)>,
+        /// text: progress and a summary; json: only the final Run object on stdout.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// Directory for run files (task stdout, stderr and outputs).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Print only the summary, no per-task progress.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Check manifests without running anything. Exit code: 0 valid, 2 otherwise.
+    Validate {
+        /// Manifest files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Validate { files } => validate(&files),
+        Command::Run {
+            file,
+            param,
+            output,
+            work_dir,
+            quiet,
+        } => run(file, param.into_iter().collect(), output, work_dir, quiet),
+    }
+}
+
+fn load(files: &[PathBuf]) -> Result<Vec<Document>, Vec<String>> {
+    let mut documents = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match load_file(file) {
+            Ok(docs) => documents.extend(docs),
+            Err(LoadError::Documents(failures)) => {
+                for (origin, problems) in failures {
+                    errors.extend(problems.iter().map(|p| format!("{origin}: {p}")));
+                }
+            }
+            Err(other) => errors.push(other.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(documents)
+    } else {
+        Err(errors)
+    }
+}
+
+fn report_errors(errors: &[String]) -> ExitCode {
+    for error in errors {
+        eprintln!("error: {error}");
+    }
+    ExitCode::from(EXIT_INVALID)
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let documents = match load(files) {
+        Ok(docs) => docs,
+        Err(errors) => return report_errors(&errors),
+    };
+    let mut errors = Vec::new();
+    let workflows: Vec<&crate::api::Workflow> = documents
+        .iter()
+        .filter_map(|d| match &d.manifest {
+            Manifest::Workflow(w) => Some(w),
+            Manifest::Run(_) => None,
+        })
+        .collect();
+    for doc in &documents {
+        let what = doc.describe();
+        let mut problems: Vec<String> = Vec::new();
+        let mut note = String::new();
+        match &doc.manifest {
+            Manifest::Workflow(workflow) => {
+                if workflow.metadata.name.as_deref().is_none_or(str::is_empty) {
+                    problems.push("metadata.name: a Workflow needs a name".into());
+                }
+                match compile(&workflow.spec, "spec") {
+                    Ok(dag) => {
+                        let s = if dag.len() == 1 { "" } else { "s" };
+                        note = format!(" ({} task{s})", dag.len());
+                    }
+                    Err(p) => problems.extend(p.iter().map(ToString::to_string)),
+                }
+            }
+            Manifest::Run(run) => {
+                let spec = match (&run.spec.workflow_ref, &run.spec.workflow) {
+                    (Some(reference), None) => {
+                        let found = workflows
+                            .iter()
+                            .find(|w| w.metadata.name.as_deref() == Some(reference.name.as_str()));
+                        if found.is_none() {
+                            note = format!(
+                                " (Workflow {:?} is not among the files; its parameters were not checked)",
+                                reference.name
+                            );
+                        }
+                        found.map(|w| (&w.spec, "spec", false))
+                    }
+                    (None, Some(inline)) => Some((inline, "spec.workflow", true)),
+                    _ => {
+                        problems.push("spec: exactly one of workflowRef or workflow must be set".into());
+                        None
+                    }
+                };
+                if let Some((spec, base, inline)) = spec {
+                    match compile(spec, base) {
+                        Ok(dag) => {
+                            if let Err(p) = bind_params(&dag, &run.spec.params, "spec.params") {
+                                problems.extend(p.iter().map(ToString::to_string));
+                            }
+                        }
+                        // A referenced workflow's own problems are reported with it.
+                        Err(p) if inline => problems.extend(p.iter().map(ToString::to_string)),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            println!("{}: {what} is valid{note}", doc.origin);
+        } else {
+            errors.extend(problems.into_iter().map(|p| format!("{}: {what}: {p}", doc.origin)));
+        }
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        report_errors(&errors)
+    }
+}
+
+fn run(
+    file: PathBuf,
+    params: BTreeMap<String, String>,
+    output: OutputFormat,
+    work_dir: Option<PathBuf>,
+    quiet: bool,
+) -> ExitCode {
+    let documents = match load(std::slice::from_ref(&file)) {
+        Ok(docs) => docs,
+        Err(errors) => return report_errors(&errors),
+    };
+    let plan = match plan_run(&documents, &params) {
+        Ok(plan) => plan,
+        Err(errors) => return report_errors(&errors),
+    };
+    let mut config = OrchestratorConfig::default();
+    if let Some(dir) = work_dir {
+        config.work_dir = dir;
+    }
+    let run_dir = config.run_dir(&plan.identity.run);
+
+    // Human output goes to stdout, unless stdout carries the JSON result.
+    let (human, terminal): (Box<dyn std::io::Write + Send>, bool) = match output {
+        OutputFormat::Text => (Box::new(std::io::stdout()), std::io::stdout().is_terminal()),
+        OutputFormat::Json => (Box::new(std::io::stderr()), std::io::stderr().is_terminal()),
+    };
+    let style = match (quiet, terminal) {
+        (true, _) => Style::Quiet,
+        (false, true) => Style::Live,
+        (false, false) => Style::Plain,
+    };
+    let progress = Arc::new(Mutex::new(Progress::new(style, human, plan.dag.len())));
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let refresher = (style == Style::Live).then(|| {
+            let progress = Arc::clone(&progress);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(200));
+                loop {
+                    every.tick().await;
+                    if let Ok(mut p) = progress.lock() {
+                        p.refresh();
+                    }
+                }
+            })
+        });
+        let watcher: Arc<Mutex<dyn crate::local::Watcher>> = progress.clone();
+        let result = run_local(plan, &config, Some(watcher), interrupted()).await;
+        if let Some(task) = refresher {
+            task.abort();
+        }
+        result
+    });
+    let run = match result {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(mut p) = progress.lock() {
+        p.finish();
+        let text = summary(&run, &run_dir, terminal);
+        p.write_raw(&text);
+    }
+    if output == OutputFormat::Json {
+        match serde_json::to_string_pretty(&run) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the run: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match run.status.and_then(|s| s.phase) {
+        Some(RunPhase::Succeeded) => ExitCode::SUCCESS,
+        Some(RunPhase::Cancelled) => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        // Without a SIGTERM handler, Ctrl-C alone still cancels.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,388 @@
+//! Validation and compilation of a [`WorkflowSpec`] into a [`Dag`], in time linear in the size
+//! of the workflow. Every problem is reported at once, each naming the field and the task.
+//!
+//! This is the only validator: `ork validate`, `ork run` and the controller all call it, so
+//! they cannot disagree about what is valid.
+
+mod dag;
+mod graph;
+pub mod names;
+mod params;
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::EnvVar;
+
+use crate::api::{RetryPolicy, TaskDefaults, TaskSpec, WorkflowSpec};
+use crate::problem::Problems;
+
+pub use dag::{CompiledTask, Dag, Input, InputSource, Retry, TaskId};
+pub use params::{BoundParams, bind_params};
+
+use dag::Adjacency;
+use names::{RESERVED_ENV_PREFIX, dns_label_error, is_identifier};
+
+/// Validates `spec` and compiles it. `base` is the path of the spec in its object (`spec`, or
+/// `spec.workflow` for a run's inline definition) and prefixes every problem's field.
+pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
+    let mut problems = Problems::default();
+    if spec.tasks.is_empty() {
+        problems.push(format!("{base}.tasks"), "a workflow needs at least one task");
+    }
+    if spec.parallelism == Some(0) {
+        problems.push(format!("{base}.parallelism"), "must be at least 1");
+    }
+    if spec.active_deadline_seconds == Some(0) {
+        problems.push(format!("{base}.activeDeadlineSeconds"), "must be at least 1");
+    }
+    let param_index = check_params(spec, base, &mut problems);
+    let defaults = spec.defaults.clone().unwrap_or_default();
+    check_defaults(&defaults, base, &mut problems);
+
+    // Names first, so references can be resolved against the full set.
+    let mut index: HashMap<String, TaskId> = HashMap::with_capacity(spec.tasks.len());
+    for (i, task) in spec.tasks.iter().enumerate() {
+        let field = format!("{base}.tasks[{i}].name");
+        if let Some(err) = dns_label_error(&task.name) {
+            problems.push(field, format!("task name {err}"));
+        } else if let Some(first) = index.get(&task.name) {
+            problems.push(
+                field,
+                format!(
+                    "duplicate task name {:?} (also {base}.tasks[{}])",
+                    task.name, first.0
+                ),
+            );
+        } else {
+            index.insert(task.name.clone(), TaskId(i as u32));
+        }
+    }
+
+    let mut edges: Vec<(TaskId, TaskId)> = Vec::new();
+    // `seen_parent[p] == child + 1` when p is already recorded as a parent of child: linear dedup.
+    let mut seen_parent = vec![0u32; spec.tasks.len()];
+    let mut tasks = Vec::with_capacity(spec.tasks.len());
+    for (i, task) in spec.tasks.iter().enumerate() {
+        let id = TaskId(i as u32);
+        let at = format!("{base}.tasks[{i}]");
+        for (j, dep) in task.depends_on.iter().enumerate() {
+            let field = format!("{at}.dependsOn[{j}]");
+            match index.get(dep.as_str()) {
+                None => problems.push(
+                    field,
+                    format!("task {:?} depends on unknown task {dep:?}", task.name),
+                ),
+                Some(&parent) if parent == id => {
+                    problems.push(field, format!("task {:?} depends on itself", task.name))
+                }
+                Some(&parent) => {
+                    if seen_parent[parent.index()] != id.0 + 1 {
+                        seen_parent[parent.index()] = id.0 + 1;
+                        edges.push((parent, id));
+                    }
+                }
+            }
+        }
+        tasks.push(compile_task(
+            task,
+            &defaults,
+            &at,
+            &index,
+            &param_index,
+            &mut problems,
+        ));
+    }
+
+    let children = Adjacency::from_edges(spec.tasks.len(), &edges);
+    let reversed: Vec<(TaskId, TaskId)> = edges.iter().map(|&(p, c)| (c, p)).collect();
+    let parents = Adjacency::from_edges(spec.tasks.len(), &reversed);
+    match graph::topological_order(&children, &parents) {
+        Ok(order) => graph::check_inputs_upstream(&tasks, &parents, &order, base, &mut problems),
+        Err(cycles) => {
+            for cycle in cycles {
+                let names: Vec<&str> = cycle
+                    .iter()
+                    .map(|id| spec.tasks[id.index()].name.as_str())
+                    .collect();
+                problems.push(
+                    format!("{base}.tasks[{}].dependsOn", cycle[0].0),
+                    format!(
+                        "dependency cycle: {} -> {} (each task depends on the next)",
+                        names.join(" -> "),
+                        names[0]
+                    ),
+                );
+            }
+        }
+    }
+
+    let dag = Dag {
+        tasks,
+        index,
+        children,
+        parents,
+        params: spec.params.clone(),
+        parallelism: spec.parallelism,
+        active_deadline: spec
+            .active_deadline_seconds
+            .map(|s| SignedDuration::from_secs(s.min(i64::MAX as u64) as i64)),
+    };
+    problems.into_result(dag)
+}
+
+fn check_params(spec: &WorkflowSpec, base: &str, problems: &mut Problems) -> HashMap<String, usize> {
+    let mut index = HashMap::with_capacity(spec.params.len());
+    for (i, param) in spec.params.iter().enumerate() {
+        let field = format!("{base}.params[{i}].name");
+        if !is_identifier(&param.name) {
+            problems.push(
+                field,
+                format!(
+                    "parameter name {:?} must match ^[A-Za-z_][A-Za-z0-9_]*$",
+                    param.name
+                ),
+            );
+        } else if index.insert(param.name.clone(), i).is_some() {
+            problems.push(field, format!("duplicate parameter name {:?}", param.name));
+        }
+    }
+    index
+}
+
+fn check_defaults(defaults: &TaskDefaults, base: &str, problems: &mut Problems) {
+    let at = format!("{base}.defaults");
+    if defaults.timeout_seconds == Some(0) {
+        problems.push(format!("{at}.timeoutSeconds"), "must be at least 1");
+    }
+    if let Some(retries) = &defaults.retries {
+        check_retries(retries, &format!("{at}.retries"), problems);
+    }
+    check_env(&defaults.env, &format!("{at}.env"), "the defaults", problems);
+}
+
+fn check_retries(retries: &RetryPolicy, at: &str, problems: &mut Problems) {
+    let Some(backoff) = &retries.backoff else {
+        return;
+    };
+    let mut check = |name: &str, value: Option<f64>, min: f64| {
+        if let Some(v) = value
+            && !(v.is_finite() && v >= min)
+        {
+            problems.push(
+                format!("{at}.backoff.{name}"),
+                format!("must be a number of at least {min}, got {v}"),
+            );
+        }
+    };
+    check("initialSeconds", backoff.initial_seconds, 0.0);
+    check("factor", backoff.factor, 1.0);
+    check("maxSeconds", backoff.max_seconds, 0.0);
+}
+
+fn check_env(env: &[EnvVar], at: &str, owner: &str, problems: &mut Problems) {
+    for (j, var) in env.iter().enumerate() {
+        if var.name.is_empty() {
+            problems.push(format!("{at}[{j}].name"), format!("{owner}: env name must not be empty"));
+        } else if var.name.starts_with(RESERVED_ENV_PREFIX) {
+            problems.push(
+                format!("{at}[{j}].name"),
+                format!(
+                    "{owner}: env name {:?} uses the reserved prefix {RESERVED_ENV_PREFIX}",
+                    var.name
+                ),
+            );
+        }
+        if var.value.is_some() && var.value_from.is_some() {
+            problems.push(
+                format!("{at}[{j}]"),
+                format!("{owner}: env {:?} sets both value and valueFrom", var.name),
+            );
+        }
+    }
+}
+
+fn compile_task(
+    task: &TaskSpec,
+    defaults: &TaskDefaults,
+    at: &str,
+    tasks: &HashMap<String, TaskId>,
+    params: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> CompiledTask {
+    let who = format!("task {:?}", task.name);
+    let image = task.image.clone().or_else(|| defaults.image.clone());
+    if image.as_deref().is_none_or(str::is_empty) {
+        problems.push(
+            format!("{at}.image"),
+            format!("{who} has no image, and defaults.image is not set"),
+        );
+    }
+    if task.command.is_empty() {
+        problems.push(
+            format!("{at}.command"),
+            format!("{who} has no command (ork runs the command itself, with or without an image)"),
+        );
+    }
+    if task.timeout_seconds == Some(0) {
+        problems.push(format!("{at}.timeoutSeconds"), format!("{who}: must be at least 1"));
+    }
+    if let Some(retries) = &task.retries {
+        check_retries(retries, &format!("{at}.retries"), problems);
+    }
+    check_env(&task.env, &format!("{at}.env"), &who, problems);
+
+    let own_env: HashSet<&str> = task.env.iter().map(|e| e.name.as_str()).collect();
+    let mut input_names: HashSet<&str> = HashSet::with_capacity(task.inputs.len());
+    let mut inputs = Vec::with_capacity(task.inputs.len());
+    for (j, input) in task.inputs.iter().enumerate() {
+        let field = format!("{at}.inputs[{j}]");
+        let name = input.name.as_str();
+        if !is_identifier(name) {
+            problems.push(
+                format!("{field}.name"),
+                format!("{who}: input name {name:?} must match ^[A-Za-z_][A-Za-z0-9_]*$"),
+            );
+        } else if name.starts_with(RESERVED_ENV_PREFIX) {
+            problems.push(
+                format!("{field}.name"),
+                format!("{who}: input name {name:?} uses the reserved prefix {RESERVED_ENV_PREFIX}"),
+            );
+        } else if !input_names.insert(name) {
+            problems.push(format!("{field}.name"), format!("{who}: duplicate input {name:?}"));
+        } else if own_env.contains(name) {
+            problems.push(
+                format!("{field}.name"),
+                format!("{who}: input {name:?} collides with an env entry of the same name"),
+            );
+        }
+        let sources = [
+            input.value.is_some(),
+            input.from_param.is_some(),
+            input.from_task.is_some(),
+        ];
+        let count = sources.iter().filter(|s| **s).count();
+        if count != 1 {
+            problems.push(
+                field.clone(),
+                format!(
+                    "{who}: input {name:?} needs exactly one of value, fromParam or fromTask, \
+                     found {count}"
+                ),
+            );
+        }
+        if input.output.is_some() && input.from_task.is_none() {
+            problems.push(
+                format!("{field}.output"),
+                format!("{who}: input {name:?} sets output without fromTask"),
+            );
+        }
+        let source = if let Some(value) = &input.value {
+            Some(InputSource::Value(value.clone()))
+        } else if let Some(param) = &input.from_param {
+            match params.get(param) {
+                Some(&p) => Some(InputSource::Param(p)),
+                None => {
+                    problems.push(
+                        format!("{field}.fromParam"),
+                        format!("{who}: input {name:?} reads undeclared parameter {param:?}"),
+                    );
+                    None
+                }
+            }
+        } else if let Some(from) = &input.from_task {
+            let output = match &input.output {
+                Some(key) if !key.is_empty() => Some(key.clone()),
+                _ => {
+                    problems.push(
+                        format!("{field}.output"),
+                        format!("{who}: input {name:?} reads task {from:?} but names no output key"),
+                    );
+                    None
+                }
+            };
+            let upstream = match tasks.get(from.as_str()) {
+                Some(&id) if from == &task.name => {
+                    problems.push(
+                        format!("{field}.fromTask"),
+                        format!("{who}: input {name:?} reads the task's own output"),
+                    );
+                    Some(id)
+                }
+                Some(&id) => Some(id),
+                None => {
+                    problems.push(
+                        format!("{field}.fromTask"),
+                        format!("{who}: input {name:?} reads unknown task {from:?}"),
+                    );
+                    None
+                }
+            };
+            upstream
+                .zip(output)
+                .map(|(task, output)| InputSource::Task { task, output })
+        } else {
+            None
+        };
+        if let Some(source) = source {
+            inputs.push(Input {
+                name: input.name.clone(),
+                source,
+            });
+        }
+    }
+
+    CompiledTask {
+        name: task.name.clone(),
+        image,
+        command: task.command.clone(),
+        args: task.args.clone(),
+        env: merge_env(&defaults.env, &task.env, &input_names),
+        inputs,
+        retry: merge_retry(task.retries.as_ref(), defaults.retries.as_ref()),
+        timeout: task
+            .timeout_seconds
+            .or(defaults.timeout_seconds)
+            .map(|s| SignedDuration::from_secs(s.min(i64::MAX as u64) as i64)),
+        resources: task.resources.clone().or_else(|| defaults.resources.clone()),
+        service_account_name: task
+            .service_account_name
+            .clone()
+            .or_else(|| defaults.service_account_name.clone()),
+    }
+}
+
+/// Defaults first, then the task's own entries; a task entry or an input replaces a default of
+/// the same name.
+fn merge_env(defaults: &[EnvVar], own: &[EnvVar], inputs: &HashSet<&str>) -> Vec<EnvVar> {
+    let own_names: HashSet<&str> = own.iter().map(|e| e.name.as_str()).collect();
+    defaults
+        .iter()
+        .filter(|e| !own_names.contains(e.name.as_str()) && !inputs.contains(e.name.as_str()))
+        .chain(own)
+        .cloned()
+        .collect()
+}
+
+/// The task's `retries` replaces the default's limit; its backoff falls back to the default's.
+fn merge_retry(own: Option<&RetryPolicy>, defaults: Option<&RetryPolicy>) -> Retry {
+    let Some(policy) = own.or(defaults) else {
+        return Retry::default();
+    };
+    let backoff = policy
+        .backoff
+        .as_ref()
+        .or_else(|| defaults.and_then(|d| d.backoff.as_ref()));
+    let pick = |f: fn(&crate::api::Backoff) -> Option<f64>, default: f64| {
+        backoff.and_then(f).unwrap_or(default)
+    };
+    Retry {
+        limit: policy.limit,
+        initial_seconds: pick(|b| b.initial_seconds, Retry::DEFAULT_INITIAL_SECONDS),
+        factor: pick(|b| b.factor, Retry::DEFAULT_FACTOR),
+        max_seconds: pick(|b| b.max_seconds, Retry::DEFAULT_MAX_SECONDS),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,16 @@
+//! The pure scheduling engine: given a compiled DAG, what has happened and the time, it decides
+//! what to do next. No I/O, no clock, no Kubernetes types: drivers feed it events with the
+//! current time and carry out the [`Action`]s it queues.
+//!
+//! Work per event is constant (amortised): indegree counters and a ready queue replace any walk
+//! of the graph, timers sit in a heap, and failure propagation visits each skipped task once.
+
+mod outcome;
+mod state;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+pub use outcome::{MAX_OUTPUT_BYTES, Outcome, parse_output};
+pub use state::{Action, Engine, KillReason, Launch};

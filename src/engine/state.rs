@@ -1,0 +1,542 @@
+//! The engine's state machine.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use super::outcome::{Outcome, parse_output};
+use crate::api::{RunPhase, TaskPhase};
+use crate::compile::{BoundParams, Dag, InputSource, TaskId};
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start attempt `attempt` of a task.
+    Start(Launch),
+    /// Stop a running attempt; the engine has already recorded its end.
+    Kill {
+        task: TaskId,
+        attempt: u32,
+        reason: KillReason,
+    },
+}
+
+/// Everything a driver needs to start one attempt, beyond the compiled task itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub task: TaskId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Resolved inputs, in declaration order.
+    pub inputs: Vec<(String, Value)>,
+}
+
+/// Why a running attempt is being stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillReason {
+    /// The attempt ran past its `timeoutSeconds`.
+    Timeout,
+    /// The run ran past its `activeDeadlineSeconds`.
+    DeadlineExceeded,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// Where a task is in its life; finer than the status phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Waiting for dependencies.
+    Blocked,
+    /// All dependencies succeeded; waiting in the ready queue for a slot.
+    Queued,
+    /// Waiting out the back-off before the next attempt.
+    Backoff,
+    Running,
+    /// Final: see the phase.
+    Done,
+}
+
+/// Everything recorded about one task.
+#[derive(Clone, Debug)]
+pub(super) struct TaskState {
+    pub(super) stage: Stage,
+    pub(super) phase: TaskPhase,
+    pub(super) attempts: u32,
+    pub(super) started_at: Option<Timestamp>,
+    pub(super) finished_at: Option<Timestamp>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) reason: Option<String>,
+    pub(super) message: Option<String>,
+    pub(super) outputs: Option<Map<String, Value>>,
+    /// Dependencies that have not succeeded yet.
+    waiting_on: u32,
+    dirty: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    RunDeadline,
+    AttemptTimeout,
+    RetryDue,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Timestamp,
+    kind: TimerKind,
+    task: TaskId,
+    attempt: u32,
+}
+
+/// Counts of tasks by outcome, kept up to date so run-level answers are O(1).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Tally {
+    pub(super) running: u32,
+    pub(super) succeeded: u32,
+    pub(super) failed: u32,
+    pub(super) skipped: u32,
+    pub(super) cancelled: u32,
+}
+
+/// The state of one run, advanced by events.
+#[derive(Debug)]
+pub struct Engine {
+    pub(super) dag: Arc<Dag>,
+    params: BoundParams,
+    pub(super) tasks: Vec<TaskState>,
+    ready: VecDeque<TaskId>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    pub(super) tally: Tally,
+    pub(super) phase: RunPhase,
+    /// CamelCase reason of the final phase, e.g. `TaskFailed`.
+    pub(super) reason: Option<&'static str>,
+    pub(super) started_at: Option<Timestamp>,
+    pub(super) finished_at: Option<Timestamp>,
+    /// When the run's phase last changed, for the condition.
+    pub(super) transitioned_at: Option<Timestamp>,
+    /// The first task that failed for good, named in the run's message.
+    pub(super) first_failure: Option<TaskId>,
+    actions: Vec<Action>,
+    changed: Vec<TaskId>,
+}
+
+impl Engine {
+    /// A run of `dag` that has not started.
+    pub fn new(dag: Arc<Dag>, params: BoundParams) -> Self {
+        let tasks = dag
+            .tasks()
+            .map(|(id, _)| TaskState {
+                stage: Stage::Blocked,
+                phase: TaskPhase::Pending,
+                attempts: 0,
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                reason: None,
+                message: None,
+                outputs: None,
+                waiting_on: dag.parents(id).len() as u32,
+                dirty: false,
+            })
+            .collect();
+        Self {
+            dag,
+            params,
+            tasks,
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            tally: Tally::default(),
+            phase: RunPhase::Pending,
+            reason: None,
+            started_at: None,
+            finished_at: None,
+            transitioned_at: None,
+            first_failure: None,
+            actions: Vec::new(),
+            changed: Vec::new(),
+        }
+    }
+
+    pub fn dag(&self) -> &Arc<Dag> {
+        &self.dag
+    }
+
+    pub fn phase(&self) -> RunPhase {
+        self.phase
+    }
+
+    /// Whether the run reached a final phase.
+    pub fn is_finished(&self) -> bool {
+        self.phase.is_final()
+    }
+
+    /// Number of attempts currently running.
+    pub fn running(&self) -> u32 {
+        self.tally.running
+    }
+
+    /// Starts the run: tasks without dependencies become ready.
+    pub fn start(&mut self, now: Timestamp) {
+        if self.phase != RunPhase::Pending {
+            return;
+        }
+        self.phase = RunPhase::Running;
+        self.started_at = Some(now);
+        self.transitioned_at = Some(now);
+        if let Some(deadline) = self.dag.active_deadline() {
+            self.push_timer(now + deadline, TimerKind::RunDeadline, TaskId(0), 0);
+        }
+        for i in 0..self.tasks.len() {
+            if self.tasks[i].waiting_on == 0 {
+                self.enqueue(TaskId(i as u32));
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// Records how attempt `attempt` of `task` ended. Reports about attempts the engine has
+    /// already closed (timed out, killed, superseded) are ignored: a late success can never
+    /// overwrite a timeout.
+    pub fn finish_attempt(&mut self, task: TaskId, attempt: u32, outcome: Outcome, now: Timestamp) {
+        let Some(state) = self.tasks.get(task.index()) else {
+            return;
+        };
+        if state.stage != Stage::Running || state.attempts != attempt {
+            return;
+        }
+        self.tally.running -= 1;
+        match outcome {
+            Outcome::Exited { code: 0, output } => match parse_output(&output) {
+                Ok(outputs) => self.succeed(task, outputs, now),
+                Err(message) => self.attempt_failed(task, Some(0), "InvalidOutput", message, now),
+            },
+            Outcome::Exited { code, .. } => {
+                let message = format!("attempt {attempt} exited with code {code}");
+                self.attempt_failed(task, Some(code), "Error", message, now)
+            }
+            Outcome::TimedOut => {
+                let message = self.timeout_message(task, attempt);
+                self.attempt_failed(task, None, "Timeout", message, now)
+            }
+            Outcome::Failed { reason, message } => {
+                self.attempt_failed(task, None, &reason, message, now)
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// Fires every timer due at `now`: attempt timeouts, retries and the run deadline.
+    pub fn tick(&mut self, now: Timestamp) {
+        while let Some(Reverse(timer)) = self.timers.peek().copied() {
+            if timer.at > now || self.is_finished() {
+                break;
+            }
+            self.timers.pop();
+            let state = &self.tasks[timer.task.index()];
+            let current = state.attempts == timer.attempt;
+            match timer.kind {
+                TimerKind::RunDeadline => self.deadline_exceeded(now),
+                TimerKind::AttemptTimeout if current && state.stage == Stage::Running => {
+                    self.tally.running -= 1;
+                    self.actions.push(Action::Kill {
+                        task: timer.task,
+                        attempt: timer.attempt,
+                        reason: KillReason::Timeout,
+                    });
+                    let message = self.timeout_message(timer.task, timer.attempt);
+                    self.attempt_failed(timer.task, None, "Timeout", message, now);
+                }
+                TimerKind::RetryDue if current && state.stage == Stage::Backoff => {
+                    self.enqueue(timer.task);
+                }
+                _ => {} // stale: the attempt already ended
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// When [`tick`](Self::tick) next has something to do, if ever.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        if self.is_finished() {
+            return None;
+        }
+        self.timers.peek().map(|Reverse(t)| t.at)
+    }
+
+    /// Cancels the run: running attempts are killed, everything unfinished becomes Cancelled.
+    pub fn cancel(&mut self, now: Timestamp) {
+        if self.is_finished() {
+            return;
+        }
+        self.stop_all(now, KillReason::Cancelled, "Cancelled", "the run was cancelled");
+        self.finish_run(RunPhase::Cancelled, "Cancelled", now);
+    }
+
+    /// Actions queued since the last call, in order.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Tasks whose status changed since the last call, each once.
+    pub fn take_changes(&mut self) -> Vec<TaskId> {
+        for id in &self.changed {
+            self.tasks[id.index()].dirty = false;
+        }
+        std::mem::take(&mut self.changed)
+    }
+
+    // ---- transitions ----
+
+    fn enqueue(&mut self, task: TaskId) {
+        self.tasks[task.index()].stage = Stage::Queued;
+        self.ready.push_back(task);
+    }
+
+    /// Starts queued tasks while the parallelism cap allows.
+    fn schedule(&mut self, now: Timestamp) {
+        let cap = self.dag.parallelism().unwrap_or(u32::MAX);
+        while self.phase == RunPhase::Running && self.tally.running < cap {
+            let Some(task) = self.ready.pop_front() else {
+                break;
+            };
+            match self.resolve_inputs(task) {
+                Ok(inputs) => self.launch(task, inputs, now),
+                Err(message) => self.fail_for_good(task, None, "InputUnresolved", message, now),
+            }
+        }
+        if self.phase == RunPhase::Running && self.finished_tasks() == self.tasks.len() as u32 {
+            let phase = if self.tally.failed > 0 {
+                RunPhase::Failed
+            } else {
+                RunPhase::Succeeded
+            };
+            let reason = if phase == RunPhase::Failed {
+                "TaskFailed"
+            } else {
+                "Succeeded"
+            };
+            self.finish_run(phase, reason, now);
+        }
+    }
+
+    fn launch(&mut self, task: TaskId, inputs: Vec<(String, Value)>, now: Timestamp) {
+        let timeout = self.dag.task(task).timeout;
+        let state = &mut self.tasks[task.index()];
+        state.stage = Stage::Running;
+        state.phase = TaskPhase::Running;
+        state.attempts += 1;
+        state.started_at.get_or_insert(now);
+        let attempt = state.attempts;
+        self.tally.running += 1;
+        if let Some(timeout) = timeout {
+            self.push_timer(now + timeout, TimerKind::AttemptTimeout, task, attempt);
+        }
+        self.mark(task);
+        self.actions.push(Action::Start(Launch {
+            task,
+            attempt,
+            inputs,
+        }));
+    }
+
+    fn resolve_inputs(&self, task: TaskId) -> Result<Vec<(String, Value)>, String> {
+        let def = self.dag.task(task);
+        let mut resolved = Vec::with_capacity(def.inputs.len());
+        for input in &def.inputs {
+            let value = match &input.source {
+                InputSource::Value(v) => Value::String(v.clone()),
+                InputSource::Param(i) => Value::String(self.params.get(*i).unwrap_or("").into()),
+                InputSource::Task { task: from, output } => {
+                    let outputs = self.tasks[from.index()].outputs.as_ref();
+                    match outputs.and_then(|o| o.get(output)) {
+                        Some(v) => v.clone(),
+                        None => {
+                            let from_name = &self.dag.task(*from).name;
+                            let keys: Vec<&str> = outputs
+                                .map(|o| o.keys().map(String::as_str).collect())
+                                .unwrap_or_default();
+                            return Err(format!(
+                                "input {:?}: task {from_name:?} has no output {output:?} \
+                                 (its outputs: {})",
+                                input.name,
+                                if keys.is_empty() { "none".into() } else { keys.join(", ") }
+                            ));
+                        }
+                    }
+                }
+            };
+            resolved.push((input.name.clone(), value));
+        }
+        Ok(resolved)
+    }
+
+    fn succeed(&mut self, task: TaskId, outputs: Map<String, Value>, now: Timestamp) {
+        let state = &mut self.tasks[task.index()];
+        state.stage = Stage::Done;
+        state.phase = TaskPhase::Succeeded;
+        state.finished_at = Some(now);
+        state.exit_code = Some(0);
+        state.reason = Some("Completed".into());
+        state.message = None;
+        state.outputs = (!outputs.is_empty()).then_some(outputs);
+        self.tally.succeeded += 1;
+        self.mark(task);
+        let dag = Arc::clone(&self.dag);
+        for &child in dag.children(task) {
+            let child_state = &mut self.tasks[child.index()];
+            child_state.waiting_on -= 1;
+            if child_state.waiting_on == 0 && child_state.stage == Stage::Blocked {
+                self.enqueue(child);
+            }
+        }
+    }
+
+    /// An attempt failed: retry after the back-off if attempts remain, otherwise fail for good.
+    fn attempt_failed(
+        &mut self,
+        task: TaskId,
+        exit_code: Option<i32>,
+        reason: &str,
+        message: String,
+        now: Timestamp,
+    ) {
+        let retry = self.dag.task(task).retry;
+        let attempts = self.tasks[task.index()].attempts;
+        if attempts >= retry.max_attempts() {
+            return self.fail_for_good(task, exit_code, reason, message, now);
+        }
+        let due = now + retry.delay_after(attempts);
+        let state = &mut self.tasks[task.index()];
+        state.stage = Stage::Backoff;
+        state.phase = TaskPhase::Pending;
+        state.exit_code = exit_code;
+        state.reason = Some(reason.into());
+        state.message = Some(format!(
+            "{message}; attempt {} of {} starts at {due}",
+            attempts + 1,
+            retry.max_attempts()
+        ));
+        self.push_timer(due, TimerKind::RetryDue, task, attempts);
+        self.mark(task);
+    }
+
+    /// The task failed with no retries left: it and everything downstream of it are done.
+    fn fail_for_good(
+        &mut self,
+        task: TaskId,
+        exit_code: Option<i32>,
+        reason: &str,
+        message: String,
+        now: Timestamp,
+    ) {
+        self.close(task, TaskPhase::Failed, reason, message, now);
+        self.tasks[task.index()].exit_code = exit_code;
+        self.first_failure.get_or_insert(task);
+        let dag = Arc::clone(&self.dag);
+        let failed_name = &dag.task(task).name;
+        let mut stack: Vec<TaskId> = dag.children(task).to_vec();
+        while let Some(next) = stack.pop() {
+            if self.tasks[next.index()].stage == Stage::Done {
+                continue; // already skipped through another failed ancestor
+            }
+            let message = format!("upstream task {failed_name:?} failed");
+            self.close(next, TaskPhase::Skipped, "UpstreamFailed", message, now);
+            stack.extend_from_slice(dag.children(next));
+        }
+    }
+
+    /// The run's deadline passed: running attempts are killed and fail, the rest is cancelled.
+    fn deadline_exceeded(&mut self, now: Timestamp) {
+        let seconds = self.dag.active_deadline().map_or(0, |d| d.as_secs());
+        let message = format!("the run's deadline of {seconds}s was exceeded");
+        self.stop_all(now, KillReason::DeadlineExceeded, "DeadlineExceeded", &message);
+        self.finish_run(RunPhase::Failed, "DeadlineExceeded", now);
+    }
+
+    /// Ends every unfinished task: running ones are killed (Failed on a deadline, Cancelled on
+    /// cancellation), waiting ones become Cancelled. Visits every task once.
+    fn stop_all(&mut self, now: Timestamp, kill: KillReason, reason: &str, message: &str) {
+        for i in 0..self.tasks.len() {
+            let task = TaskId(i as u32);
+            let state = &self.tasks[i];
+            let phase = match state.stage {
+                Stage::Done => continue,
+                Stage::Running => {
+                    self.tally.running -= 1;
+                    self.actions.push(Action::Kill {
+                        task,
+                        attempt: state.attempts,
+                        reason: kill,
+                    });
+                    if kill == KillReason::DeadlineExceeded {
+                        TaskPhase::Failed
+                    } else {
+                        TaskPhase::Cancelled
+                    }
+                }
+                Stage::Blocked | Stage::Queued | Stage::Backoff => TaskPhase::Cancelled,
+            };
+            if phase == TaskPhase::Failed {
+                self.first_failure.get_or_insert(task);
+            }
+            self.close(task, phase, reason, message.to_string(), now);
+        }
+        self.ready.clear();
+    }
+
+    /// Moves a task to a final phase and counts it.
+    fn close(&mut self, task: TaskId, phase: TaskPhase, reason: &str, message: String, now: Timestamp) {
+        let state = &mut self.tasks[task.index()];
+        state.stage = Stage::Done;
+        state.phase = phase;
+        state.finished_at = Some(now);
+        state.reason = Some(reason.into());
+        state.message = Some(message);
+        match phase {
+            TaskPhase::Failed => self.tally.failed += 1,
+            TaskPhase::Skipped => self.tally.skipped += 1,
+            TaskPhase::Cancelled => self.tally.cancelled += 1,
+            TaskPhase::Succeeded => self.tally.succeeded += 1,
+            TaskPhase::Pending | TaskPhase::Running => {}
+        }
+        self.mark(task);
+    }
+
+    fn finish_run(&mut self, phase: RunPhase, reason: &'static str, now: Timestamp) {
+        self.phase = phase;
+        self.reason = Some(reason);
+        self.finished_at = Some(now);
+        self.transitioned_at = Some(now);
+        self.timers.clear();
+    }
+
+    fn finished_tasks(&self) -> u32 {
+        let t = &self.tally;
+        t.succeeded + t.failed + t.skipped + t.cancelled
+    }
+
+    fn timeout_message(&self, task: TaskId, attempt: u32) -> String {
+        let seconds = self.dag.task(task).timeout.map_or(0, |d| d.as_secs());
+        format!("attempt {attempt} exceeded its timeout of {seconds}s and was killed")
+    }
+
+    fn push_timer(&mut self, at: Timestamp, kind: TimerKind, task: TaskId, attempt: u32) {
+        self.timers.push(Reverse(Timer {
+            at,
+            kind,
+            task,
+            attempt,
+        }));
+    }
+
+    fn mark(&mut self, task: TaskId) {
+        let state = &mut self.tasks[task.index()];
+        if !state.dirty {
+            state.dirty = true;
+            self.changed.push(task);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The engine's state as API status: what drivers persist and users read.
+
+use jiff::Timestamp;
+
+use super::state::Engine;
+use crate::api::{Condition, ConditionStatus, RunPhase, RunStatus, TaskStatus};
+use crate::compile::TaskId;
+
+impl Engine {
+    /// Status of one task. O(1) apart from copying its outputs.
+    pub fn task_status(&self, id: TaskId) -> TaskStatus {
+        let state = &self.tasks[id.index()];
+        TaskStatus {
+            name: self.dag.task(id).name.clone(),
+            phase: state.phase,
+            attempts: state.attempts,
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+            exit_code: state.exit_code,
+            reason: state.reason.clone(),
+            message: state.message.clone(),
+            outputs: state.outputs.clone(),
+        }
+    }
+
+    /// The run-level part of the status (phase, times, condition), without the task list.
+    pub fn run_status_head(&self) -> RunStatus {
+        RunStatus {
+            phase: Some(self.phase),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            conditions: vec![self.succeeded_condition()],
+            ..RunStatus::default()
+        }
+    }
+
+    /// The whole status, every task included. O(tasks): for snapshots, not for every event.
+    pub fn run_status(&self) -> RunStatus {
+        RunStatus {
+            tasks: (0..self.tasks.len())
+                .map(|i| self.task_status(TaskId(i as u32)))
+                .collect(),
+            ..self.run_status_head()
+        }
+    }
+
+    /// The `Succeeded` condition: Unknown until the run ends, then True or False.
+    pub fn succeeded_condition(&self) -> Condition {
+        let (status, reason) = match self.phase {
+            RunPhase::Pending => (ConditionStatus::Unknown, "Pending"),
+            RunPhase::Running => (ConditionStatus::Unknown, "Running"),
+            RunPhase::Succeeded => (ConditionStatus::True, "Succeeded"),
+            RunPhase::Failed | RunPhase::Cancelled => {
+                (ConditionStatus::False, self.reason.unwrap_or("Failed"))
+            }
+        };
+        Condition {
+            type_: "Succeeded".into(),
+            status,
+            reason: Some(reason.into()),
+            message: Some(self.summary()),
+            last_transition_time: self.transitioned_at,
+            observed_generation: None,
+        }
+    }
+
+    /// One line on where the run stands, e.g. `task "load" failed: ...; 3 of 5 tasks succeeded`.
+    pub fn summary(&self) -> String {
+        let t = &self.tally;
+        let total = self.tasks.len();
+        let mut parts = vec![format!("{} of {total} tasks succeeded", t.succeeded)];
+        for (count, what) in [
+            (t.running, "running"),
+            (t.failed, "failed"),
+            (t.skipped, "skipped"),
+            (t.cancelled, "cancelled"),
+        ] {
+            if count > 0 {
+                parts.push(format!("{count} {what}"));
+            }
+        }
+        let counts = parts.join(", ");
+        match (self.phase, self.first_failure) {
+            (RunPhase::Pending, _) => format!("waiting to start; {total} tasks"),
+            (RunPhase::Failed, Some(task)) => {
+                let state = &self.tasks[task.index()];
+                format!(
+                    "task {:?} failed: {}; {counts}",
+                    self.dag.task(task).name,
+                    state.message.as_deref().unwrap_or("no detail")
+                )
+            }
+            (RunPhase::Failed, None) | (RunPhase::Cancelled, _) => {
+                let why = match self.reason {
+                    Some("DeadlineExceeded") => "the run's deadline was exceeded",
+                    _ => "the run was cancelled",
+                };
+                format!("{why}; {counts}")
+            }
+            _ => counts,
+        }
+    }
+
+    /// When the run started, if it has.
+    pub fn started_at(&self) -> Option<Timestamp> {
+        self.started_at
+    }
+}

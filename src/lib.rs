@@ -1,0 +1,19 @@
+//! ork: a Kubernetes-native workflow orchestrator that also runs workflows on a laptop.
+//!
+//! - [`api`]: the `Workflow` and `Run` resources, shared by every driver.
+//! - [`manifest`]: reading manifests from YAML files.
+//! - [`compile`]: the one validator, compiling a workflow into a [`compile::Dag`].
+//! - [`engine`]: the pure scheduling state machine.
+//! - [`task_env`]: what a task sees (environment, `$(VAR)` expansion), identical in every driver.
+//! - [`driver`]: the `Database` / `Executor` seams and the `Scheduler` loop that joins them.
+//! - [`local`]: the local driver behind `ork run`: in-memory database, process executor.
+
+pub mod api;
+pub mod cli;
+pub mod compile;
+pub mod driver;
+pub mod engine;
+pub mod local;
+pub mod manifest;
+pub mod problem;
+pub mod task_env;

@@ -1,0 +1,69 @@
+//! The local driver behind `ork run`: an in-memory database and a process executor.
+
+mod database;
+mod executor;
+mod plan;
+mod progress;
+
+pub use database::{MemoryDatabase, Watcher};
+pub use executor::{AttemptFiles, ProcessExecutor};
+pub use plan::{RunPlan, plan_run};
+pub use progress::{Progress, Style, summary};
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::api::Run;
+use crate::driver::{DriverError, Scheduler, SystemClock};
+use crate::engine::Engine;
+
+/// Settings of the local runner.
+#[derive(Clone, Debug)]
+pub struct OrchestratorConfig {
+    /// Each run gets a directory here for its tasks' stdout, stderr and output files.
+    pub work_dir: PathBuf,
+    /// How long a killed task gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            work_dir: std::env::temp_dir().join("ork").join("runs"),
+            kill_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+impl OrchestratorConfig {
+    /// Where the files of run `run` go.
+    pub fn run_dir(&self, run: &str) -> PathBuf {
+        self.work_dir.join(run)
+    }
+}
+
+/// Runs `plan` on this machine until it finishes or `cancel` completes; returns the final Run.
+pub async fn run_local(
+    plan: RunPlan,
+    config: &OrchestratorConfig,
+    watcher: Option<Arc<Mutex<dyn Watcher>>>,
+    cancel: impl Future<Output = ()>,
+) -> Result<Run, DriverError> {
+    let run_dir = config.run_dir(&plan.identity.run);
+    std::fs::create_dir_all(&run_dir).map_err(|e| {
+        DriverError::Executor(format!("cannot create run directory {}: {e}", run_dir.display()))
+    })?;
+    let engine = Engine::new(Arc::clone(&plan.dag), plan.params);
+    let database = MemoryDatabase::new(plan.run, &engine, watcher);
+    let executor = ProcessExecutor::new(plan.dag, plan.identity, run_dir, config.kill_grace);
+    let scheduler = Scheduler {
+        engine,
+        database,
+        executor,
+        clock: SystemClock,
+    };
+    let (_, database) = scheduler.run(cancel).await?;
+    Ok(database.into_run())
+}

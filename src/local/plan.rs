@@ -1,0 +1,179 @@
+//! Choosing what `ork run` runs: the one Run in the given documents, or a Run made up for the
+//! one Workflow, with parameters from the file and the command line.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::{PinnedWorkflow, Run, RunSpec, RunStatus, Workflow, WorkflowRef, WorkflowSpec};
+use crate::compile::{BoundParams, Dag, bind_params, compile};
+use crate::manifest::{Document, Manifest};
+use crate::task_env::RunIdentity;
+
+/// Everything needed to start a run.
+#[derive(Debug)]
+pub struct RunPlan {
+    /// The Run object, named, with the merged parameters and the pinned workflow in its status.
+    pub run: Run,
+    pub dag: Arc<Dag>,
+    pub params: BoundParams,
+    pub identity: RunIdentity,
+}
+
+/// Picks the run to execute from `documents` and validates it; `Err` lists every problem, one
+/// line each, naming the document and the field.
+pub fn plan_run(
+    documents: &[Document],
+    cli_params: &BTreeMap<String, String>,
+) -> Result<RunPlan, Vec<String>> {
+    let runs: Vec<(&Document, &Run)> = documents
+        .iter()
+        .filter_map(|d| match &d.manifest {
+            Manifest::Run(r) => Some((d, r)),
+            Manifest::Workflow(_) => None,
+        })
+        .collect();
+    let workflows: Vec<(&Document, &Workflow)> = documents
+        .iter()
+        .filter_map(|d| match &d.manifest {
+            Manifest::Workflow(w) => Some((d, w)),
+            Manifest::Run(_) => None,
+        })
+        .collect();
+
+    let (run_origin, mut run) = match (runs.as_slice(), workflows.as_slice()) {
+        ([(doc, run)], _) => (doc.origin.clone(), (*run).clone()),
+        ([], [(_, workflow)]) => ("--param".to_string(), run_for(workflow)),
+        ([], []) => return Err(vec!["no Workflow or Run to run".into()]),
+        ([], several) => {
+            let names: Vec<String> = several.iter().map(|(d, _)| d.describe()).collect();
+            return Err(vec![format!(
+                "{} workflows given ({}); add a Run naming the one to run",
+                several.len(),
+                names.join(", ")
+            )]);
+        }
+        (several, _) => {
+            let names: Vec<String> = several.iter().map(|(d, _)| d.describe()).collect();
+            return Err(vec![format!(
+                "{} runs given ({}); ork run runs one at a time",
+                several.len(),
+                names.join(", ")
+            )]);
+        }
+    };
+    run.spec.params.extend(cli_params.clone());
+
+    let (spec_origin, spec, base, pinned) = resolve_workflow(&run_origin, &run, &workflows)?;
+    let dag = compile(spec, base).map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| format!("{spec_origin}: {p}"))
+            .collect::<Vec<_>>()
+    })?;
+    let params = bind_params(&dag, &run.spec.params, "spec.params").map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| format!("{run_origin}: {p}"))
+            .collect::<Vec<_>>()
+    })?;
+
+    let workflow_name = pinned.name.clone();
+    let run_name = name_run(&run.metadata, workflow_name.as_deref());
+    run.metadata.name = Some(run_name.clone());
+    run.status = Some(RunStatus {
+        workflow: Some(pinned),
+        ..RunStatus::default()
+    });
+    Ok(RunPlan {
+        identity: RunIdentity {
+            workflow: workflow_name.unwrap_or_else(|| run_name.clone()),
+            run: run_name,
+        },
+        run,
+        dag: Arc::new(dag),
+        params,
+    })
+}
+
+/// A Run of `workflow` with no parameters of its own.
+fn run_for(workflow: &Workflow) -> Run {
+    let name = workflow.metadata.name.clone().unwrap_or_else(|| "run".into());
+    Run {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: workflow.metadata.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: RunSpec {
+            workflow_ref: Some(WorkflowRef { name }),
+            workflow: None,
+            params: BTreeMap::new(),
+        },
+        status: None,
+    }
+}
+
+/// The spec a run executes: `(origin, spec, field prefix, pinned)`.
+fn resolve_workflow<'a>(
+    run_origin: &str,
+    run: &'a Run,
+    workflows: &[(&'a Document, &'a Workflow)],
+) -> Result<(String, &'a WorkflowSpec, &'static str, PinnedWorkflow), Vec<String>> {
+    match (&run.spec.workflow_ref, &run.spec.workflow) {
+        (Some(reference), None) => {
+            let found = workflows
+                .iter()
+                .find(|(_, w)| w.metadata.name.as_deref() == Some(reference.name.as_str()));
+            match found {
+                Some((doc, workflow)) => Ok((
+                    doc.origin.clone(),
+                    &workflow.spec,
+                    "spec",
+                    PinnedWorkflow {
+                        name: Some(reference.name.clone()),
+                        generation: workflow.metadata.generation,
+                    },
+                )),
+                None => Err(vec![format!(
+                    "{run_origin}: spec.workflowRef.name: no Workflow named {:?} among the given \
+                     documents",
+                    reference.name
+                )]),
+            }
+        }
+        (None, Some(inline)) => Ok((
+            run_origin.to_string(),
+            inline,
+            "spec.workflow",
+            PinnedWorkflow::default(),
+        )),
+        _ => Err(vec![format!(
+            "{run_origin}: spec: exactly one of workflowRef or workflow must be set"
+        )]),
+    }
+}
+
+/// `metadata.name`, or `generateName` (else the workflow's name and a dash) plus five random
+/// characters, as the API server does.
+fn name_run(meta: &ObjectMeta, workflow: Option<&str>) -> String {
+    if let Some(name) = &meta.name {
+        return name.clone();
+    }
+    let prefix = meta
+        .generate_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-", workflow.unwrap_or("run")));
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bits = RandomState::new().hash_one(std::time::SystemTime::now());
+    let suffix: String = (0..5)
+        .map(|_| {
+            let c = ALPHABET[(bits % ALPHABET.len() as u64) as usize] as char;
+            bits /= ALPHABET.len() as u64;
+            c
+        })
+        .collect();
+    format!("{prefix}{suffix}")
+}
