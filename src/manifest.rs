@@ -82,7 +82,9 @@ pub fn load_file(path: &Path) -> Result<Vec<Document>, LoadError> {
 pub fn parse_documents(text: &str, name: &str) -> Result<Vec<Document>, LoadError> {
     // The default budget protects against hostile input but caps a document at 250k nodes;
     // a 100k-task workflow needs more. These bounds still stop alias bombs and runaway input.
+    // YAML 1.2 booleans only: an input named `N` or a value `no` stays a string.
     let options = serde_saphyr::options! {
+        strict_booleans: true,
         budget: serde_saphyr::budget! {
             max_nodes: 50_000_000,
             max_events: 200_000_000,

@@ -1,1 +1,1304 @@
+//! Table-driven tests of the validator and compiler: every problem it can report (exact field,
+//! message naming what is involved), what a valid spec compiles to, and parameter binding.
 
+use std::collections::BTreeMap;
+
+use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::*;
+use crate::api::{Backoff, ParamSpec, RetryPolicy, TaskSpec, WorkflowSpec};
+use crate::problem::Problem;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Parses a `WorkflowSpec` (the `spec` of a Workflow) from YAML.
+fn parse(yaml: &str) -> WorkflowSpec {
+    serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("test YAML does not parse: {e}\n{yaml}"))
+}
+
+fn compiled(yaml: &str) -> Dag {
+    compile(&parse(yaml), "spec")
+        .unwrap_or_else(|p| panic!("expected the spec to compile, got:\n{p}\n---\n{yaml}"))
+}
+
+fn problems_of(spec: &WorkflowSpec) -> Vec<Problem> {
+    match compile(spec, "spec") {
+        Ok(_) => panic!("expected problems, but the spec compiled: {spec:#?}"),
+        Err(problems) => problems.0,
+    }
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An expected problem: its exact field, and fragments its message must contain.
+type Expect = (&'static str, &'static [&'static str]);
+
+/// Asserts that `got` holds exactly the problems in `want`, in any order.
+fn assert_problems(case: &str, got: &[Problem], want: &[Expect]) {
+    let mut left: Vec<&Problem> = got.iter().collect();
+    for (field, fragments) in want {
+        let found = left.iter().position(|p| {
+            p.field == *field && fragments.iter().all(|f| p.message.contains(f))
+        });
+        match found {
+            Some(i) => {
+                left.remove(i);
+            }
+            None => panic!(
+                "{case}: expected a problem at {field} mentioning {fragments:?}; got:\n{}",
+                render(got)
+            ),
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "{case}: unexpected problems:\n{}\n(all problems:\n{})",
+        render(&left.into_iter().cloned().collect::<Vec<_>>()),
+        render(got)
+    );
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn task(name: &str, depends_on: &[&str]) -> TaskSpec {
+    TaskSpec {
+        name: name.into(),
+        image: Some("busybox".into()),
+        command: vec!["true".into()],
+        depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+        ..TaskSpec::default()
+    }
+}
+
+fn names<'a>(dag: &'a Dag, ids: &[TaskId]) -> Vec<&'a str> {
+    ids.iter().map(|&id| dag.task(id).name.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every problem the validator reports
+
+struct Case {
+    name: &'static str,
+    yaml: &'static str,
+    want: &'static [Expect],
+}
+
+const CASES: &[Case] = &[
+    // --- workflow level
+    Case {
+        name: "empty task list",
+        yaml: "tasks: []",
+        want: &[("spec.tasks", &["at least one task"])],
+    },
+    Case {
+        name: "parallelism 0",
+        yaml: "
+            parallelism: 0
+            tasks: [{name: a, image: i, command: [sh]}]",
+        want: &[("spec.parallelism", &["at least 1"])],
+    },
+    Case {
+        name: "activeDeadlineSeconds 0",
+        yaml: "
+            activeDeadlineSeconds: 0
+            tasks: [{name: a, image: i, command: [sh]}]",
+        want: &[("spec.activeDeadlineSeconds", &["at least 1"])],
+    },
+    // --- params
+    Case {
+        name: "param name starting with a digit",
+        yaml: "
+            params: [{name: ok}, {name: 2day}]
+            tasks: [{name: a, image: i, command: [sh]}]",
+        want: &[("spec.params[1].name", &["\"2day\"", "^[A-Za-z_][A-Za-z0-9_]*$"])],
+    },
+    Case {
+        name: "param name with a dash",
+        yaml: "
+            params: [{name: the-day}]
+            tasks: [{name: a, image: i, command: [sh]}]",
+        want: &[("spec.params[0].name", &["\"the-day\"", "must match"])],
+    },
+    Case {
+        name: "empty param name",
+        yaml: "
+            params: [{name: ''}]
+            tasks: [{name: a, image: i, command: [sh]}]",
+        want: &[("spec.params[0].name", &["\"\"", "must match"])],
+    },
+    Case {
+        name: "duplicate param name",
+        yaml: "
+            params: [{name: date}, {name: region}, {name: date, default: x}]
+            tasks: [{name: a, image: i, command: [sh]}]",
+        want: &[("spec.params[2].name", &["duplicate parameter", "\"date\""])],
+    },
+    // --- task names
+    Case {
+        name: "uppercase task name",
+        yaml: "tasks: [{name: Extract, image: i, command: [sh]}]",
+        want: &[("spec.tasks[0].name", &["\"Extract\"", "DNS-1123"])],
+    },
+    Case {
+        name: "underscore in task name",
+        yaml: "tasks: [{name: ok, image: i, command: [sh]}, {name: a_b, image: i, command: [sh]}]",
+        want: &[("spec.tasks[1].name", &["\"a_b\"", "DNS-1123"])],
+    },
+    Case {
+        name: "task name starting with a dash",
+        yaml: "tasks: [{name: -a, image: i, command: [sh]}]",
+        want: &[("spec.tasks[0].name", &["\"-a\"", "DNS-1123"])],
+    },
+    Case {
+        name: "task name ending with a dash",
+        yaml: "tasks: [{name: a-, image: i, command: [sh]}]",
+        want: &[("spec.tasks[0].name", &["\"a-\"", "DNS-1123"])],
+    },
+    Case {
+        name: "dot in task name",
+        yaml: "tasks: [{name: a.b, image: i, command: [sh]}]",
+        want: &[("spec.tasks[0].name", &["\"a.b\"", "DNS-1123"])],
+    },
+    Case {
+        name: "empty task name",
+        yaml: "tasks: [{name: '', image: i, command: [sh]}]",
+        want: &[("spec.tasks[0].name", &["task name must not be empty"])],
+    },
+    Case {
+        name: "task name of 64 characters",
+        yaml: "tasks: [{name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, \
+               image: i, command: [sh]}]",
+        want: &[(
+            "spec.tasks[0].name",
+            &["\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "64", "63"],
+        )],
+    },
+    Case {
+        name: "duplicate task name",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh]}
+              - {name: a, command: [sh]}",
+        want: &[("spec.tasks[2].name", &["duplicate task name \"a\"", "spec.tasks[0]"])],
+    },
+    Case {
+        name: "a reference to a badly named task reports only the name",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: Extract, command: [sh]}
+              - name: load
+                command: [sh]
+                dependsOn: [Extract]
+                inputs: [{name: ROWS, fromTask: Extract, output: rows}]",
+        want: &[("spec.tasks[0].name", &["\"Extract\"", "DNS-1123"])],
+    },
+    // --- dependsOn
+    Case {
+        name: "unknown dependsOn",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh], dependsOn: [a, nope]}",
+        want: &[("spec.tasks[1].dependsOn[1]", &["task \"b\"", "unknown task \"nope\""])],
+    },
+    Case {
+        name: "self dependency",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh], dependsOn: [a, b]}",
+        want: &[("spec.tasks[1].dependsOn[1]", &["task \"b\"", "depends on itself"])],
+    },
+    // --- image and command
+    Case {
+        name: "missing image without defaults.image",
+        yaml: "
+            tasks:
+              - {name: a, image: i, command: [sh]}
+              - {name: b, command: [sh]}",
+        want: &[("spec.tasks[1].image", &["task \"b\"", "no image", "defaults.image"])],
+    },
+    Case {
+        name: "missing image with defaults but no defaults.image",
+        yaml: "
+            defaults: {timeoutSeconds: 5}
+            tasks: [{name: a, command: [sh]}]",
+        want: &[("spec.tasks[0].image", &["task \"a\"", "no image"])],
+    },
+    Case {
+        name: "empty task image overrides defaults.image",
+        yaml: "
+            defaults: {image: busybox}
+            tasks: [{name: a, image: '', command: [sh]}]",
+        want: &[("spec.tasks[0].image", &["task \"a\"", "empty"])],
+    },
+    Case {
+        name: "empty defaults.image is reported once, at the defaults",
+        yaml: "
+            defaults: {image: ''}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, image: busybox, command: [sh]}
+              - {name: c, command: [sh]}",
+        want: &[("spec.defaults.image", &["defaults", "empty"])],
+    },
+    Case {
+        name: "missing command",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, args: [x]}",
+        want: &[("spec.tasks[1].command", &["task \"b\"", "no command"])],
+    },
+    // --- timeouts
+    Case {
+        name: "task timeoutSeconds 0",
+        yaml: "tasks: [{name: a, image: i, command: [sh], timeoutSeconds: 0}]",
+        want: &[("spec.tasks[0].timeoutSeconds", &["task \"a\"", "at least 1"])],
+    },
+    Case {
+        name: "defaults timeoutSeconds 0",
+        yaml: "
+            defaults: {image: i, timeoutSeconds: 0}
+            tasks: [{name: a, command: [sh]}]",
+        want: &[("spec.defaults.timeoutSeconds", &["defaults", "at least 1"])],
+    },
+    // --- retries
+    Case {
+        name: "negative initialSeconds",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                retries: {limit: 1, backoff: {initialSeconds: -1}}",
+        want: &[(
+            "spec.tasks[0].retries.backoff.initialSeconds",
+            &["task \"a\"", "at least 0", "-1"],
+        )],
+    },
+    Case {
+        name: "factor below 1",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                retries: {limit: 1, backoff: {factor: 0.5}}",
+        want: &[("spec.tasks[0].retries.backoff.factor", &["task \"a\"", "at least 1", "0.5"])],
+    },
+    Case {
+        name: "negative maxSeconds",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                retries: {limit: 1, backoff: {maxSeconds: -5}}",
+        want: &[("spec.tasks[0].retries.backoff.maxSeconds", &["task \"a\"", "-5"])],
+    },
+    Case {
+        name: "infinite factor",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                retries: {limit: 1, backoff: {factor: .inf}}",
+        want: &[("spec.tasks[0].retries.backoff.factor", &["task \"a\"", "inf"])],
+    },
+    Case {
+        name: "bad backoff in defaults",
+        yaml: "
+            defaults:
+              image: i
+              retries: {limit: 1, backoff: {initialSeconds: -0.5, factor: 0}}
+            tasks: [{name: a, command: [sh]}]",
+        want: &[
+            ("spec.defaults.retries.backoff.initialSeconds", &["defaults", "-0.5"]),
+            ("spec.defaults.retries.backoff.factor", &["defaults", "at least 1"]),
+        ],
+    },
+    // --- env
+    Case {
+        name: "empty env name",
+        yaml: "tasks: [{name: a, image: i, command: [sh], env: [{name: OK, value: x}, {name: '', value: x}]}]",
+        want: &[("spec.tasks[0].env[1].name", &["task \"a\"", "must not be empty"])],
+    },
+    Case {
+        name: "env name with the reserved prefix",
+        yaml: "tasks: [{name: a, image: i, command: [sh], env: [{name: ORK_TASK, value: x}]}]",
+        want: &[("spec.tasks[0].env[0].name", &["task \"a\"", "\"ORK_TASK\"", "reserved prefix ORK_"])],
+    },
+    Case {
+        name: "env with value and valueFrom",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                env:
+                  - name: POD
+                    value: x
+                    valueFrom: {fieldRef: {fieldPath: metadata.name}}",
+        want: &[("spec.tasks[0].env[0]", &["task \"a\"", "\"POD\"", "both value and valueFrom"])],
+    },
+    Case {
+        name: "bad env entries in defaults",
+        yaml: "
+            defaults:
+              image: i
+              env:
+                - {name: '', value: x}
+                - {name: ORK_RUN, value: x}
+                - {name: POD, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            tasks: [{name: a, command: [sh]}]",
+        want: &[
+            ("spec.defaults.env[0].name", &["the defaults", "must not be empty"]),
+            ("spec.defaults.env[1].name", &["the defaults", "\"ORK_RUN\"", "reserved"]),
+            ("spec.defaults.env[2]", &["the defaults", "\"POD\"", "both value and valueFrom"]),
+        ],
+    },
+    // --- inputs: names
+    Case {
+        name: "input name with a dash",
+        yaml: "tasks: [{name: a, image: i, command: [sh], inputs: [{name: row-count, value: '1'}]}]",
+        want: &[("spec.tasks[0].inputs[0].name", &["task \"a\"", "\"row-count\"", "must match"])],
+    },
+    Case {
+        name: "input name starting with a digit",
+        yaml: "tasks: [{name: a, image: i, command: [sh], inputs: [{name: 1X, value: '1'}]}]",
+        want: &[("spec.tasks[0].inputs[0].name", &["task \"a\"", "\"1X\"", "must match"])],
+    },
+    Case {
+        name: "input name with the reserved prefix",
+        yaml: "tasks: [{name: a, image: i, command: [sh], inputs: [{name: ORK_INPUT_JSON, value: '1'}]}]",
+        want: &[(
+            "spec.tasks[0].inputs[0].name",
+            &["task \"a\"", "\"ORK_INPUT_JSON\"", "reserved prefix ORK_"],
+        )],
+    },
+    Case {
+        name: "duplicate input name",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                inputs: [{name: X, value: '1'}, {name: Y, value: '2'}, {name: X, value: '3'}]",
+        want: &[("spec.tasks[0].inputs[2].name", &["task \"a\"", "duplicate input \"X\""])],
+    },
+    Case {
+        name: "input name collides with the task's env",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                env: [{name: MODE, value: full}]
+                inputs: [{name: MODE, value: delta}]",
+        want: &[("spec.tasks[0].inputs[0].name", &["task \"a\"", "\"MODE\"", "collides"])],
+    },
+    // --- inputs: sources
+    Case {
+        name: "input without a source",
+        yaml: "tasks: [{name: a, image: i, command: [sh], inputs: [{name: X}]}]",
+        want: &[("spec.tasks[0].inputs[0]", &["task \"a\"", "\"X\"", "exactly one", "found 0"])],
+    },
+    Case {
+        name: "input with value and fromParam",
+        yaml: "
+            params: [{name: p, default: d}]
+            tasks: [{name: a, image: i, command: [sh], inputs: [{name: X, value: v, fromParam: p}]}]",
+        want: &[("spec.tasks[0].inputs[0]", &["task \"a\"", "\"X\"", "found 2"])],
+    },
+    Case {
+        name: "input with all three sources",
+        yaml: "
+            params: [{name: p, default: d}]
+            defaults: {image: i}
+            tasks:
+              - {name: up, command: [sh]}
+              - name: a
+                command: [sh]
+                dependsOn: [up]
+                inputs: [{name: X, value: v, fromParam: p, fromTask: up, output: k}]",
+        want: &[("spec.tasks[1].inputs[0]", &["task \"a\"", "\"X\"", "found 3"])],
+    },
+    Case {
+        name: "output without fromTask",
+        yaml: "tasks: [{name: a, image: i, command: [sh], inputs: [{name: X, value: v, output: rows}]}]",
+        want: &[("spec.tasks[0].inputs[0].output", &["task \"a\"", "\"X\"", "without fromTask"])],
+    },
+    Case {
+        name: "output alone",
+        yaml: "tasks: [{name: a, image: i, command: [sh], inputs: [{name: X, output: rows}]}]",
+        want: &[
+            ("spec.tasks[0].inputs[0]", &["task \"a\"", "\"X\"", "found 0"]),
+            ("spec.tasks[0].inputs[0].output", &["task \"a\"", "\"X\"", "without fromTask"]),
+        ],
+    },
+    Case {
+        name: "fromParam names an undeclared parameter",
+        yaml: "
+            params: [{name: date}]
+            tasks: [{name: a, image: i, command: [sh], inputs: [{name: X, fromParam: day}]}]",
+        want: &[(
+            "spec.tasks[0].inputs[0].fromParam",
+            &["task \"a\"", "\"X\"", "undeclared parameter \"day\""],
+        )],
+    },
+    Case {
+        name: "fromParam of a badly named parameter reports only the name",
+        yaml: "
+            params: [{name: 1day, default: x}]
+            tasks: [{name: a, image: i, command: [sh], inputs: [{name: X, fromParam: 1day}]}]",
+        want: &[("spec.params[0].name", &["\"1day\"", "must match"])],
+    },
+    Case {
+        name: "fromTask names an unknown task",
+        yaml: "
+            tasks: [{name: a, image: i, command: [sh], inputs: [{name: X, fromTask: nope, output: k}]}]",
+        want: &[(
+            "spec.tasks[0].inputs[0].fromTask",
+            &["task \"a\"", "\"X\"", "unknown task \"nope\""],
+        )],
+    },
+    Case {
+        name: "fromTask names the task itself",
+        yaml: "
+            tasks: [{name: a, image: i, command: [sh], inputs: [{name: X, fromTask: a, output: k}]}]",
+        want: &[("spec.tasks[0].inputs[0].fromTask", &["task \"a\"", "\"X\"", "own output"])],
+    },
+    Case {
+        name: "fromTask without an output key",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh], dependsOn: [a], inputs: [{name: X, fromTask: a}]}",
+        want: &[(
+            "spec.tasks[1].inputs[0].output",
+            &["task \"b\"", "\"X\"", "task \"a\"", "no output key"],
+        )],
+    },
+    Case {
+        name: "fromTask with an empty output key",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh], dependsOn: [a], inputs: [{name: X, fromTask: a, output: ''}]}",
+        want: &[("spec.tasks[1].inputs[0].output", &["task \"b\"", "\"X\"", "no output key"])],
+    },
+    Case {
+        name: "fromTask names a sibling",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh], dependsOn: [a]}
+              - {name: c, command: [sh], dependsOn: [a], inputs: [{name: X, fromTask: b, output: k}]}",
+        want: &[(
+            "spec.tasks[2].inputs[0].fromTask",
+            &["task \"c\"", "\"X\"", "task \"b\"", "not upstream"],
+        )],
+    },
+    Case {
+        name: "fromTask names a downstream task",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh], inputs: [{name: X, fromTask: c, output: k}]}
+              - {name: b, command: [sh], dependsOn: [a]}
+              - {name: c, command: [sh], dependsOn: [b]}",
+        want: &[(
+            "spec.tasks[0].inputs[0].fromTask",
+            &["task \"a\"", "\"X\"", "task \"c\"", "not upstream"],
+        )],
+    },
+    Case {
+        name: "fromTask names an unrelated task declared earlier",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh], inputs: [{name: X, fromTask: a, output: k}]}",
+        want: &[("spec.tasks[1].inputs[0].fromTask", &["task \"b\"", "task \"a\"", "not upstream"])],
+    },
+    Case {
+        name: "not-upstream input is named by its own index",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh]}
+              - name: c
+                command: [sh]
+                dependsOn: [a]
+                inputs:
+                  - {name: BAD}
+                  - {name: OK, fromTask: a, output: k}
+                  - {name: X, fromTask: b, output: k}",
+        want: &[
+            ("spec.tasks[2].inputs[0]", &["task \"c\"", "\"BAD\"", "found 0"]),
+            ("spec.tasks[2].inputs[2].fromTask", &["task \"c\"", "\"X\"", "task \"b\"", "not upstream"]),
+        ],
+    },
+    Case {
+        name: "fromTask neither upstream nor naming an output key",
+        yaml: "
+            defaults: {image: i}
+            tasks:
+              - {name: a, command: [sh]}
+              - {name: b, command: [sh], inputs: [{name: X, fromTask: a}]}",
+        want: &[
+            ("spec.tasks[1].inputs[0].output", &["task \"b\"", "\"X\"", "no output key"]),
+            ("spec.tasks[1].inputs[0].fromTask", &["task \"b\"", "\"X\"", "not upstream"]),
+        ],
+    },
+];
+
+#[test]
+fn every_problem_names_its_field_and_subject() {
+    for case in CASES {
+        let got = problems_of(&parse(case.yaml));
+        assert_problems(case.name, &got, case.want);
+    }
+}
+
+#[test]
+fn problems_are_prefixed_with_the_base_path() {
+    let spec = parse(
+        "
+        defaults: {image: i, timeoutSeconds: 0}
+        tasks: [{name: a, command: [sh], dependsOn: [nope]}]",
+    );
+    let got = compile(&spec, "spec.workflow").unwrap_err().0;
+    assert_problems(
+        "inline workflow",
+        &got,
+        &[
+            ("spec.workflow.defaults.timeoutSeconds", &["at least 1"]),
+            ("spec.workflow.tasks[0].dependsOn[0]", &["unknown task \"nope\""]),
+        ],
+    );
+}
+
+#[test]
+fn longest_task_name_is_accepted() {
+    let name = "a".repeat(63);
+    let spec = WorkflowSpec {
+        tasks: vec![task(&name, &[])],
+        ..WorkflowSpec::default()
+    };
+    let dag = compile(&spec, "spec").unwrap();
+    assert_eq!(dag.id(&name), Some(TaskId(0)));
+}
+
+#[test]
+fn nan_backoff_values_are_rejected() {
+    let nan = RetryPolicy {
+        limit: 1,
+        backoff: Some(Backoff {
+            initial_seconds: Some(f64::NAN),
+            factor: Some(f64::NAN),
+            max_seconds: Some(f64::NAN),
+        }),
+    };
+    let mut spec = WorkflowSpec {
+        tasks: vec![task("a", &[])],
+        ..WorkflowSpec::default()
+    };
+    spec.tasks[0].retries = Some(nan.clone());
+    spec.defaults = Some(TaskDefaults {
+        retries: Some(nan),
+        ..TaskDefaults::default()
+    });
+    assert_problems(
+        "NaN backoff",
+        &problems_of(&spec),
+        &[
+            ("spec.defaults.retries.backoff.initialSeconds", &["defaults", "NaN"]),
+            ("spec.defaults.retries.backoff.factor", &["defaults", "NaN"]),
+            ("spec.defaults.retries.backoff.maxSeconds", &["defaults", "NaN"]),
+            ("spec.tasks[0].retries.backoff.initialSeconds", &["task \"a\"", "NaN"]),
+            ("spec.tasks[0].retries.backoff.factor", &["task \"a\"", "NaN"]),
+            ("spec.tasks[0].retries.backoff.maxSeconds", &["task \"a\"", "NaN"]),
+        ],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let spec = parse(
+        "
+        params: [{name: date}, {name: date}]
+        parallelism: 0
+        activeDeadlineSeconds: 0
+        defaults: {timeoutSeconds: 0, env: [{name: ORK_X, value: x}]}
+        tasks:
+          - name: Bad_Name
+            command: [sh]
+          - name: b
+            image: i
+            dependsOn: [ghost, b]
+            retries: {limit: 1, backoff: {factor: 0.1}}
+            inputs:
+              - {name: ORK_Y, value: v}
+              - {name: Z, fromParam: nope}
+              - {name: W, fromTask: b, output: k}
+          - {name: c, image: i, command: [sh], dependsOn: [d]}
+          - {name: d, image: i, command: [sh], dependsOn: [c]}
+          - {name: d, image: i, command: [sh], timeoutSeconds: 0}",
+    );
+    assert_problems(
+        "many problems",
+        &problems_of(&spec),
+        &[
+            ("spec.parallelism", &["at least 1"]),
+            ("spec.activeDeadlineSeconds", &["at least 1"]),
+            ("spec.params[1].name", &["duplicate parameter \"date\""]),
+            ("spec.defaults.timeoutSeconds", &["at least 1"]),
+            ("spec.defaults.env[0].name", &["\"ORK_X\""]),
+            ("spec.tasks[0].name", &["\"Bad_Name\""]),
+            ("spec.tasks[0].image", &["task \"Bad_Name\"", "no image"]),
+            ("spec.tasks[1].dependsOn[0]", &["task \"b\"", "unknown task \"ghost\""]),
+            ("spec.tasks[1].dependsOn[1]", &["task \"b\"", "itself"]),
+            ("spec.tasks[1].command", &["task \"b\""]),
+            ("spec.tasks[1].retries.backoff.factor", &["task \"b\"", "0.1"]),
+            ("spec.tasks[1].inputs[0].name", &["task \"b\"", "\"ORK_Y\""]),
+            ("spec.tasks[1].inputs[1].fromParam", &["task \"b\"", "\"nope\""]),
+            ("spec.tasks[1].inputs[2].fromTask", &["task \"b\"", "own output"]),
+            ("spec.tasks[2].dependsOn", &["dependency cycle: c -> d -> c"]),
+            ("spec.tasks[4].name", &["duplicate task name \"d\""]),
+            ("spec.tasks[4].timeoutSeconds", &["task \"d\""]),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cycles
+
+/// The tasks a cycle message lists, in order (each depends on the next), without the repeated
+/// first task at the end.
+fn cycle_in(message: &str) -> Vec<String> {
+    let rest = message
+        .strip_prefix("dependency cycle: ")
+        .unwrap_or_else(|| panic!("not a cycle message: {message}"));
+    let list = rest.split(" (").next().unwrap();
+    let mut tasks: Vec<String> = list.split(" -> ").map(str::to_string).collect();
+    let last = tasks.pop().unwrap();
+    assert_eq!(Some(&last), tasks.first(), "cycle does not close: {message}");
+    tasks
+}
+
+struct CycleCase {
+    name: &'static str,
+    yaml: &'static str,
+    /// Field of each cycle problem, and the tasks on the cycle, each depending on the next.
+    want: &'static [(&'static str, &'static [&'static str])],
+}
+
+const CYCLE_CASES: &[CycleCase] = &[
+    CycleCase {
+        name: "2-cycle",
+        yaml: "
+            - {name: a, dependsOn: [b]}
+            - {name: b, dependsOn: [a]}",
+        want: &[("spec.tasks[0].dependsOn", &["a", "b"])],
+    },
+    CycleCase {
+        name: "3-cycle",
+        yaml: "
+            - {name: a, dependsOn: [c]}
+            - {name: b, dependsOn: [a]}
+            - {name: c, dependsOn: [b]}",
+        want: &[("spec.tasks[0].dependsOn", &["a", "c", "b"])],
+    },
+    CycleCase {
+        name: "3-cycle behind a valid prefix",
+        yaml: "
+            - {name: root}
+            - {name: x, dependsOn: [root, z]}
+            - {name: y, dependsOn: [x]}
+            - {name: z, dependsOn: [y, root]}",
+        want: &[("spec.tasks[1].dependsOn", &["x", "z", "y"])],
+    },
+    CycleCase {
+        name: "two separate cycles",
+        yaml: "
+            - {name: a, dependsOn: [b]}
+            - {name: b, dependsOn: [a]}
+            - {name: ok}
+            - {name: c, dependsOn: [d, ok]}
+            - {name: d, dependsOn: [e]}
+            - {name: e, dependsOn: [c]}",
+        want: &[
+            ("spec.tasks[0].dependsOn", &["a", "b"]),
+            ("spec.tasks[3].dependsOn", &["c", "d", "e"]),
+        ],
+    },
+    CycleCase {
+        name: "tasks downstream of a cycle are not on it",
+        yaml: "
+            - {name: late, dependsOn: [after]}
+            - {name: after, dependsOn: [a]}
+            - {name: a, dependsOn: [b]}
+            - {name: b, dependsOn: [a]}
+            - {name: also-after, dependsOn: [b, late]}",
+        want: &[("spec.tasks[2].dependsOn", &["a", "b"])],
+    },
+    CycleCase {
+        name: "a cycle downstream of another cycle",
+        yaml: "
+            - {name: a, dependsOn: [c, b]}
+            - {name: b, dependsOn: [a]}
+            - {name: c, dependsOn: [d]}
+            - {name: d, dependsOn: [c]}",
+        want: &[
+            ("spec.tasks[0].dependsOn", &["a", "b"]),
+            ("spec.tasks[2].dependsOn", &["c", "d"]),
+        ],
+    },
+    CycleCase {
+        name: "a chain of three cycles, each upstream of the next",
+        yaml: "
+            - {name: a1, dependsOn: [b1, a2]}
+            - {name: a2, dependsOn: [a1]}
+            - {name: b1, dependsOn: [c1, b2]}
+            - {name: b2, dependsOn: [b1]}
+            - {name: c1, dependsOn: [c2]}
+            - {name: c2, dependsOn: [c1]}",
+        want: &[
+            ("spec.tasks[0].dependsOn", &["a1", "a2"]),
+            ("spec.tasks[2].dependsOn", &["b1", "b2"]),
+            ("spec.tasks[4].dependsOn", &["c1", "c2"]),
+        ],
+    },
+];
+
+#[test]
+fn cycles_list_exactly_the_tasks_on_them() {
+    for case in CYCLE_CASES {
+        let mut spec = parse(&format!("defaults: {{image: i}}\ntasks:{}", case.yaml));
+        for t in &mut spec.tasks {
+            t.command = vec!["sh".into()];
+        }
+        let got = problems_of(&spec);
+        assert_eq!(
+            got.len(),
+            case.want.len(),
+            "{}: expected {} cycle(s), got:\n{}",
+            case.name,
+            case.want.len(),
+            render(&got)
+        );
+        for (problem, (field, tasks)) in got.iter().zip(case.want) {
+            assert_eq!(problem.field, *field, "{}: {problem}", case.name);
+            assert_eq!(cycle_in(&problem.message), *tasks, "{}: {problem}", case.name);
+        }
+    }
+}
+
+#[test]
+fn tasks_on_other_cycles_of_the_same_knot_are_named_too() {
+    // a <-> b and b <-> c: one strongly connected knot, two cycles through b.
+    let spec = WorkflowSpec {
+        tasks: vec![task("a", &["b"]), task("b", &["a", "c"]), task("c", &["b"])],
+        ..WorkflowSpec::default()
+    };
+    let got = problems_of(&spec);
+    assert_eq!(got.len(), 1, "{}", render(&got));
+    assert_eq!(got[0].field, "spec.tasks[0].dependsOn");
+    assert_eq!(cycle_in(&got[0].message), ["a", "b"]);
+    assert!(got[0].message.contains("c"), "{}", got[0].message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What compiles
+
+const FULL: &str = r#"
+params:
+  - {name: date, default: "2026-01-01"}
+  - {name: region}
+defaults:
+  image: busybox:1.36
+  env: [{name: LOG_LEVEL, value: info}, {name: REGION, value: eu}, {name: KEEP, value: k}]
+  retries: {limit: 2, backoff: {initialSeconds: 3, factor: 4, maxSeconds: 30}}
+  timeoutSeconds: 600
+  resources: {requests: {cpu: 100m}}
+  serviceAccountName: etl-runner
+parallelism: 10
+activeDeadlineSeconds: 3600
+tasks:
+  - name: plain
+    command: [sh]
+  - name: custom
+    image: python:3.12-slim
+    command: [python]
+    args: [-c, pass]
+    env: [{name: LOG_LEVEL, value: debug}, {name: OWN, value: o}]
+    dependsOn: [plain]
+    inputs:
+      - {name: REGION, fromParam: region}
+      - {name: DAY, fromParam: date}
+      - {name: ROWS, fromTask: plain, output: rows}
+      - {name: MODE, value: full}
+    retries: {limit: 5}
+    timeoutSeconds: 120
+    resources: {limits: {memory: 1Gi}}
+    serviceAccountName: own
+  - name: own-backoff
+    command: [sh]
+    retries: {limit: 1, backoff: {factor: 3}}
+"#;
+
+fn quantities(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect(),
+    )
+}
+
+#[test]
+fn defaults_are_applied_unless_the_task_sets_the_field() {
+    let dag = compiled(FULL);
+    assert_eq!(dag.len(), 3);
+    assert_eq!(dag.parallelism(), Some(10));
+    assert_eq!(dag.active_deadline(), Some(SignedDuration::from_secs(3600)));
+    assert_eq!(
+        dag.params().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["date", "region"]
+    );
+
+    let plain = dag.task(dag.id("plain").unwrap());
+    assert_eq!(plain.image.as_deref(), Some("busybox:1.36"));
+    assert_eq!(plain.command, ["sh"]);
+    assert_eq!(
+        plain.env,
+        [env("LOG_LEVEL", "info"), env("REGION", "eu"), env("KEEP", "k")]
+    );
+    assert_eq!(
+        plain.retry,
+        Retry {
+            limit: 2,
+            initial_seconds: 3.0,
+            factor: 4.0,
+            max_seconds: 30.0
+        }
+    );
+    assert_eq!(plain.timeout, Some(SignedDuration::from_secs(600)));
+    assert_eq!(
+        plain.resources,
+        Some(ResourceRequirements {
+            requests: quantities(&[("cpu", "100m")]),
+            ..ResourceRequirements::default()
+        })
+    );
+    assert_eq!(plain.service_account_name.as_deref(), Some("etl-runner"));
+    assert!(plain.inputs.is_empty());
+
+    let custom = dag.task(TaskId(1));
+    assert_eq!(custom.name, "custom");
+    assert_eq!(custom.image.as_deref(), Some("python:3.12-slim"));
+    assert_eq!(custom.command, ["python"]);
+    assert_eq!(custom.args, ["-c", "pass"]);
+    // Defaults first, minus those the task or an input overrides; then the task's own entries.
+    assert_eq!(
+        custom.env,
+        [env("KEEP", "k"), env("LOG_LEVEL", "debug"), env("OWN", "o")]
+    );
+    assert_eq!(
+        custom.inputs,
+        [
+            Input {
+                name: "REGION".into(),
+                source: InputSource::Param(1)
+            },
+            Input {
+                name: "DAY".into(),
+                source: InputSource::Param(0)
+            },
+            Input {
+                name: "ROWS".into(),
+                source: InputSource::Task {
+                    task: TaskId(0),
+                    output: "rows".into()
+                }
+            },
+            Input {
+                name: "MODE".into(),
+                source: InputSource::Value("full".into())
+            },
+        ]
+    );
+    // The limit comes from the task, the backoff from the defaults.
+    assert_eq!(
+        custom.retry,
+        Retry {
+            limit: 5,
+            initial_seconds: 3.0,
+            factor: 4.0,
+            max_seconds: 30.0
+        }
+    );
+    assert_eq!(custom.timeout, Some(SignedDuration::from_secs(120)));
+    assert_eq!(
+        custom.resources,
+        Some(ResourceRequirements {
+            limits: quantities(&[("memory", "1Gi")]),
+            ..ResourceRequirements::default()
+        })
+    );
+    assert_eq!(custom.service_account_name.as_deref(), Some("own"));
+
+    // A task's own backoff replaces the defaults' backoff as a whole; unset fields take the
+    // contract's defaults, not the workflow defaults'.
+    let own = dag.task(TaskId(2));
+    assert_eq!(
+        own.retry,
+        Retry {
+            limit: 1,
+            initial_seconds: Retry::DEFAULT_INITIAL_SECONDS,
+            factor: 3.0,
+            max_seconds: Retry::DEFAULT_MAX_SECONDS
+        }
+    );
+
+    assert_eq!(names(&dag, dag.parents(TaskId(1))), ["plain"]);
+    assert_eq!(names(&dag, dag.children(TaskId(0))), ["custom"]);
+    assert!(dag.parents(TaskId(2)).is_empty() && dag.children(TaskId(2)).is_empty());
+}
+
+#[test]
+fn without_defaults_tasks_keep_their_own_fields() {
+    let dag = compiled(
+        "
+        tasks:
+          - {name: a, image: alpine, command: [sh], env: [{name: A, value: '1'}]}
+          - {name: b, image: alpine, command: [sh], retries: {limit: 3}}",
+    );
+    assert_eq!(dag.parallelism(), None);
+    assert_eq!(dag.active_deadline(), None);
+    let a = dag.task(TaskId(0));
+    assert_eq!(a.env, [env("A", "1")]);
+    assert_eq!(a.retry, Retry::default());
+    assert_eq!(a.timeout, None);
+    assert_eq!(a.resources, None);
+    assert_eq!(a.service_account_name, None);
+    assert_eq!(
+        dag.task(TaskId(1)).retry,
+        Retry {
+            limit: 3,
+            ..Retry::default()
+        }
+    );
+}
+
+#[test]
+fn an_input_drops_a_default_env_entry_of_the_same_name() {
+    let dag = compiled(
+        "
+        defaults: {image: i, env: [{name: DAY, value: default}, {name: OTHER, value: o}]}
+        tasks: [{name: a, command: [sh], inputs: [{name: DAY, value: today}]}]",
+    );
+    assert_eq!(dag.task(TaskId(0)).env, [env("OTHER", "o")]);
+}
+
+#[test]
+fn duplicate_depends_on_entries_make_one_edge() {
+    let dag = compiled(
+        "
+        defaults: {image: i}
+        tasks:
+          - {name: a, command: [sh]}
+          - {name: b, command: [sh], dependsOn: [a, a]}
+          - {name: c, command: [sh], dependsOn: [a, b, a, b, a]}
+          - {name: d, command: [sh], dependsOn: [c, c]}",
+    );
+    let id = |n: &str| dag.id(n).unwrap();
+    assert_eq!(names(&dag, dag.parents(id("b"))), ["a"]);
+    assert_eq!(names(&dag, dag.parents(id("c"))), ["a", "b"]);
+    assert_eq!(names(&dag, dag.parents(id("d"))), ["c"]);
+    assert_eq!(names(&dag, dag.children(id("a"))), ["b", "c"]);
+    assert_eq!(names(&dag, dag.children(id("b"))), ["c"]);
+    assert_eq!(names(&dag, dag.children(id("c"))), ["d"]);
+    assert!(dag.children(id("d")).is_empty());
+}
+
+#[test]
+fn inputs_may_read_any_transitive_ancestor() {
+    // Declared out of order, with a diamond: `sink` reaches `root` only through `left`.
+    let dag = compiled(
+        "
+        defaults: {image: i}
+        tasks:
+          - name: sink
+            command: [sh]
+            dependsOn: [left, right]
+            inputs:
+              - {name: R, fromTask: root, output: k}
+              - {name: M, fromTask: mid, output: k}
+              - {name: L, fromTask: left, output: k}
+          - {name: right, command: [sh]}
+          - {name: left, command: [sh], dependsOn: [mid]}
+          - {name: mid, command: [sh], dependsOn: [root]}
+          - {name: root, command: [sh]}",
+    );
+    let sources: Vec<&str> = dag
+        .task(TaskId(0))
+        .inputs
+        .iter()
+        .map(|input| match &input.source {
+            InputSource::Task { task, output } => {
+                assert_eq!(output, "k");
+                dag.task(*task).name.as_str()
+            }
+            other => panic!("unexpected source {other:?}"),
+        })
+        .collect();
+    assert_eq!(sources, ["root", "mid", "left"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameter binding
+
+#[test]
+fn bind_params_applies_defaults_and_reports_bad_values() {
+    let dag = compiled(
+        "
+        params:
+          - {name: date, default: '2026-01-01'}
+          - {name: region}
+          - {name: mode, default: full}
+        tasks: [{name: a, image: i, command: [sh]}]",
+    );
+    struct BindCase {
+        name: &'static str,
+        values: &'static [(&'static str, &'static str)],
+        want: Result<&'static [&'static str], &'static [Expect]>,
+    }
+    let cases = [
+        BindCase {
+            name: "defaults fill the rest",
+            values: &[("region", "eu")],
+            want: Ok(&["2026-01-01", "eu", "full"]),
+        },
+        BindCase {
+            name: "values override defaults",
+            values: &[("region", "us"), ("date", "2026-11-26"), ("mode", "")],
+            want: Ok(&["2026-11-26", "us", ""]),
+        },
+        BindCase {
+            name: "required parameter missing",
+            values: &[("date", "2026-11-26")],
+            want: Err(&[("spec.params.region", &["\"region\"", "required", "no value"])]),
+        },
+        BindCase {
+            name: "unknown parameter",
+            values: &[("region", "eu"), ("day", "x")],
+            want: Err(&[(
+                "spec.params.day",
+                &["unknown parameter \"day\"", "declared: date, region, mode"],
+            )]),
+        },
+        BindCase {
+            name: "unknown and missing together",
+            values: &[("zone", "x"), ("Region", "eu")],
+            want: Err(&[
+                ("spec.params.zone", &["unknown parameter \"zone\""]),
+                ("spec.params.Region", &["unknown parameter \"Region\""]),
+                ("spec.params.region", &["required parameter \"region\""]),
+            ]),
+        },
+    ];
+    for case in cases {
+        let values: BTreeMap<String, String> = case
+            .values
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match (bind_params(&dag, &values, "spec.params"), case.want) {
+            (Ok(bound), Ok(want)) => {
+                let got: Vec<&str> = (0..want.len()).map(|i| bound.get(i).unwrap()).collect();
+                assert_eq!(got, want, "{}", case.name);
+                assert_eq!(bound.get(want.len()), None, "{}", case.name);
+            }
+            (Err(problems), Err(want)) => assert_problems(case.name, &problems.0, want),
+            (got, _) => panic!("{}: unexpected result {got:?}", case.name),
+        }
+    }
+}
+
+#[test]
+fn bind_params_without_declared_params() {
+    let dag = compiled("tasks: [{name: a, image: i, command: [sh]}]");
+    assert_eq!(bind_params(&dag, &BTreeMap::new(), "params"), Ok(BoundParams::default()));
+    let values = BTreeMap::from([("x".to_string(), "1".to_string())]);
+    let problems = bind_params(&dag, &values, "params").unwrap_err();
+    assert_problems(
+        "no params declared",
+        &problems.0,
+        &[("params.x", &["unknown parameter \"x\"", "declares no parameters"])],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale: large graphs compile (the validator is linear; no timing is asserted here)
+
+const BIG: usize = 100_000;
+
+fn numbered(i: usize) -> String {
+    format!("t{i}")
+}
+
+#[test]
+fn a_100k_task_chain_compiles() {
+    let tasks: Vec<TaskSpec> = (0..BIG)
+        .map(|i| {
+            let deps = if i == 0 { vec![] } else { vec![numbered(i - 1)] };
+            TaskSpec {
+                depends_on: deps,
+                ..task(&numbered(i), &[])
+            }
+        })
+        .collect();
+    let dag = compile(
+        &WorkflowSpec {
+            tasks,
+            ..WorkflowSpec::default()
+        },
+        "spec",
+    )
+    .unwrap();
+    assert_eq!(dag.len(), BIG);
+    for i in 0..BIG {
+        let id = TaskId(i as u32);
+        assert_eq!(dag.id(&numbered(i)), Some(id));
+        let parents: &[TaskId] = if i == 0 { &[] } else { &[TaskId(i as u32 - 1)] };
+        let children: &[TaskId] = if i + 1 == BIG { &[] } else { &[TaskId(i as u32 + 1)] };
+        assert_eq!(dag.parents(id), parents, "parents of {i}");
+        assert_eq!(dag.children(id), children, "children of {i}");
+    }
+}
+
+#[test]
+fn a_100k_task_fan_out_and_in_compiles() {
+    // root -> 99,998 middle tasks -> sink.
+    let middle: Vec<String> = (1..BIG - 1).map(numbered).collect();
+    let mut tasks = vec![task("root", &[])];
+    tasks.extend(middle.iter().map(|name| task(name, &["root"])));
+    tasks.push(TaskSpec {
+        depends_on: middle.clone(),
+        ..task("sink", &[])
+    });
+    let dag = compile(
+        &WorkflowSpec {
+            tasks,
+            ..WorkflowSpec::default()
+        },
+        "spec",
+    )
+    .unwrap();
+    assert_eq!(dag.len(), BIG);
+    let root = dag.id("root").unwrap();
+    let sink = dag.id("sink").unwrap();
+    let middle_ids: Vec<TaskId> = (1..BIG - 1).map(|i| TaskId(i as u32)).collect();
+    assert_eq!(dag.children(root), middle_ids);
+    assert_eq!(dag.parents(sink), middle_ids);
+    assert!(dag.parents(root).is_empty() && dag.children(sink).is_empty());
+    for &id in &middle_ids {
+        assert_eq!(dag.parents(id), [root]);
+        assert_eq!(dag.children(id), [sink]);
+    }
+}
+
+#[test]
+fn a_100k_task_cycle_is_reported_once() {
+    let tasks: Vec<TaskSpec> = (0..BIG)
+        .map(|i| task(&numbered(i), &[&numbered((i + BIG - 1) % BIG)]))
+        .collect();
+    let got = problems_of(&WorkflowSpec {
+        tasks,
+        ..WorkflowSpec::default()
+    });
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].field, "spec.tasks[0].dependsOn");
+    let cycle = cycle_in(&got[0].message);
+    assert_eq!(cycle.len(), BIG);
+    // t0 depends on t99999, which depends on t99998, …
+    assert_eq!(cycle[0], "t0");
+    assert_eq!(cycle[1], numbered(BIG - 1));
+    assert_eq!(cycle[BIG - 1], "t1");
+}
+
+#[test]
+fn a_chain_whose_tasks_all_read_the_first_task_compiles() {
+    // Every input names a transitive ancestor far up the chain.
+    const N: usize = 20_000;
+    let tasks: Vec<TaskSpec> = (0..N)
+        .map(|i| {
+            let mut t = task(&numbered(i), &[]);
+            if i > 0 {
+                t.depends_on = vec![numbered(i - 1)];
+                t.inputs = vec![crate::api::InputSpec {
+                    name: "FIRST".into(),
+                    from_task: Some("t0".into()),
+                    output: Some("k".into()),
+                    ..Default::default()
+                }];
+            }
+            t
+        })
+        .collect();
+    let dag = compile(
+        &WorkflowSpec {
+            tasks,
+            ..WorkflowSpec::default()
+        },
+        "spec",
+    )
+    .unwrap();
+    assert_eq!(dag.task(TaskId(N as u32 - 1)).inputs.len(), 1);
+}
+
+#[test]
+fn params_compile_into_the_dag() {
+    let dag = compiled(
+        "
+        params: [{name: date, default: d, description: Day to load}]
+        tasks: [{name: a, image: i, command: [sh]}]",
+    );
+    assert_eq!(
+        dag.params(),
+        [ParamSpec {
+            name: "date".into(),
+            default: Some("d".into()),
+            description: Some("Day to load".into()),
+        }]
+    );
+}

@@ -4,12 +4,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
 use super::outcome::{Outcome, parse_output};
 use crate::api::{RunPhase, TaskPhase};
-use crate::compile::{BoundParams, Dag, InputSource, TaskId};
+use crate::compile::{BoundParams, Dag, InputSource, Retry, TaskId};
 
 /// Something the driver must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -187,7 +187,7 @@ impl Engine {
         self.started_at = Some(now);
         self.transitioned_at = Some(now);
         if let Some(deadline) = self.dag.active_deadline() {
-            self.push_timer(now + deadline, TimerKind::RunDeadline, TaskId(0), 0);
+            self.push_timer(later(now, deadline), TimerKind::RunDeadline, TaskId(0), 0);
         }
         for i in 0..self.tasks.len() {
             if self.tasks[i].waiting_on == 0 {
@@ -235,11 +235,12 @@ impl Engine {
                 break;
             }
             self.timers.pop();
-            let state = &self.tasks[timer.task.index()];
-            let current = state.attempts == timer.attempt;
+            if !self.is_live(&timer) {
+                continue; // stale: the attempt already ended
+            }
             match timer.kind {
                 TimerKind::RunDeadline => self.deadline_exceeded(now),
-                TimerKind::AttemptTimeout if current && state.stage == Stage::Running => {
+                TimerKind::AttemptTimeout => {
                     self.tally.running -= 1;
                     self.actions.push(Action::Kill {
                         task: timer.task,
@@ -249,16 +250,14 @@ impl Engine {
                     let message = self.timeout_message(timer.task, timer.attempt);
                     self.attempt_failed(timer.task, None, "Timeout", message, now);
                 }
-                TimerKind::RetryDue if current && state.stage == Stage::Backoff => {
-                    self.enqueue(timer.task);
-                }
-                _ => {} // stale: the attempt already ended
+                TimerKind::RetryDue => self.enqueue(timer.task),
             }
         }
         self.schedule(now);
     }
 
-    /// When [`tick`](Self::tick) next has something to do, if ever.
+    /// When [`tick`](Self::tick) next has something to do, if ever. Exact: timers of attempts
+    /// that already ended are dropped as soon as they reach the front.
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         if self.is_finished() {
             return None;
@@ -320,6 +319,7 @@ impl Engine {
             };
             self.finish_run(phase, reason, now);
         }
+        self.prune_timers();
     }
 
     fn launch(&mut self, task: TaskId, inputs: Vec<(String, Value)>, now: Timestamp) {
@@ -332,7 +332,7 @@ impl Engine {
         let attempt = state.attempts;
         self.tally.running += 1;
         if let Some(timeout) = timeout {
-            self.push_timer(now + timeout, TimerKind::AttemptTimeout, task, attempt);
+            self.push_timer(later(now, timeout), TimerKind::AttemptTimeout, task, attempt);
         }
         self.mark(task);
         self.actions.push(Action::Start(Launch {
@@ -408,7 +408,7 @@ impl Engine {
         if attempts >= retry.max_attempts() {
             return self.fail_for_good(task, exit_code, reason, message, now);
         }
-        let due = now + retry.delay_after(attempts);
+        let due = later(now, backoff(&retry, attempts));
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Backoff;
         state.phase = TaskPhase::Pending;
@@ -523,6 +523,28 @@ impl Engine {
         format!("attempt {attempt} exceeded its timeout of {seconds}s and was killed")
     }
 
+    /// Whether a timer still matters: the attempt it was set for has not ended yet.
+    fn is_live(&self, timer: &Timer) -> bool {
+        let stage = match timer.kind {
+            TimerKind::RunDeadline => return true,
+            TimerKind::AttemptTimeout => Stage::Running,
+            TimerKind::RetryDue => Stage::Backoff,
+        };
+        let state = &self.tasks[timer.task.index()];
+        state.attempts == timer.attempt && state.stage == stage
+    }
+
+    /// Drops stale timers from the front of the heap so [`next_wakeup`](Self::next_wakeup) is
+    /// exact. Each timer is popped once, so this is amortised O(log n) per timer.
+    fn prune_timers(&mut self) {
+        while let Some(Reverse(timer)) = self.timers.peek() {
+            if self.is_live(timer) {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
     fn push_timer(&mut self, at: Timestamp, kind: TimerKind, task: TaskId, attempt: u32) {
         self.timers.push(Reverse(Timer {
             at,
@@ -539,4 +561,25 @@ impl Engine {
             self.changed.push(task);
         }
     }
+}
+
+/// Longest back-off the engine computes, in seconds (about 31 million years, far past
+/// [`Timestamp::MAX`]). Validation only bounds back-off settings below, and
+/// [`Retry::delay_after`] panics on delays beyond [`SignedDuration::MAX`].
+const MAX_BACKOFF_SECONDS: f64 = 1e15;
+
+/// The delay before the attempt after `failed`, per the contract, without panicking on huge
+/// settings.
+fn backoff(retry: &Retry, failed: u32) -> SignedDuration {
+    let capped = Retry {
+        max_seconds: retry.max_seconds.min(MAX_BACKOFF_SECONDS),
+        ..*retry
+    };
+    capped.delay_after(failed)
+}
+
+/// `now + delay`, saturating at the end of time: a timer that far out never fires, where plain
+/// addition would panic on a huge (but valid) `timeoutSeconds` or `activeDeadlineSeconds`.
+fn later(now: Timestamp, delay: SignedDuration) -> Timestamp {
+    now.saturating_add(delay).unwrap_or(Timestamp::MAX)
 }

@@ -1,1 +1,1481 @@
+//! Tests of the engine against the contract in `docs/api.md`, driven by a fake clock: a fixed base
+//! timestamp plus offsets. The first part walks scenarios step by step; the second part runs
+//! random DAGs with random outcomes (proptest) and checks the invariants of the contract.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::{ConditionStatus, RunPhase, TaskPhase, TaskStatus, WorkflowSpec};
+use crate::compile::{Dag, TaskId, bind_params, compile};
+
+// ---- fake clock ----
+
+fn t0() -> Timestamp {
+    "2026-11-26T03:00:00Z".parse().unwrap()
+}
+
+/// `secs` seconds after the base time.
+fn at(secs: f64) -> Timestamp {
+    t0() + SignedDuration::from_secs_f64(secs)
+}
+
+/// `ms` milliseconds after the base time.
+fn at_ms(ms: i64) -> Timestamp {
+    t0() + SignedDuration::from_millis(ms)
+}
+
+// ---- building runs ----
+
+/// Compiles a workflow spec written as JSON. Every task gets `command: [true]` and the defaults
+/// get an image unless the spec sets them, so tests only spell out what they are about.
+fn compile_spec(mut spec: Value) -> Arc<Dag> {
+    let obj = spec.as_object_mut().expect("spec is an object");
+    obj.entry("defaults")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .unwrap()
+        .entry("image")
+        .or_insert_with(|| json!("busybox"));
+    for task in obj["tasks"].as_array_mut().expect("tasks") {
+        task.as_object_mut()
+            .unwrap()
+            .entry("command")
+            .or_insert_with(|| json!(["true"]));
+    }
+    let spec: WorkflowSpec = serde_json::from_value(spec).expect("spec deserializes");
+    match compile(&spec, "spec") {
+        Ok(dag) => Arc::new(dag),
+        Err(problems) => {
+            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            panic!("test spec does not compile: {}", all.join("; "))
+        }
+    }
+}
+
+/// An action with task names instead of ids, for readable assertions.
+#[derive(Clone, Debug, PartialEq)]
+enum Act {
+    Start(String, u32),
+    Kill(String, u32, KillReason),
+}
+
+fn start(task: &str, attempt: u32) -> Act {
+    Act::Start(task.into(), attempt)
+}
+
+fn kill(task: &str, attempt: u32, reason: KillReason) -> Act {
+    Act::Kill(task.into(), attempt, reason)
+}
+
+fn exited(code: i32, output: &str) -> Outcome {
+    Outcome::Exited {
+        code,
+        output: output.as_bytes().to_vec(),
+    }
+}
+
+/// An engine plus bookkeeping: every event goes through here, and the invariants that hold at
+/// all times (parallelism cap, dependencies succeeded before a start) are checked after each.
+struct Harness {
+    engine: Engine,
+    dag: Arc<Dag>,
+    /// Latest launch of each task.
+    launches: BTreeMap<TaskId, Launch>,
+}
+
+impl Harness {
+    fn new(spec: Value) -> Self {
+        Self::with_params(spec, &[])
+    }
+
+    fn with_params(spec: Value, params: &[(&str, &str)]) -> Self {
+        let dag = compile_spec(spec);
+        let values: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let bound = bind_params(&dag, &values, "spec.params").expect("params bind");
+        Self {
+            engine: Engine::new(Arc::clone(&dag), bound),
+            dag,
+            launches: BTreeMap::new(),
+        }
+    }
+
+    fn id(&self, name: &str) -> TaskId {
+        self.dag
+            .id(name)
+            .unwrap_or_else(|| panic!("no task {name}"))
+    }
+
+    fn name(&self, id: TaskId) -> String {
+        self.dag.task(id).name.clone()
+    }
+
+    /// Takes the queued actions, checking each against the invariants.
+    fn acts(&mut self) -> Vec<Act> {
+        let cap = self.dag.parallelism().unwrap_or(u32::MAX);
+        assert!(self.engine.running() <= cap, "parallelism {cap} exceeded");
+        let running = (0..self.dag.len())
+            .filter(|&i| self.engine.task_status(TaskId(i as u32)).phase == TaskPhase::Running)
+            .count();
+        assert_eq!(running as u32, self.engine.running(), "running tally");
+        let mut out = Vec::new();
+        for action in self.engine.take_actions() {
+            match action {
+                Action::Start(launch) => {
+                    for &parent in self.dag.parents(launch.task) {
+                        assert_eq!(
+                            self.engine.task_status(parent).phase,
+                            TaskPhase::Succeeded,
+                            "{} started before its dependency {} succeeded",
+                            self.name(launch.task),
+                            self.name(parent)
+                        );
+                    }
+                    out.push(Act::Start(self.name(launch.task), launch.attempt));
+                    self.launches.insert(launch.task, launch);
+                }
+                Action::Kill {
+                    task,
+                    attempt,
+                    reason,
+                } => out.push(Act::Kill(self.name(task), attempt, reason)),
+            }
+        }
+        out
+    }
+
+    fn start(&mut self, secs: f64) -> Vec<Act> {
+        self.engine.start(at(secs));
+        self.acts()
+    }
+
+    fn report(&mut self, task: &str, attempt: u32, outcome: Outcome, secs: f64) -> Vec<Act> {
+        let id = self.id(task);
+        self.engine.finish_attempt(id, attempt, outcome, at(secs));
+        self.acts()
+    }
+
+    /// Attempt `attempt` of `task` exited 0 having written `output`.
+    fn ok(&mut self, task: &str, attempt: u32, output: &str, secs: f64) -> Vec<Act> {
+        self.report(task, attempt, exited(0, output), secs)
+    }
+
+    /// Attempt `attempt` of `task` exited with `code`.
+    fn exit(&mut self, task: &str, attempt: u32, code: i32, secs: f64) -> Vec<Act> {
+        self.report(task, attempt, exited(code, ""), secs)
+    }
+
+    fn tick(&mut self, secs: f64) -> Vec<Act> {
+        self.tick_at(at(secs))
+    }
+
+    fn tick_at(&mut self, now: Timestamp) -> Vec<Act> {
+        self.engine.tick(now);
+        self.acts()
+    }
+
+    fn cancel(&mut self, secs: f64) -> Vec<Act> {
+        self.engine.cancel(at(secs));
+        self.acts()
+    }
+
+    fn wakeup(&self) -> Option<Timestamp> {
+        self.engine.next_wakeup()
+    }
+
+    fn status(&self, task: &str) -> TaskStatus {
+        self.engine.task_status(self.id(task))
+    }
+
+    fn phase(&self, task: &str) -> TaskPhase {
+        self.status(task).phase
+    }
+
+    fn reason(&self, task: &str) -> Option<String> {
+        self.status(task).reason
+    }
+
+    fn message(&self, task: &str) -> String {
+        self.status(task).message.unwrap_or_default()
+    }
+
+    fn phases(&self) -> Vec<(String, TaskPhase)> {
+        self.dag
+            .tasks()
+            .map(|(id, t)| (t.name.clone(), self.engine.task_status(id).phase))
+            .collect()
+    }
+
+    /// Inputs of the latest launch of `task`.
+    fn inputs(&self, task: &str) -> Vec<(String, Value)> {
+        self.launches
+            .get(&self.id(task))
+            .unwrap_or_else(|| panic!("{task} was never launched"))
+            .inputs
+            .clone()
+    }
+
+    fn changes(&mut self) -> Vec<String> {
+        let ids = self.engine.take_changes();
+        ids.into_iter().map(|id| self.name(id)).collect()
+    }
+
+    fn condition(&self) -> (ConditionStatus, String, String) {
+        let cond = self.engine.succeeded_condition();
+        assert_eq!(cond.type_, "Succeeded");
+        (
+            cond.status,
+            cond.reason.unwrap_or_default(),
+            cond.message.unwrap_or_default(),
+        )
+    }
+}
+
+fn inputs(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+// ---- dependency order and data flow ----
+
+#[test]
+fn diamond_runs_in_dependency_order_and_outputs_flow_downstream() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "extract"},
+        {"name": "left", "dependsOn": ["extract"],
+         "inputs": [{"name": "ROWS", "fromTask": "extract", "output": "rows"}]},
+        {"name": "right", "dependsOn": ["extract"],
+         "inputs": [{"name": "DAY", "fromTask": "extract", "output": "day"}]},
+        {"name": "load", "dependsOn": ["left", "right"], "inputs": [
+            {"name": "L", "fromTask": "left", "output": "n"},
+            {"name": "R", "fromTask": "right", "output": "s"},
+            {"name": "META", "fromTask": "extract", "output": "meta"},
+            {"name": "FLAG", "fromTask": "extract", "output": "flag"},
+            {"name": "NOTHING", "fromTask": "extract", "output": "nothing"},
+        ]},
+    ]}));
+    assert_eq!(h.engine.phase(), RunPhase::Pending);
+    assert_eq!(h.acts(), []);
+
+    assert_eq!(h.start(0.0), [start("extract", 1)]);
+    assert_eq!(h.engine.phase(), RunPhase::Running);
+    assert_eq!(h.inputs("extract"), []);
+    let waiting = TaskPhase::Pending;
+    assert_eq!(
+        h.phases().into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+        [TaskPhase::Running, waiting, waiting, waiting]
+    );
+    assert_eq!(h.status("extract").started_at, Some(at(0.0)));
+
+    let extract_out = r#"{"rows": 3, "day": "2026-11-26", "meta": {"a": [1, true, null]},
+                          "flag": false, "nothing": null}"#;
+    assert_eq!(
+        h.ok("extract", 1, extract_out, 2.0),
+        [start("left", 1), start("right", 1)]
+    );
+    // Numbers stay numbers, strings are JSON string values.
+    assert_eq!(h.inputs("left"), inputs(&[("ROWS", json!(3))]));
+    assert_eq!(h.inputs("right"), inputs(&[("DAY", json!("2026-11-26"))]));
+
+    // `load` needs both sides.
+    assert_eq!(h.ok("right", 1, r#"{"s": "x y"}"#, 3.0), []);
+    assert_eq!(h.phase("load"), TaskPhase::Pending);
+    assert_eq!(h.ok("left", 1, r#"{"n": 1.5}"#, 4.0), [start("load", 1)]);
+    assert_eq!(
+        h.inputs("load"),
+        inputs(&[
+            ("L", json!(1.5)),
+            ("R", json!("x y")),
+            ("META", json!({"a": [1, true, null]})),
+            ("FLAG", json!(false)),
+            ("NOTHING", Value::Null),
+        ])
+    );
+
+    assert_eq!(h.ok("load", 1, "", 5.0), []);
+    assert_eq!(h.engine.phase(), RunPhase::Succeeded);
+    assert!(h.engine.is_finished());
+    assert_eq!(h.wakeup(), None);
+
+    let extract = h.status("extract");
+    assert_eq!(extract.phase, TaskPhase::Succeeded);
+    assert_eq!(extract.attempts, 1);
+    assert_eq!(extract.exit_code, Some(0));
+    assert_eq!(extract.reason.as_deref(), Some("Completed"));
+    assert_eq!(extract.message, None);
+    assert_eq!(extract.started_at, Some(at(0.0)));
+    assert_eq!(extract.finished_at, Some(at(2.0)));
+    assert_eq!(extract.outputs.unwrap()["rows"], json!(3));
+    // No output written: no outputs in the status.
+    assert_eq!(h.status("load").outputs, None);
+    assert_eq!(h.status("load").started_at, Some(at(4.0)));
+
+    let status = h.engine.run_status();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded));
+    assert_eq!(status.started_at, Some(at(0.0)));
+    assert_eq!(status.finished_at, Some(at(5.0)));
+    assert_eq!(
+        h.condition(),
+        (
+            ConditionStatus::True,
+            "Succeeded".into(),
+            "4 of 4 tasks succeeded".into()
+        )
+    );
+}
+
+#[test]
+fn chain_starts_each_task_only_after_its_parent() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "c", "dependsOn": ["b"]},
+        {"name": "b", "dependsOn": ["a"]},
+        {"name": "a"},
+    ]}));
+    assert_eq!(h.start(0.0), [start("a", 1)]);
+    assert_eq!(h.ok("a", 1, "", 1.0), [start("b", 1)]);
+    assert_eq!(h.ok("b", 1, "", 2.0), [start("c", 1)]);
+    assert_eq!(h.ok("c", 1, "", 3.0), []);
+    assert_eq!(h.engine.phase(), RunPhase::Succeeded);
+}
+
+#[test]
+fn params_and_constant_inputs_are_resolved() {
+    let spec = json!({
+        "params": [{"name": "date", "default": "2026-01-01"}, {"name": "region"}],
+        "tasks": [{"name": "a", "inputs": [
+            {"name": "DAY", "fromParam": "date"},
+            {"name": "REGION", "fromParam": "region"},
+            {"name": "MODE", "value": "full"},
+            {"name": "COUNT", "value": "3"},
+        ]}],
+    });
+    struct Case {
+        params: &'static [(&'static str, &'static str)],
+        day: &'static str,
+        region: &'static str,
+    }
+    let cases = [
+        Case {
+            params: &[("region", "eu")],
+            day: "2026-01-01",
+            region: "eu",
+        },
+        Case {
+            params: &[("date", "2026-11-26"), ("region", "")],
+            day: "2026-11-26",
+            region: "",
+        },
+        Case {
+            params: &[("date", "{\"not\": \"json\"}"), ("region", "42")],
+            day: "{\"not\": \"json\"}",
+            region: "42",
+        },
+    ];
+    for case in cases {
+        let mut h = Harness::with_params(spec.clone(), case.params);
+        assert_eq!(h.start(0.0), [start("a", 1)]);
+        // Params and constants are strings, even when they look like JSON.
+        assert_eq!(
+            h.inputs("a"),
+            inputs(&[
+                ("DAY", json!(case.day)),
+                ("REGION", json!(case.region)),
+                ("MODE", json!("full")),
+                ("COUNT", json!("3")),
+            ]),
+            "params {:?}",
+            case.params
+        );
+    }
+}
+
+// ---- retries and back-off ----
+
+#[test]
+fn retries_use_every_attempt_with_the_contract_backoff() {
+    struct Case {
+        name: &'static str,
+        retries: Value,
+        defaults: Value,
+        /// Delay before attempt n+1, for n = 1..=limit.
+        delays: &'static [f64],
+    }
+    let cases = [
+        Case {
+            name: "no retries",
+            retries: Value::Null,
+            defaults: json!({}),
+            delays: &[],
+        },
+        Case {
+            name: "limit 0",
+            retries: json!({"limit": 0}),
+            defaults: json!({}),
+            delays: &[],
+        },
+        Case {
+            name: "defaults 1/2/60",
+            retries: json!({"limit": 3}),
+            defaults: json!({}),
+            delays: &[1.0, 2.0, 4.0],
+        },
+        Case {
+            name: "capped at maxSeconds 60",
+            retries: json!({"limit": 8}),
+            defaults: json!({}),
+            delays: &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0],
+        },
+        Case {
+            name: "custom fractional",
+            retries: json!({"limit": 4, "backoff":
+                {"initialSeconds": 0.5, "factor": 3, "maxSeconds": 10}}),
+            defaults: json!({}),
+            delays: &[0.5, 1.5, 4.5, 10.0],
+        },
+        Case {
+            name: "factor 1 is constant",
+            retries: json!({"limit": 3, "backoff": {"initialSeconds": 5, "factor": 1}}),
+            defaults: json!({}),
+            delays: &[5.0, 5.0, 5.0],
+        },
+        Case {
+            name: "zero delay",
+            retries: json!({"limit": 2, "backoff": {"initialSeconds": 0}}),
+            defaults: json!({}),
+            delays: &[0.0, 0.0],
+        },
+        Case {
+            name: "task limit, backoff inherited from defaults",
+            retries: json!({"limit": 2}),
+            defaults: json!({"retries": {"limit": 5, "backoff": {"initialSeconds": 3}}}),
+            delays: &[3.0, 6.0],
+        },
+        Case {
+            name: "defaults only",
+            retries: Value::Null,
+            defaults: json!({"retries": {"limit": 3,
+                "backoff": {"factor": 10, "maxSeconds": 15}}}),
+            delays: &[1.0, 10.0, 15.0],
+        },
+    ];
+    for case in cases {
+        let mut task = json!({"name": "a"});
+        if !case.retries.is_null() {
+            task["retries"] = case.retries.clone();
+        }
+        let mut h = Harness::new(json!({"defaults": case.defaults, "tasks": [
+            task, {"name": "after", "dependsOn": ["a"]},
+        ]}));
+        let what = case.name;
+        let attempts = case.delays.len() as u32 + 1;
+        assert_eq!(h.start(0.0), [start("a", 1)], "{what}");
+        let mut now = at(0.0);
+        for n in 1..=attempts {
+            let failed_at = now + SignedDuration::from_millis(1250);
+            let code = n as i32 + 10;
+            h.engine
+                .finish_attempt(h.id("a"), n, exited(code, ""), failed_at);
+            assert_eq!(h.acts(), [], "{what}: attempt {n}");
+            let status = h.status("a");
+            assert_eq!(status.attempts, n, "{what}");
+            assert_eq!(status.exit_code, Some(code), "{what}");
+            assert_eq!(status.reason.as_deref(), Some("Error"), "{what}");
+            let message = status.message.unwrap();
+            assert!(
+                message.contains(&format!("attempt {n} exited with code {code}")),
+                "{what}: {message}"
+            );
+            if n == attempts {
+                assert_eq!(status.phase, TaskPhase::Failed, "{what}");
+                assert_eq!(status.finished_at, Some(failed_at), "{what}");
+                assert_eq!(h.wakeup(), None, "{what}");
+                break;
+            }
+            // Waiting out the back-off: Pending, and the retry is the next wake-up.
+            assert_eq!(status.phase, TaskPhase::Pending, "{what}");
+            assert_eq!(status.finished_at, None, "{what}");
+            let delay = SignedDuration::from_secs_f64(case.delays[n as usize - 1]);
+            let due = failed_at + delay;
+            assert_eq!(h.wakeup(), Some(due), "{what}: delay before attempt {}", n + 1);
+            assert!(
+                message.contains(&format!("attempt {} of {attempts} starts at {due}", n + 1)),
+                "{what}: {message}"
+            );
+            if !delay.is_zero() {
+                let early = due - SignedDuration::from_millis(1);
+                assert_eq!(h.tick_at(early), [], "{what}: tick before the retry is due");
+                assert_eq!(h.phase("a"), TaskPhase::Pending, "{what}");
+            }
+            assert_eq!(h.tick_at(due), [start("a", n + 1)], "{what}");
+            let status = h.status("a");
+            assert_eq!(status.phase, TaskPhase::Running, "{what}");
+            assert_eq!(status.attempts, n + 1, "{what}");
+            assert_eq!(status.started_at, Some(at(0.0)), "first start is kept: {what}");
+            now = due;
+        }
+        assert_eq!(h.engine.phase(), RunPhase::Failed, "{what}");
+        assert_eq!(h.phase("after"), TaskPhase::Skipped, "{what}");
+        assert_eq!(h.status("after").attempts, 0, "{what}");
+    }
+}
+
+#[test]
+fn a_retry_that_succeeds_clears_the_failure() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "a", "retries": {"limit": 3}},
+        {"name": "b", "dependsOn": ["a"], "inputs": [{"name": "X", "fromTask": "a", "output": "x"}]},
+    ]}));
+    assert_eq!(h.start(0.0), [start("a", 1)]);
+    assert_eq!(h.exit("a", 1, 1, 1.0), []);
+    assert_eq!(h.tick(2.0), [start("a", 2)]);
+    // A driver-reported failure (e.g. the pod was lost) is retried like a non-zero exit.
+    let lost = Outcome::Failed {
+        reason: "PodLost".into(),
+        message: "node went away".into(),
+    };
+    assert_eq!(h.report("a", 2, lost, 3.0), []);
+    assert_eq!(h.reason("a").as_deref(), Some("PodLost"));
+    assert!(h.message("a").contains("node went away"));
+    assert_eq!(h.wakeup(), Some(at(5.0)));
+    assert_eq!(h.tick(5.0), [start("a", 3)]);
+    assert_eq!(h.ok("a", 3, r#"{"x": "y"}"#, 6.0), [start("b", 1)]);
+    assert_eq!(h.inputs("b"), inputs(&[("X", json!("y"))]));
+    let a = h.status("a");
+    assert_eq!(a.phase, TaskPhase::Succeeded);
+    assert_eq!(a.attempts, 3);
+    assert_eq!(a.exit_code, Some(0));
+    assert_eq!(a.reason.as_deref(), Some("Completed"));
+    assert_eq!(a.message, None);
+    assert_eq!(a.started_at, Some(at(0.0)));
+    assert_eq!(a.finished_at, Some(at(6.0)));
+    assert_eq!(h.ok("b", 1, "", 7.0), []);
+    assert_eq!(h.engine.phase(), RunPhase::Succeeded);
+}
+
+// ---- timeouts ----
+
+#[test]
+fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
+    // Who notices that the last attempt ran out of time: the engine's own timer, or the driver
+    // (e.g. the Job's activeDeadlineSeconds) reporting TimedOut first.
+    for engine_notices in [true, false] {
+        let what = if engine_notices { "engine timer" } else { "driver report" };
+        let mut h = Harness::new(json!({"tasks": [
+            {"name": "a", "timeoutSeconds": 10, "retries": {"limit": 1}},
+            {"name": "b", "dependsOn": ["a"]},
+        ]}));
+        assert_eq!(h.start(0.0), [start("a", 1)]);
+        assert_eq!(h.wakeup(), Some(at(10.0)));
+        assert_eq!(h.tick(9.999), [], "{what}");
+        assert_eq!(h.phase("a"), TaskPhase::Running);
+
+        assert_eq!(h.tick(10.0), [kill("a", 1, KillReason::Timeout)], "{what}");
+        let a = h.status("a");
+        assert_eq!(a.phase, TaskPhase::Pending);
+        assert_eq!(a.reason.as_deref(), Some("Timeout"));
+        assert_eq!(a.exit_code, None);
+        assert!(
+            a.message
+                .unwrap()
+                .contains("attempt 1 exceeded its timeout of 10s")
+        );
+        assert_eq!(h.engine.running(), 0);
+        h.changes();
+
+        // The killed attempt's late success cannot overwrite the timeout.
+        assert_eq!(h.ok("a", 1, r#"{"x": 1}"#, 10.5), [], "{what}");
+        assert_eq!(h.changes(), Vec::<String>::new());
+        assert_eq!(h.reason("a").as_deref(), Some("Timeout"));
+        assert_eq!(h.status("a").outputs, None);
+
+        assert_eq!(h.wakeup(), Some(at(11.0)), "{what}: retry after 1s");
+        assert_eq!(h.tick(11.0), [start("a", 2)]);
+        assert_eq!(h.wakeup(), Some(at(21.0)), "{what}: the retry gets its own timeout");
+        assert_eq!(h.tick(20.5), []);
+
+        if engine_notices {
+            assert_eq!(h.tick(21.0), [kill("a", 2, KillReason::Timeout)]);
+        } else {
+            assert_eq!(h.report("a", 2, Outcome::TimedOut, 20.9), []);
+            // The engine's own timer for the attempt is now stale.
+            assert_eq!(h.tick(21.0), []);
+        }
+        let a = h.status("a");
+        assert_eq!(a.phase, TaskPhase::Failed, "{what}");
+        assert_eq!(a.reason.as_deref(), Some("Timeout"), "{what}");
+        assert_eq!(a.attempts, 2);
+        assert_eq!(a.exit_code, None);
+        assert!(a.message.unwrap().contains("attempt 2 exceeded its timeout of 10s"));
+        // Late success after the final timeout is ignored too.
+        assert_eq!(h.ok("a", 2, "", 21.5), [], "{what}");
+        assert_eq!(h.phase("a"), TaskPhase::Failed, "{what}");
+        assert_eq!(h.phase("b"), TaskPhase::Skipped);
+        assert_eq!(h.engine.phase(), RunPhase::Failed);
+        assert_eq!(h.wakeup(), None);
+    }
+}
+
+#[test]
+fn default_timeout_applies_and_a_finished_attempt_leaves_no_timer() {
+    let mut h = Harness::new(json!({
+        "defaults": {"timeoutSeconds": 100},
+        "tasks": [
+            {"name": "a", "retries": {"limit": 1}},
+            {"name": "b", "dependsOn": ["a"], "timeoutSeconds": 5},
+        ],
+    }));
+    assert_eq!(h.start(0.0), [start("a", 1)]);
+    assert_eq!(h.wakeup(), Some(at(100.0)));
+    assert_eq!(h.exit("a", 1, 1, 1.0), []);
+    assert_eq!(h.wakeup(), Some(at(2.0)));
+    assert_eq!(h.tick(2.0), [start("a", 2)]);
+    // Attempt 1's timer (at 100) is stale: the wake-up is attempt 2's.
+    assert_eq!(h.wakeup(), Some(at(102.0)));
+    assert_eq!(h.ok("a", 2, "", 3.0), [start("b", 1)]);
+    assert_eq!(h.wakeup(), Some(at(8.0)), "b's own timeout, not a's stale ones");
+    assert_eq!(h.ok("b", 1, "", 4.0), []);
+    assert_eq!(h.wakeup(), None);
+    assert_eq!(h.engine.phase(), RunPhase::Succeeded);
+}
+
+#[test]
+fn no_wakeup_while_nothing_is_timed() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "a", "timeoutSeconds": 60},
+        {"name": "b"},
+    ]}));
+    assert_eq!(h.wakeup(), None, "not started");
+    h.start(0.0);
+    assert_eq!(h.wakeup(), Some(at(60.0)));
+    h.ok("a", 1, "", 1.0);
+    assert_eq!(h.wakeup(), None, "b has no timeout and nothing is backing off");
+}
+
+// ---- stale and bogus reports ----
+
+#[test]
+fn stale_and_bogus_reports_are_ignored() {
+    #[derive(Clone, Copy, Debug)]
+    enum Stage {
+        /// a's attempt 1 failed, the retry is not due yet.
+        Backoff,
+        /// a's attempt 2 is running.
+        Retrying,
+    }
+    let cases: &[(Stage, &str, Option<u32>, u32)] = &[
+        // (stage, task, task id override, attempt)
+        (Stage::Backoff, "a", None, 1),
+        (Stage::Backoff, "a", None, 2),
+        (Stage::Retrying, "a", None, 1),
+        (Stage::Retrying, "a", None, 0),
+        (Stage::Retrying, "a", None, 3),
+        (Stage::Retrying, "b", None, 1),
+        (Stage::Retrying, "b", None, 0),
+        (Stage::Retrying, "?", Some(99), 1),
+        (Stage::Retrying, "?", Some(u32::MAX), 2),
+    ];
+    for &(stage, task, raw_id, attempt) in cases {
+        let outcomes = [
+            exited(0, r#"{"x": 1}"#),
+            exited(3, ""),
+            Outcome::TimedOut,
+            Outcome::Failed {
+                reason: "Lost".into(),
+                message: String::new(),
+            },
+        ];
+        for outcome in outcomes {
+            let what = format!("{stage:?}: {task} attempt {attempt} {outcome:?}");
+            let mut h = Harness::new(json!({"tasks": [
+                {"name": "a", "retries": {"limit": 2}, "timeoutSeconds": 30},
+                {"name": "b", "dependsOn": ["a"]},
+            ]}));
+            h.start(0.0);
+            h.exit("a", 1, 1, 1.0);
+            if let Stage::Retrying = stage {
+                assert_eq!(h.tick(2.0), [start("a", 2)]);
+            }
+            h.changes();
+            let before = h.engine.run_status();
+            let wakeup = h.wakeup();
+            let id = raw_id.map_or_else(|| h.id(task), TaskId);
+            h.engine.finish_attempt(id, attempt, outcome, at(2.5));
+            assert_eq!(h.acts(), [], "{what}");
+            assert_eq!(h.changes(), Vec::<String>::new(), "{what}");
+            assert_eq!(h.engine.run_status(), before, "{what}");
+            assert_eq!(h.wakeup(), wakeup, "{what}");
+        }
+    }
+}
+
+#[test]
+fn duplicate_report_is_ignored() {
+    let mut h = Harness::new(json!({"tasks": [{"name": "a", "retries": {"limit": 1}}, {"name": "b"}]}));
+    h.start(0.0);
+    assert_eq!(h.exit("a", 1, 1, 1.0), []);
+    let before = h.engine.run_status();
+    // The same report again (e.g. a watch replay), and a contradicting one.
+    assert_eq!(h.exit("a", 1, 1, 1.1), []);
+    assert_eq!(h.ok("a", 1, "", 1.2), []);
+    assert_eq!(h.engine.run_status(), before);
+    assert_eq!(h.ok("b", 1, "", 1.3), []);
+    assert_eq!(h.ok("b", 1, "", 1.4), []);
+    assert_eq!(h.engine.run_status().tasks[1].finished_at, Some(at(1.3)));
+}
+
+// ---- failure propagation ----
+
+#[test]
+fn final_failure_skips_downstream_while_independent_branches_finish() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "a"},
+        {"name": "b", "dependsOn": ["a"]},
+        {"name": "c", "dependsOn": ["b"]},
+        {"name": "d", "dependsOn": ["c", "a"]},
+        {"name": "x"},
+        {"name": "y", "dependsOn": ["x"]},
+        {"name": "join", "dependsOn": ["x", "b"]},
+    ]}));
+    assert_eq!(h.start(0.0), [start("a", 1), start("x", 1)]);
+    assert_eq!(h.ok("a", 1, "", 1.0), [start("b", 1)]);
+    h.changes();
+    assert_eq!(h.exit("b", 1, 2, 2.0), []);
+    let mut changed = h.changes();
+    changed.sort();
+    assert_eq!(changed, names(&["b", "c", "d", "join"]));
+
+    let b = h.status("b");
+    assert_eq!(b.phase, TaskPhase::Failed);
+    assert_eq!(b.reason.as_deref(), Some("Error"));
+    assert_eq!(b.exit_code, Some(2));
+    assert_eq!(b.finished_at, Some(at(2.0)));
+    for skipped in ["c", "d", "join"] {
+        let s = h.status(skipped);
+        assert_eq!(s.phase, TaskPhase::Skipped, "{skipped}");
+        assert_eq!(s.reason.as_deref(), Some("UpstreamFailed"), "{skipped}");
+        assert!(
+            s.message.as_deref().unwrap().contains("\"b\""),
+            "{skipped}: {:?}",
+            s.message
+        );
+        assert_eq!(s.attempts, 0);
+        assert_eq!(s.started_at, None);
+        assert_eq!(s.finished_at, Some(at(2.0)));
+        assert_eq!(s.exit_code, None);
+    }
+    // The independent branch keeps going.
+    assert_eq!(h.engine.phase(), RunPhase::Running);
+    assert_eq!(h.phase("x"), TaskPhase::Running);
+    assert_eq!(h.condition().0, ConditionStatus::Unknown);
+
+    // `join`'s other parent succeeding does not revive it.
+    assert_eq!(h.ok("x", 1, "", 3.0), [start("y", 1)]);
+    assert_eq!(h.phase("join"), TaskPhase::Skipped);
+    assert_eq!(h.ok("y", 1, "", 4.0), []);
+
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    let (status, reason, message) = h.condition();
+    assert_eq!(status, ConditionStatus::False);
+    assert_eq!(reason, "TaskFailed");
+    assert_eq!(
+        message,
+        "task \"b\" failed: attempt 1 exited with code 2; \
+         3 of 7 tasks succeeded, 1 failed, 3 skipped"
+    );
+    assert_eq!(h.engine.run_status().finished_at, Some(at(4.0)));
+}
+
+#[test]
+fn run_message_names_the_first_task_that_failed() {
+    let mut h = Harness::new(json!({"tasks": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}));
+    h.start(0.0);
+    h.exit("b", 1, 7, 1.0);
+    h.exit("a", 1, 8, 2.0);
+    h.ok("c", 1, "", 3.0);
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    let (_, reason, message) = h.condition();
+    assert_eq!(reason, "TaskFailed");
+    assert!(message.starts_with("task \"b\" failed: attempt 1 exited with code 7;"), "{message}");
+    assert!(message.ends_with("1 of 3 tasks succeeded, 2 failed"), "{message}");
+}
+
+#[test]
+fn a_task_with_many_failed_parents_is_skipped_once() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "p1"}, {"name": "p2"},
+        {"name": "mid", "dependsOn": ["p1", "p2"]},
+        {"name": "leaf", "dependsOn": ["mid", "p1", "p2"]},
+    ]}));
+    h.start(0.0);
+    h.exit("p1", 1, 1, 1.0);
+    h.exit("p2", 1, 1, 2.0);
+    let s = h.engine.run_status();
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    assert_eq!(s.tasks[2].phase, TaskPhase::Skipped);
+    assert!(s.tasks[3].message.as_deref().unwrap().contains("\"p1\""));
+    assert_eq!(s.tasks[3].finished_at, Some(at(1.0)), "not re-skipped by p2");
+    assert!(h.engine.summary().ends_with("0 of 4 tasks succeeded, 2 failed, 2 skipped"));
+}
+
+// ---- parallelism ----
+
+#[test]
+fn parallelism_caps_running_tasks_and_slots_refill_in_order() {
+    let tasks: Vec<Value> = (0..6).map(|i| json!({"name": format!("t{i}")})).collect();
+    for cap in [None, Some(1), Some(2), Some(3), Some(6), Some(10)] {
+        let mut spec = json!({"tasks": tasks});
+        if let Some(cap) = cap {
+            spec["parallelism"] = json!(cap);
+        }
+        let mut h = Harness::new(spec);
+        let first = cap.unwrap_or(u32::MAX).min(6);
+        let expect: Vec<Act> = (0..first).map(|i| start(&format!("t{i}"), 1)).collect();
+        assert_eq!(h.start(0.0), expect, "cap {cap:?}");
+        assert_eq!(h.engine.running(), first);
+        for i in 0..6u32 {
+            let next = i + first;
+            let expect: Vec<Act> = if next < 6 {
+                vec![start(&format!("t{next}"), 1)]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                h.ok(&format!("t{i}"), 1, "", f64::from(i + 1)),
+                expect,
+                "cap {cap:?} after t{i}"
+            );
+            assert!(h.engine.running() <= first);
+        }
+        assert_eq!(h.engine.phase(), RunPhase::Succeeded, "cap {cap:?}");
+    }
+}
+
+#[test]
+fn backing_off_task_frees_its_slot_and_waits_for_one_to_retry() {
+    let mut h = Harness::new(json!({"parallelism": 1, "tasks": [
+        {"name": "a", "retries": {"limit": 1}},
+        {"name": "b"},
+        {"name": "c", "dependsOn": ["a"]},
+    ]}));
+    assert_eq!(h.start(0.0), [start("a", 1)]);
+    assert_eq!(h.exit("a", 1, 1, 1.0), [start("b", 1)]);
+    assert_eq!(h.wakeup(), Some(at(2.0)));
+    // Retry due, but the only slot is taken: a waits in the queue, no further wake-up.
+    assert_eq!(h.tick(2.0), []);
+    assert_eq!(h.phase("a"), TaskPhase::Pending);
+    assert_eq!(h.wakeup(), None);
+    assert_eq!(h.ok("b", 1, "", 5.0), [start("a", 2)]);
+    assert_eq!(h.ok("a", 2, "", 6.0), [start("c", 1)]);
+    assert_eq!(h.ok("c", 1, "", 7.0), []);
+    assert_eq!(h.engine.phase(), RunPhase::Succeeded);
+}
+
+#[test]
+fn input_unresolved_does_not_take_a_slot() {
+    let mut h = Harness::new(json!({"parallelism": 1, "tasks": [
+        {"name": "a"},
+        {"name": "b", "dependsOn": ["a"], "inputs": [{"name": "X", "fromTask": "a", "output": "x"}]},
+        {"name": "c", "dependsOn": ["a"]},
+    ]}));
+    assert_eq!(h.start(0.0), [start("a", 1)]);
+    // b cannot resolve its input and fails without starting; c gets the slot at once.
+    assert_eq!(h.ok("a", 1, "{}", 1.0), [start("c", 1)]);
+    assert_eq!(h.phase("b"), TaskPhase::Failed);
+}
+
+// ---- run deadline ----
+
+#[test]
+fn run_deadline_kills_running_cancels_waiting_and_fails_the_run() {
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 30, "tasks": [
+        {"name": "a"},
+        {"name": "b", "dependsOn": ["a"]},
+        {"name": "c", "retries": {"limit": 3}},
+        {"name": "d"},
+        {"name": "e", "timeoutSeconds": 100},
+    ]}));
+    // The deadline counts from start, not from construction.
+    assert_eq!(
+        h.start(5.0),
+        [start("a", 1), start("c", 1), start("d", 1), start("e", 1)]
+    );
+    assert_eq!(h.wakeup(), Some(at(35.0)));
+    assert_eq!(h.ok("d", 1, "", 6.0), []);
+    assert_eq!(h.exit("c", 1, 1, 33.0), []);
+    assert_eq!(h.tick(34.0), [start("c", 2)]);
+    assert_eq!(h.exit("c", 1 + 1, 1, 34.5), []);
+    // The retry would be due at 36.5: the deadline comes first.
+    assert_eq!(h.wakeup(), Some(at(35.0)));
+    assert_eq!(h.tick(34.999), []);
+    assert_eq!(h.engine.phase(), RunPhase::Running);
+    h.changes();
+
+    assert_eq!(
+        h.tick(35.0),
+        [
+            kill("a", 1, KillReason::DeadlineExceeded),
+            kill("e", 1, KillReason::DeadlineExceeded),
+        ]
+    );
+    let mut changed = h.changes();
+    changed.sort();
+    assert_eq!(changed, names(&["a", "b", "c", "e"]));
+    assert_eq!(
+        h.phases(),
+        [
+            ("a".into(), TaskPhase::Failed),
+            ("b".into(), TaskPhase::Cancelled),
+            ("c".into(), TaskPhase::Cancelled),
+            ("d".into(), TaskPhase::Succeeded),
+            ("e".into(), TaskPhase::Failed),
+        ]
+    );
+    for task in ["a", "b", "c", "e"] {
+        assert_eq!(h.reason(task).as_deref(), Some("DeadlineExceeded"), "{task}");
+        assert_eq!(h.status(task).finished_at, Some(at(35.0)), "{task}");
+        assert!(h.message(task).contains("deadline of 30s"), "{task}");
+    }
+    assert_eq!(h.reason("d").as_deref(), Some("Completed"));
+    assert_eq!(h.status("c").attempts, 2);
+    assert_eq!(h.engine.running(), 0);
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    let (status, reason, message) = h.condition();
+    assert_eq!((status, reason.as_str()), (ConditionStatus::False, "DeadlineExceeded"));
+    assert!(message.contains("deadline"), "{message}");
+    assert!(message.ends_with("1 of 5 tasks succeeded, 2 failed, 2 cancelled"), "{message}");
+    assert_eq!(h.engine.run_status().finished_at, Some(at(35.0)));
+
+    // Nothing happens any more.
+    assert_eq!(h.wakeup(), None);
+    let before = h.engine.run_status();
+    assert_eq!(h.ok("a", 1, "", 35.5), []);
+    assert_eq!(h.tick(1000.0), []);
+    h.engine.cancel(at(1001.0));
+    h.engine.start(at(1002.0));
+    assert_eq!(h.acts(), []);
+    assert_eq!(h.changes(), Vec::<String>::new());
+    assert_eq!(h.engine.run_status(), before);
+}
+
+#[test]
+fn run_deadline_with_nothing_running_fails_the_run_without_a_failed_task() {
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 10, "tasks": [
+        {"name": "a", "retries": {"limit": 1, "backoff": {"initialSeconds": 30}}},
+        {"name": "b", "dependsOn": ["a"]},
+    ]}));
+    h.start(0.0);
+    h.exit("a", 1, 1, 1.0);
+    assert_eq!(h.wakeup(), Some(at(10.0)));
+    assert_eq!(h.tick(10.0), []);
+    assert_eq!(
+        h.phases(),
+        [("a".into(), TaskPhase::Cancelled), ("b".into(), TaskPhase::Cancelled)]
+    );
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    let (status, reason, message) = h.condition();
+    assert_eq!(status, ConditionStatus::False);
+    assert_eq!(reason, "DeadlineExceeded");
+    assert_eq!(
+        message,
+        "the run's deadline was exceeded; 0 of 2 tasks succeeded, 2 cancelled"
+    );
+}
+
+#[test]
+fn run_deadline_fires_before_a_timeout_due_at_the_same_instant() {
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 10, "tasks": [
+        {"name": "a", "timeoutSeconds": 10, "retries": {"limit": 1}},
+    ]}));
+    h.start(0.0);
+    assert_eq!(h.tick(10.0), [kill("a", 1, KillReason::DeadlineExceeded)]);
+    assert_eq!(h.reason("a").as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+}
+
+#[test]
+fn late_tick_fires_everything_that_is_due() {
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 50, "tasks": [
+        {"name": "a", "timeoutSeconds": 5},
+        {"name": "b", "timeoutSeconds": 7},
+    ]}));
+    h.start(0.0);
+    // A driver that oversleeps: both timeouts fire in one tick, then the deadline later.
+    assert_eq!(
+        h.tick(20.0),
+        [kill("a", 1, KillReason::Timeout), kill("b", 1, KillReason::Timeout)]
+    );
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    assert_eq!(h.engine.succeeded_condition().reason.as_deref(), Some("TaskFailed"));
+}
+
+// ---- cancellation ----
+
+#[test]
+fn cancel_kills_running_and_cancels_everything_unfinished() {
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 100, "tasks": [
+        {"name": "a"},
+        {"name": "b", "dependsOn": ["a"], "timeoutSeconds": 50},
+        {"name": "c", "dependsOn": ["b"]},
+        {"name": "d", "retries": {"limit": 2}},
+    ]}));
+    h.start(0.0);
+    h.ok("a", 1, "", 1.0);
+    h.exit("d", 1, 1, 1.5);
+    h.changes();
+    assert_eq!(h.cancel(5.0), [kill("b", 1, KillReason::Cancelled)]);
+    let mut changed = h.changes();
+    changed.sort();
+    assert_eq!(changed, names(&["b", "c", "d"]));
+    assert_eq!(
+        h.phases(),
+        [
+            ("a".into(), TaskPhase::Succeeded),
+            ("b".into(), TaskPhase::Cancelled),
+            ("c".into(), TaskPhase::Cancelled),
+            ("d".into(), TaskPhase::Cancelled),
+        ]
+    );
+    for task in ["b", "c", "d"] {
+        assert_eq!(h.reason(task).as_deref(), Some("Cancelled"), "{task}");
+        assert_eq!(h.status(task).finished_at, Some(at(5.0)));
+    }
+    assert_eq!(h.engine.phase(), RunPhase::Cancelled);
+    assert_eq!(h.engine.running(), 0);
+    assert_eq!(
+        h.condition(),
+        (
+            ConditionStatus::False,
+            "Cancelled".into(),
+            "the run was cancelled; 1 of 4 tasks succeeded, 3 cancelled".into()
+        )
+    );
+    assert_eq!(h.engine.run_status().finished_at, Some(at(5.0)));
+    assert_eq!(h.wakeup(), None);
+
+    let before = h.engine.run_status();
+    assert_eq!(h.cancel(6.0), []);
+    assert_eq!(h.ok("b", 1, "", 7.0), []);
+    assert_eq!(h.tick(500.0), []);
+    assert_eq!(h.start(600.0), []);
+    assert_eq!(h.changes(), Vec::<String>::new());
+    assert_eq!(h.engine.run_status(), before);
+}
+
+#[test]
+fn cancel_before_start_and_after_the_end() {
+    let mut h = Harness::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
+    assert_eq!(h.cancel(1.0), []);
+    assert_eq!(h.engine.phase(), RunPhase::Cancelled);
+    assert_eq!(h.changes(), names(&["a", "b"]));
+    assert_eq!(h.phase("a"), TaskPhase::Cancelled);
+    assert_eq!(h.engine.started_at(), None);
+    assert_eq!(h.start(2.0), [], "a cancelled run never starts");
+    assert_eq!(h.engine.started_at(), None);
+
+    let mut h = Harness::new(json!({"tasks": [{"name": "a"}]}));
+    h.start(0.0);
+    h.ok("a", 1, "", 1.0);
+    let before = h.engine.run_status();
+    assert_eq!(h.cancel(2.0), []);
+    assert_eq!(h.engine.phase(), RunPhase::Succeeded);
+    assert_eq!(h.engine.run_status(), before);
+}
+
+// ---- outputs ----
+
+#[test]
+fn invalid_outputs_fail_the_attempt_and_are_retried() {
+    let big = format!(r#"{{"k": "{}"}}"#, "x".repeat(MAX_OUTPUT_BYTES));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("array", b"[1, 2]".to_vec(), "an array"),
+        ("number", b"3".to_vec(), "a number"),
+        ("string", br#""rows""#.to_vec(), "a string"),
+        ("null", b"null".to_vec(), "null"),
+        ("bool", b"true".to_vec(), "a boolean"),
+        ("truncated", b"{\"rows\": ".to_vec(), "not valid JSON"),
+        ("trailing garbage", b"{\"a\": 1} x".to_vec(), "not valid JSON"),
+        ("two objects", b"{} {}".to_vec(), "not valid JSON"),
+        ("not UTF-8", vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}'], "not valid JSON"),
+        ("over 4096 bytes", big.into_bytes(), "limit is 4096"),
+    ];
+    for (what, output, fragment) in cases {
+        for second_valid in [false, true] {
+            let mut h = Harness::new(json!({"tasks": [
+                {"name": "a", "retries": {"limit": 1}},
+                {"name": "b", "dependsOn": ["a"]},
+            ]}));
+            h.start(0.0);
+            let invalid = Outcome::Exited {
+                code: 0,
+                output: output.clone(),
+            };
+            assert_eq!(h.report("a", 1, invalid.clone(), 1.0), [], "{what}");
+            let a = h.status("a");
+            assert_eq!(a.phase, TaskPhase::Pending, "{what}: retried");
+            assert_eq!(a.reason.as_deref(), Some("InvalidOutput"), "{what}");
+            assert_eq!(a.exit_code, Some(0), "{what}");
+            assert_eq!(a.outputs, None, "{what}");
+            assert!(a.message.as_deref().unwrap().contains(fragment), "{what}: {a:?}");
+            assert_eq!(h.wakeup(), Some(at(2.0)), "{what}");
+            assert_eq!(h.tick(2.0), [start("a", 2)], "{what}");
+            if second_valid {
+                assert_eq!(h.ok("a", 2, r#"{"ok": true}"#, 3.0), [start("b", 1)], "{what}");
+                assert_eq!(h.status("a").outputs.unwrap()["ok"], json!(true));
+            } else {
+                assert_eq!(h.report("a", 2, invalid, 3.0), [], "{what}");
+                let a = h.status("a");
+                assert_eq!(a.phase, TaskPhase::Failed, "{what}");
+                assert_eq!(a.reason.as_deref(), Some("InvalidOutput"), "{what}");
+                assert_eq!(h.phase("b"), TaskPhase::Skipped, "{what}");
+                assert_eq!(h.engine.phase(), RunPhase::Failed, "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn outputs_at_the_limit_and_blank_outputs_are_valid() {
+    let exact = format!(r#"{{"k":"{}"}}"#, "x".repeat(MAX_OUTPUT_BYTES - 8));
+    assert_eq!(exact.len(), MAX_OUTPUT_BYTES);
+    let cases: [(&str, Option<Value>); 4] = [
+        ("", None),
+        (" \n\t", None),
+        ("{}", None),
+        (exact.as_str(), Some(json!({"k": "x".repeat(MAX_OUTPUT_BYTES - 8)}))),
+    ];
+    for (output, expect) in cases {
+        let mut h = Harness::new(json!({"tasks": [{"name": "a"}]}));
+        h.start(0.0);
+        h.ok("a", 1, output, 1.0);
+        let a = h.status("a");
+        assert_eq!(a.phase, TaskPhase::Succeeded, "{output:?}");
+        assert_eq!(a.outputs.map(Value::Object), expect);
+    }
+}
+
+#[test]
+fn nonzero_exit_ignores_whatever_output_was_written() {
+    let mut h = Harness::new(json!({"tasks": [{"name": "a"}]}));
+    h.start(0.0);
+    h.report("a", 1, exited(1, r#"{"rows": 3}"#), 1.0);
+    let a = h.status("a");
+    assert_eq!(a.reason.as_deref(), Some("Error"));
+    assert_eq!(a.outputs, None);
+}
+
+#[test]
+fn missing_output_key_fails_the_downstream_task_without_retrying() {
+    struct Case {
+        upstream_output: &'static str,
+        /// Which task the input reads from.
+        from: &'static str,
+        listed: &'static str,
+    }
+    let cases = [
+        Case {
+            upstream_output: r#"{"rows": 3, "day": "x"}"#,
+            from: "a",
+            listed: "(its outputs: day, rows)",
+        },
+        Case {
+            upstream_output: "",
+            from: "a",
+            listed: "(its outputs: none)",
+        },
+        Case {
+            upstream_output: "{}",
+            from: "root",
+            listed: "(its outputs: none)",
+        },
+    ];
+    for case in cases {
+        let mut h = Harness::new(json!({"tasks": [
+            {"name": "root"},
+            {"name": "a", "dependsOn": ["root"]},
+            {"name": "b", "dependsOn": ["a"], "retries": {"limit": 3}, "inputs": [
+                {"name": "OK", "value": "v"},
+                {"name": "COLS", "fromTask": case.from, "output": "cols"},
+            ]},
+            {"name": "c", "dependsOn": ["b"]},
+            {"name": "side", "dependsOn": ["a"]},
+        ]}));
+        let what = case.upstream_output;
+        h.start(0.0);
+        h.ok("root", 1, "", 1.0);
+        assert_eq!(
+            h.ok("a", 1, case.upstream_output, 2.0),
+            [start("side", 1)],
+            "{what}: b never starts"
+        );
+        let b = h.status("b");
+        assert_eq!(b.phase, TaskPhase::Failed, "{what}");
+        assert_eq!(b.reason.as_deref(), Some("InputUnresolved"), "{what}");
+        assert_eq!(b.attempts, 0, "{what}");
+        assert_eq!(b.started_at, None, "{what}");
+        assert_eq!(b.finished_at, Some(at(2.0)), "{what}");
+        assert_eq!(b.exit_code, None, "{what}");
+        let message = b.message.unwrap();
+        assert_eq!(
+            message,
+            format!(
+                "input \"COLS\": task \"{}\" has no output \"cols\" {}",
+                case.from, case.listed
+            )
+        );
+        assert_eq!(h.phase("c"), TaskPhase::Skipped, "{what}");
+        // Not retried: nothing is scheduled for b.
+        assert_eq!(h.wakeup(), None, "{what}");
+        assert_eq!(h.tick(100.0), [], "{what}");
+        assert_eq!(h.ok("side", 1, "", 101.0), [], "{what}");
+        assert_eq!(h.engine.phase(), RunPhase::Failed, "{what}");
+        let (_, reason, run_message) = h.condition();
+        assert_eq!(reason, "TaskFailed");
+        assert!(run_message.starts_with("task \"b\" failed: input \"COLS\""), "{run_message}");
+    }
+}
+
+// ---- status ----
+
+#[test]
+fn succeeded_condition_follows_the_run() {
+    type Step = fn(&mut Harness);
+    struct Case {
+        name: &'static str,
+        steps: Step,
+        phase: RunPhase,
+        status: ConditionStatus,
+        reason: &'static str,
+        message: &'static str,
+        transitioned: Option<f64>,
+    }
+    let cases = [
+        Case {
+            name: "not started",
+            steps: |_| {},
+            phase: RunPhase::Pending,
+            status: ConditionStatus::Unknown,
+            reason: "Pending",
+            message: "waiting to start; 2 tasks",
+            transitioned: None,
+        },
+        Case {
+            name: "running",
+            steps: |h| {
+                h.start(1.0);
+            },
+            phase: RunPhase::Running,
+            status: ConditionStatus::Unknown,
+            reason: "Running",
+            message: "0 of 2 tasks succeeded, 1 running",
+            transitioned: Some(1.0),
+        },
+        Case {
+            name: "still running after a task finished",
+            steps: |h| {
+                h.start(1.0);
+                h.ok("a", 1, "", 2.0);
+            },
+            phase: RunPhase::Running,
+            status: ConditionStatus::Unknown,
+            reason: "Running",
+            message: "1 of 2 tasks succeeded, 1 running",
+            transitioned: Some(1.0),
+        },
+        Case {
+            name: "succeeded",
+            steps: |h| {
+                h.start(1.0);
+                h.ok("a", 1, "", 2.0);
+                h.ok("b", 1, "", 3.0);
+            },
+            phase: RunPhase::Succeeded,
+            status: ConditionStatus::True,
+            reason: "Succeeded",
+            message: "2 of 2 tasks succeeded",
+            transitioned: Some(3.0),
+        },
+        Case {
+            name: "failed",
+            steps: |h| {
+                h.start(1.0);
+                h.exit("a", 1, 4, 2.0);
+            },
+            phase: RunPhase::Failed,
+            status: ConditionStatus::False,
+            reason: "TaskFailed",
+            message: "task \"a\" failed: attempt 1 exited with code 4; \
+                      0 of 2 tasks succeeded, 1 failed, 1 skipped",
+            transitioned: Some(2.0),
+        },
+        Case {
+            name: "cancelled",
+            steps: |h| {
+                h.start(1.0);
+                h.cancel(2.0);
+            },
+            phase: RunPhase::Cancelled,
+            status: ConditionStatus::False,
+            reason: "Cancelled",
+            message: "the run was cancelled; 0 of 2 tasks succeeded, 2 cancelled",
+            transitioned: Some(2.0),
+        },
+    ];
+    for case in cases {
+        let mut h = Harness::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
+        (case.steps)(&mut h);
+        let what = case.name;
+        assert_eq!(h.engine.phase(), case.phase, "{what}");
+        let status = h.engine.run_status();
+        assert_eq!(status.phase, Some(case.phase), "{what}");
+        assert_eq!(status.conditions.len(), 1, "{what}");
+        let cond = &status.conditions[0];
+        assert_eq!(cond.type_, "Succeeded", "{what}");
+        assert_eq!(cond.status, case.status, "{what}");
+        assert_eq!(cond.reason.as_deref(), Some(case.reason), "{what}");
+        assert_eq!(cond.message.as_deref(), Some(case.message), "{what}");
+        assert_eq!(cond.last_transition_time, case.transitioned.map(at), "{what}");
+        assert_eq!(cond.observed_generation, None, "{what}");
+        assert_eq!(h.engine.summary(), case.message, "{what}");
+        assert_eq!(status.finished_at.is_some(), case.phase.is_final(), "{what}");
+        // The head is the same without the task list; the driver fills in the rest.
+        let head = h.engine.run_status_head();
+        assert_eq!(head.tasks, vec![], "{what}");
+        assert_eq!(head.conditions, status.conditions, "{what}");
+        assert_eq!(head.workflow, None);
+        assert_eq!(head.observed_generation, None);
+        let names: Vec<&str> = status.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "{what}");
+    }
+}
+
+#[test]
+fn run_status_serializes_to_the_documented_shape() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "extract"},
+        {"name": "transform", "dependsOn": ["extract"], "retries": {"limit": 1}},
+    ]}));
+    h.start(0.0);
+    h.ok("extract", 1, r#"{"rows": 3}"#, 2.0);
+    h.exit("transform", 1, 1, 3.0);
+    h.tick(4.0);
+    h.ok("transform", 2, "", 9.0);
+    let value = serde_json::to_value(h.engine.run_status()).unwrap();
+    assert_eq!(
+        value,
+        json!({
+            "phase": "Succeeded",
+            "startedAt": "2026-11-26T03:00:00Z",
+            "finishedAt": "2026-11-26T03:00:09Z",
+            "conditions": [{
+                "type": "Succeeded",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "2 of 2 tasks succeeded",
+                "lastTransitionTime": "2026-11-26T03:00:09Z",
+            }],
+            "tasks": [
+                {
+                    "name": "extract",
+                    "phase": "Succeeded",
+                    "attempts": 1,
+                    "startedAt": "2026-11-26T03:00:00Z",
+                    "finishedAt": "2026-11-26T03:00:02Z",
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "outputs": {"rows": 3},
+                },
+                {
+                    "name": "transform",
+                    "phase": "Succeeded",
+                    "attempts": 2,
+                    "startedAt": "2026-11-26T03:00:02Z",
+                    "finishedAt": "2026-11-26T03:00:09Z",
+                    "exitCode": 0,
+                    "reason": "Completed",
+                },
+            ],
+        })
+    );
+}
+
+#[test]
+fn take_changes_reports_each_changed_task_once() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "a", "retries": {"limit": 1}},
+        {"name": "b", "dependsOn": ["a"]},
+        {"name": "c", "dependsOn": ["b"]},
+        {"name": "x"},
+    ]}));
+    assert_eq!(h.changes(), Vec::<String>::new(), "new");
+    h.start(0.0);
+    assert_eq!(h.changes(), names(&["a", "x"]));
+    assert_eq!(h.changes(), Vec::<String>::new(), "taken");
+    h.exit("a", 1, 1, 1.0);
+    assert_eq!(h.changes(), names(&["a"]), "back-off");
+    h.tick(1.5);
+    assert_eq!(h.changes(), Vec::<String>::new(), "nothing due");
+    h.tick(2.0);
+    assert_eq!(h.changes(), names(&["a"]), "retry started");
+    // Several events before taking: each task still once.
+    h.ok("a", 2, "", 3.0);
+    h.ok("x", 1, "", 3.5);
+    h.exit("b", 1, 1, 4.0);
+    assert_eq!(h.changes(), names(&["a", "b", "x", "c"]));
+    assert_eq!(h.changes(), Vec::<String>::new());
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+}
+
+// ---- overflow: huge but valid durations must not panic ----
+
+#[test]
+fn huge_durations_do_not_overflow_the_clock() {
+    // (what, spec, run phase after the first attempt fails)
+    let cases = [
+        (
+            "timeoutSeconds",
+            json!({"tasks": [{"name": "a", "timeoutSeconds": u64::MAX}]}),
+            RunPhase::Failed,
+        ),
+        (
+            "activeDeadlineSeconds",
+            json!({"activeDeadlineSeconds": u64::MAX, "tasks": [{"name": "a"}]}),
+            RunPhase::Failed,
+        ),
+        (
+            "backoff",
+            json!({"tasks": [{"name": "a", "retries": {"limit": 2,
+                "backoff": {"initialSeconds": 1e300, "maxSeconds": 1e300}}}]}),
+            RunPhase::Running,
+        ),
+        (
+            "backoff growth",
+            json!({"tasks": [{"name": "a", "retries": {"limit": 2,
+                "backoff": {"initialSeconds": 1e10, "factor": 1e10, "maxSeconds": 1e300}}}]}),
+            RunPhase::Running,
+        ),
+    ];
+    for (what, spec, phase) in cases {
+        let mut h = Harness::new(spec);
+        assert_eq!(h.start(0.0), [start("a", 1)], "{what}");
+        if let Some(wakeup) = h.wakeup() {
+            assert!(wakeup > at(1e9), "{what}: {wakeup}");
+        }
+        assert_eq!(h.tick(1e9), [], "{what}");
+        assert_eq!(h.exit("a", 1, 1, 1e9 + 1.0), [], "{what}");
+        if let Some(wakeup) = h.wakeup() {
+            assert!(wakeup > at(1e10), "{what}: {wakeup}");
+        }
+        assert_eq!(h.tick(1e10), [], "{what}");
+        assert_eq!(h.engine.phase(), phase, "{what}");
+    }
+}

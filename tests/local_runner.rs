@@ -1,0 +1,420 @@
+//! End-to-end tests of `ork run` and `ork validate`: the real binary, real processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const ORK: &str = env!("CARGO_BIN_EXE_ork");
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs `ork` with `args`, a private work dir, and a deadline.
+fn ork(work: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(ORK);
+    cmd.args(args);
+    if args.first() == Some(&"run") {
+        cmd.arg("--work-dir").arg(work.join("runs"));
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ork");
+    wait_output(child, Duration::from_secs(60))
+}
+
+fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("poll ork").is_some() {
+            return child.wait_with_output().expect("collect ork output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ork did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `cond` every 10ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `ork run FILE --output json` and the final Run.
+fn run_json(work: &Path, file: &Path, extra: &[&str]) -> (i32, Value) {
+    let file = file.to_str().expect("utf-8 path");
+    let mut args = vec!["run", file, "--output", "json"];
+    args.extend_from_slice(extra);
+    let out = ork(work, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), run)
+}
+
+fn task<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["status"]["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["name"] == name))
+        .unwrap_or_else(|| panic!("no task {name} in {run:#}"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write manifest");
+    path
+}
+
+fn workflow(tasks: &str) -> String {
+    format!(
+        "apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata: {{name: wf}}\n\
+         spec:\n  defaults: {{image: busybox}}\n{tasks}"
+    )
+}
+
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Err(_) => true,
+        // A zombie is dead; it only waits to be reaped by whoever inherited it.
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn diamond_passes_outputs_downstream() {
+    let work = tempfile::tempdir().unwrap();
+    let (code, run) = run_json(work.path(), &repo("examples/diamond.yaml"), &[]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(run["apiVersion"], "ork.dev/v1alpha1");
+    assert_eq!(run["kind"], "Run");
+    assert_eq!(run["status"]["phase"], "Succeeded");
+    let cond = &run["status"]["conditions"][0];
+    assert_eq!((cond["type"].as_str(), cond["status"].as_str()), (Some("Succeeded"), Some("True")));
+    assert_eq!(cond["message"], "4 of 4 tasks succeeded");
+    assert_eq!(task(&run, "extract")["outputs"]["rows"], 3);
+    assert_eq!(task(&run, "double")["outputs"]["rows"], 6);
+    assert_eq!(task(&run, "label")["outputs"]["label"], "rows from inventory");
+    assert_eq!(task(&run, "load")["outputs"]["loaded"], 6);
+    for name in ["extract", "double", "label", "load"] {
+        let t = task(&run, name);
+        assert_eq!((t["phase"].as_str(), t["attempts"].as_u64()), (Some("Succeeded"), Some(1)));
+        assert_eq!(t["exitCode"], 0);
+        assert_eq!(t["reason"], "Completed");
+    }
+    // load started only after both of its dependencies finished
+    let time = |name: &str, field: &str| task(&run, name)[field].as_str().unwrap().to_string();
+    assert!(time("load", "startedAt") >= time("double", "finishedAt"));
+    assert!(time("load", "startedAt") >= time("label", "finishedAt"));
+}
+
+#[test]
+fn failing_branch_skips_downstream_and_keeps_the_rest() {
+    let work = tempfile::tempdir().unwrap();
+    let (code, run) = run_json(work.path(), &repo("examples/failing-branch.yaml"), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(run["status"]["phase"], "Failed");
+    let cond = &run["status"]["conditions"][0];
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("TaskFailed")));
+    assert!(cond["message"].as_str().unwrap().contains("flaky-import"), "{cond}");
+    let failed = task(&run, "flaky-import");
+    assert_eq!((failed["phase"].as_str(), failed["exitCode"].as_i64()), (Some("Failed"), Some(3)));
+    assert_eq!(failed["reason"], "Error");
+    let skipped = task(&run, "publish");
+    assert_eq!((skipped["phase"].as_str(), skipped["reason"].as_str()), (Some("Skipped"), Some("UpstreamFailed")));
+    assert_eq!(skipped["attempts"], 0);
+    assert_eq!(task(&run, "report")["phase"], "Succeeded");
+}
+
+#[test]
+fn retries_count_attempts_and_back_off() {
+    let work = tempfile::tempdir().unwrap();
+    let (code, run) = run_json(work.path(), &repo("examples/retries.yaml"), &[]);
+    assert_eq!(code, 0, "{run:#}");
+    let lucky = task(&run, "third-time-lucky");
+    assert_eq!(lucky["attempts"], 3);
+    assert_eq!(lucky["outputs"]["attempts"], 3, "ORK_ATTEMPT counts attempts");
+    // back-off of 0.2s + 0.4s between the three attempts
+    let started: jiff::Timestamp = lucky["startedAt"].as_str().unwrap().parse().unwrap();
+    let finished: jiff::Timestamp = lucky["finishedAt"].as_str().unwrap().parse().unwrap();
+    let took = finished.duration_since(started).as_secs_f64();
+    assert!(took >= 0.6, "three attempts with 0.2s and 0.4s back-off took {took}s");
+    assert_eq!(task(&run, "after")["phase"], "Succeeded");
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group_and_retries() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().display();
+    let manifest = workflow(&format!(
+        "  tasks:\n  - name: slow\n    timeoutSeconds: 1\n    retries: {{limit: 1, backoff: {{initialSeconds: 0}}}}\n    \
+         command: [sh, -c, 'sleep 300 & echo $! > {dir}/bg.$ORK_ATTEMPT; echo $$ > {dir}/fg.$ORK_ATTEMPT; wait']\n  \
+         - name: after\n    dependsOn: [slow]\n    command: ['true']\n"
+    ));
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 1);
+    let slow = task(&run, "slow");
+    assert_eq!((slow["phase"].as_str(), slow["reason"].as_str()), (Some("Failed"), Some("Timeout")));
+    assert_eq!(slow["attempts"], 2);
+    assert_eq!(task(&run, "after")["reason"], "UpstreamFailed");
+    for attempt in 1..=2 {
+        for which in ["fg", "bg"] {
+            let pid = std::fs::read_to_string(work.path().join(format!("{which}.{attempt}"))).unwrap();
+            wait_until(Duration::from_secs(5), &format!("{which} process of attempt {attempt} to die"), || {
+                process_gone(&pid)
+            });
+        }
+    }
+}
+
+#[test]
+fn parallelism_caps_running_tasks() {
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log");
+    let mut tasks = String::from("  parallelism: 3\n  tasks:\n");
+    for i in 0..8 {
+        tasks.push_str(&format!(
+            "  - name: t{i}\n    command: [sh, -c, 'echo S >> {log}; sleep 0.3; echo E >> {log}']\n",
+            log = log.display()
+        ));
+    }
+    let file = write(work.path(), "wf.yaml", &workflow(&tasks));
+    let (code, _) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 0);
+    let events = std::fs::read_to_string(&log).unwrap();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for line in events.lines() {
+        now += if line == "S" { 1 } else { -1 };
+        peak = peak.max(now);
+    }
+    assert_eq!(events.lines().count(), 16);
+    assert_eq!(peak, 3, "at most 3 tasks at once, and the cap is used: {events}");
+}
+
+#[test]
+fn params_from_run_and_command_line() {
+    let work = tempfile::tempdir().unwrap();
+    let file = repo("examples/params.yaml");
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(task(&run, "fetch")["outputs"]["file"], "us-east/2026-11-26.csv");
+    assert_eq!(task(&run, "fetch")["outputs"]["mode"], "full");
+    let (code, run) = run_json(work.path(), &file, &["--param", "region=eu-west", "-p", "date=2027-01-01"]);
+    assert_eq!(code, 0);
+    assert_eq!(task(&run, "fetch")["outputs"]["file"], "eu-west/2027-01-01.csv");
+}
+
+#[test]
+fn missing_and_unknown_params_are_invalid_input() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = workflow(
+        "  params: [{name: day}]\n  tasks:\n  - name: t\n    inputs: [{name: DAY, fromParam: day}]\n    command: ['true']\n",
+    );
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let out = ork(work.path(), &["run", file.to_str().unwrap(), "-p", "colour=red"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown parameter \"colour\""), "{stderr}");
+    assert!(stderr.contains("required parameter \"day\""), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing ran");
+}
+
+#[test]
+fn task_environment_and_expansion() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = workflow(
+        "  tasks:\n  - name: up\n    command: [sh, -c, 'echo \"{\\\"n\\\": 7, \\\"s\\\": \\\"a b\\\", \\\"o\\\": {\\\"k\\\": [1]}}\" > $ORK_OUTPUT']\n  \
+         - name: down\n    dependsOn: [up]\n    env: [{name: GREETING, value: 'hi $(S) $$(S)'}]\n    inputs:\n    \
+         - {name: N, fromTask: up, output: n}\n    - {name: S, fromTask: up, output: s}\n    - {name: O, fromTask: up, output: o}\n    \
+         command: [sh, -c]\n    args:\n    - |\n      cat > $ORK_OUTPUT <<EOF\n      {\"wf\": \"$ORK_WORKFLOW\", \"run\": \"$ORK_RUN\", \"task\": \"$ORK_TASK\", \"attempt\": \"$ORK_ATTEMPT\",\n       \
+         \"n\": \"$N\", \"s\": \"$S\", \"o\": $O, \"inputs\": $ORK_INPUT_JSON, \"expanded\": \"$(S)\", \"escaped\": \"$$ORK_TASK\",\n       \
+         \"greeting\": \"$GREETING\", \"caller\": \"$FROM_CALLER\"}\n      EOF\n  \
+         - name: literal\n    dependsOn: [up]\n    inputs: [{name: S, fromTask: up, output: s}]\n    \
+         command: [sh, -c, 'printf \"{\\\"args\\\": \\\"%s|%s|%s\\\"}\" \"$1\" \"$2\" \"$3\" > $ORK_OUTPUT', sh, '$(NOPE)', '$$(S)', '$(S)']\n",
+    );
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let out = Command::new(ORK)
+        .args(["run", file.to_str().unwrap(), "-o", "json", "--work-dir"])
+        .arg(work.path().join("runs"))
+        .env("FROM_CALLER", "inherited")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &task(&run, "down")["outputs"];
+    assert_eq!(o["wf"], "wf");
+    assert_eq!(o["run"], run["metadata"]["name"]);
+    assert_eq!(o["task"], "down");
+    assert_eq!(o["attempt"], "1");
+    assert_eq!(o["n"], "7", "numbers are passed as their JSON text");
+    assert_eq!(o["s"], "a b", "strings are passed bare");
+    assert_eq!(o["o"], serde_json::json!({"k": [1]}));
+    assert_eq!(o["inputs"], serde_json::json!({"N": 7, "S": "a b", "O": {"k": [1]}}));
+    assert_eq!(o["expanded"], "a b", "$(VAR) is expanded in args");
+    assert_eq!(o["escaped"], "down", "$$ escapes: the shell got $ORK_TASK");
+    let literal = &task(&run, "literal")["outputs"]["args"];
+    assert_eq!(literal, "$(NOPE)|$(S)|a b", "unknown references stay, $$ escapes, known expand");
+    assert_eq!(o["greeting"], "hi a b $(S)", "env values may refer to earlier variables");
+    assert_eq!(o["caller"], "inherited", "the caller's environment is passed on");
+}
+
+#[test]
+fn invalid_outputs_and_unresolved_inputs_fail_tasks() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = workflow(
+        "  tasks:\n  - name: array\n    command: [sh, -c, 'echo [1] > $ORK_OUTPUT']\n  \
+         - name: huge\n    command: [sh, -c, 'printf \"{\\\"k\\\": \\\"%05000d\\\"}\" 0 > $ORK_OUTPUT']\n  \
+         - name: small\n    command: [sh, -c, 'echo {\\\"a\\\": 1} > $ORK_OUTPUT']\n  \
+         - name: reader\n    dependsOn: [small]\n    inputs: [{name: B, fromTask: small, output: b}]\n    command: ['true']\n",
+    );
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 1);
+    for name in ["array", "huge"] {
+        let t = task(&run, name);
+        assert_eq!((t["phase"].as_str(), t["reason"].as_str()), (Some("Failed"), Some("InvalidOutput")), "{t}");
+    }
+    assert!(task(&run, "huge")["message"].as_str().unwrap().contains("4096"));
+    let reader = task(&run, "reader");
+    assert_eq!((reader["phase"].as_str(), reader["reason"].as_str()), (Some("Failed"), Some("InputUnresolved")));
+    let message = reader["message"].as_str().unwrap();
+    assert!(message.contains("\"small\"") && message.contains("\"b\""), "{message}");
+}
+
+#[test]
+fn a_command_that_cannot_start_fails_the_attempt() {
+    let work = tempfile::tempdir().unwrap();
+    let file = write(work.path(), "wf.yaml", &workflow("  tasks:\n  - name: t\n    command: [/no/such/program]\n"));
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 1);
+    let t = task(&run, "t");
+    assert_eq!(t["reason"], "StartError");
+    assert!(t["message"].as_str().unwrap().contains("/no/such/program"));
+}
+
+#[test]
+fn interrupt_cancels_the_run_and_kills_tasks() {
+    let work = tempfile::tempdir().unwrap();
+    let pid_file = work.path().join("pid");
+    let manifest = workflow(&format!(
+        "  tasks:\n  - name: long\n    command: [sh, -c, 'echo $$ > {p}.tmp; mv {p}.tmp {p}; sleep 300']\n  \
+         - name: next\n    dependsOn: [long]\n    command: ['true']\n",
+        p = pid_file.display()
+    ));
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let child = Command::new(ORK)
+        .args(["run", file.to_str().unwrap(), "-o", "json", "--work-dir"])
+        .arg(work.path().join("runs"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the task to start", || pid_file.exists());
+    let ork_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(ork_pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_output(child, Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"]["phase"], "Cancelled");
+    assert_eq!(run["status"]["conditions"][0]["reason"], "Cancelled");
+    assert_eq!(task(&run, "long")["phase"], "Cancelled");
+    assert_eq!(task(&run, "next")["phase"], "Cancelled");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    wait_until(Duration::from_secs(5), "the task process to die", || process_gone(&pid));
+}
+
+#[test]
+fn run_deadline_fails_the_run() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata: {name: wf}\nspec:\n  \
+        defaults: {image: busybox}\n  activeDeadlineSeconds: 1\n  tasks:\n  \
+        - name: long\n    command: [sleep, '300']\n  - name: next\n    dependsOn: [long]\n    command: ['true']\n";
+    let file = write(work.path(), "wf.yaml", manifest);
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(run["status"]["phase"], "Failed");
+    assert_eq!(run["status"]["conditions"][0]["reason"], "DeadlineExceeded");
+    assert_eq!(task(&run, "long")["reason"], "DeadlineExceeded");
+    assert_eq!(task(&run, "next")["phase"], "Cancelled");
+}
+
+#[test]
+fn run_with_inline_workflow() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: ork.dev/v1alpha1\nkind: Run\nmetadata: {name: adhoc}\nspec:\n  \
+        params: {who: world}\n  workflow:\n    params: [{name: who}]\n    tasks:\n    - name: greet\n      image: busybox\n      \
+        inputs: [{name: WHO, fromParam: who}]\n      command: [sh, -c, 'echo {\\\"said\\\": \\\"hello $WHO\\\"} > $ORK_OUTPUT']\n";
+    let file = write(work.path(), "run.yaml", manifest);
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(run["metadata"]["name"], "adhoc");
+    assert_eq!(task(&run, "greet")["outputs"]["said"], "hello world");
+}
+
+#[test]
+fn every_example_is_valid_and_runs_to_its_documented_result() {
+    let work = tempfile::tempdir().unwrap();
+    let expected = [
+        ("hello.yaml", 0),
+        ("diamond.yaml", 0),
+        ("failing-branch.yaml", 1),
+        ("retries.yaml", 0),
+        ("timeout.yaml", 1),
+        ("params.yaml", 0),
+    ];
+    let mut listed: Vec<String> = std::fs::read_dir(repo("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    listed.sort();
+    let mut covered: Vec<String> = expected.iter().map(|(n, _)| n.to_string()).collect();
+    covered.sort();
+    assert_eq!(listed, covered, "every example has an expected result here");
+    for (name, code) in expected {
+        let path = repo(&format!("examples/{name}"));
+        let out = ork(work.path(), &["validate", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = ork(work.path(), &["run", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(code), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("TASK") && text.contains("Logs:"), "{name} prints a summary: {text}");
+    }
+}
+
+#[test]
+fn validate_lists_every_problem() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata: {name: bad}\nspec:\n  tasks:\n  \
+        - name: a\n    image: i\n    command: ['true']\n    dependsOn: [c]\n  \
+        - name: b\n    image: i\n    command: ['true']\n    dependsOn: [a, ghost]\n  \
+        - name: c\n    image: i\n    command: ['true']\n    dependsOn: [b]\n  \
+        - name: Bad_Name\n    command: ['true']\n";
+    let file = write(work.path(), "bad.yaml", manifest);
+    let out = ork(work.path(), &["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown task \"ghost\""), "{stderr}");
+    assert!(stderr.contains("dependency cycle"), "{stderr}");
+    assert!(stderr.contains("\"Bad_Name\" is not a DNS-1123 label"), "{stderr}");
+    assert!(stderr.contains("has no image"), "{stderr}");
+    let out = ork(work.path(), &["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "ork run refuses invalid input");
+    let out = ork(work.path(), &["validate", "/no/such/file.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.yaml"));
+}
