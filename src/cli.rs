@@ -17,7 +17,11 @@ use crate::manifest::{Document, LoadError, Manifest, load_file};
 pub const EXIT_INVALID: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "ork", version, about = "Run DAG workflows on this machine or on Kubernetes")]
+#[command(
+    name = "ork",
+    version,
+    about = "Run DAG workflows on this machine or on Kubernetes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -154,7 +158,9 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                     }
                     (None, Some(inline)) => Some((inline, "spec.workflow", true)),
                     _ => {
-                        problems.push("spec: exactly one of workflowRef or workflow must be set".into());
+                        problems.push(
+                            "spec: exactly one of workflowRef or workflow must be set".into(),
+                        );
                         None
                     }
                 };
@@ -175,7 +181,11 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         if problems.is_empty() {
             println!("{}: {what} is valid{note}", doc.origin);
         } else {
-            errors.extend(problems.into_iter().map(|p| format!("{}: {what}: {p}", doc.origin)));
+            errors.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{}: {what}: {p}", doc.origin)),
+            );
         }
     }
     if errors.is_empty() {
@@ -218,7 +228,10 @@ fn run(
     };
     let progress = Arc::new(Mutex::new(Progress::new(style, human, plan.dag.len())));
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

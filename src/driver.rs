@@ -49,7 +49,8 @@ pub trait Executor {
     /// not as an error; errors are for the executor itself being broken.
     fn start(&mut self, launch: &Launch) -> impl Future<Output = Result<(), DriverError>>;
     /// Stops an attempt; its end is still reported through [`next_update`](Self::next_update).
-    fn kill(&mut self, task: TaskId, attempt: u32) -> impl Future<Output = Result<(), DriverError>>;
+    fn kill(&mut self, task: TaskId, attempt: u32)
+    -> impl Future<Output = Result<(), DriverError>>;
     /// The next attempt to end. Only awaited while [`active`](Self::active) is non-zero.
     fn next_update(&mut self) -> impl Future<Output = Option<StatusUpdate>>;
     /// Attempts started and not yet reported.
@@ -84,7 +85,10 @@ pub struct Scheduler<D, E, C = SystemClock> {
 impl<D: Database, E: Executor, C: Clock> Scheduler<D, E, C> {
     /// Drives the run until it is finished and every attempt has been reaped. When `cancel`
     /// completes, the run is cancelled and running attempts are killed.
-    pub async fn run(mut self, cancel: impl Future<Output = ()>) -> Result<(Engine, D), DriverError> {
+    pub async fn run(
+        mut self,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<(Engine, D), DriverError> {
         let mut cancel = std::pin::pin!(cancel);
         let mut cancelled = false;
         self.engine.start(self.clock.now());

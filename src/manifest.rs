@@ -91,12 +91,11 @@ pub fn parse_documents(text: &str, name: &str) -> Result<Vec<Document>, LoadErro
             max_total_scalar_bytes: 1 << 30,
         },
     };
-    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options).map_err(
-        |err| LoadError::Yaml {
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|err| LoadError::Yaml {
             origin: name.to_string(),
             message: err.to_string(),
-        },
-    )?;
+        })?;
     let values: Vec<Value> = values.into_iter().filter(|v| !v.is_null()).collect();
     if values.is_empty() {
         return Err(LoadError::Empty {
@@ -128,7 +127,10 @@ pub fn parse_documents(text: &str, name: &str) -> Result<Vec<Document>, LoadErro
 pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
     let mut problems = Problems::default();
     let Value::Object(map) = &value else {
-        problems.push("", "a manifest must be a mapping with apiVersion, kind, metadata and spec");
+        problems.push(
+            "",
+            "a manifest must be a mapping with apiVersion, kind, metadata and spec",
+        );
         return Err(problems);
     };
     let api_version = map.get("apiVersion").and_then(Value::as_str);
@@ -177,7 +179,9 @@ fn strict<T: DeserializeOwned>(value: Value, problems: &mut Problems) -> Option<
         Err(err) => {
             let path = err.path().to_string();
             let field = if path == "." { String::new() } else { path };
-            problems.0.push(Problem::new(field, err.into_inner().to_string()));
+            problems
+                .0
+                .push(Problem::new(field, err.into_inner().to_string()));
             None
         }
     }
@@ -193,9 +197,9 @@ fn field_path(path: &serde_ignored::Path) -> String {
             p if p.is_empty() => key.clone(),
             p => format!("{p}.{key}"),
         },
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            field_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -243,7 +247,10 @@ mod tests {
                     spec: {tasks: [{name: t, image: i, command: ['true'], dependson: [x]}], bogus: 1}\n";
         assert_eq!(
             problems_of(text),
-            ["spec.bogus: unknown field", "spec.tasks[0].dependson: unknown field"]
+            [
+                "spec.bogus: unknown field",
+                "spec.tasks[0].dependson: unknown field"
+            ]
         );
     }
 
@@ -253,7 +260,10 @@ mod tests {
                     spec: {tasks: [{name: t, retries: {limit: many}}]}\n";
         let problems = problems_of(text);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("spec.tasks[0].retries.limit: invalid type"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("spec.tasks[0].retries.limit: invalid type"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -266,7 +276,10 @@ mod tests {
                 "kind: must be Workflow or Run, got \"ConfigMap\""
             ]
         );
-        assert_eq!(problems_of("- 1\n"), ["a manifest must be a mapping with apiVersion, kind, metadata and spec"]);
+        assert_eq!(
+            problems_of("- 1\n"),
+            ["a manifest must be a mapping with apiVersion, kind, metadata and spec"]
+        );
     }
 
     #[test]
@@ -275,7 +288,13 @@ mod tests {
             parse_documents("a: [", "f.yaml"),
             Err(LoadError::Yaml { .. })
         ));
-        assert!(matches!(parse_documents("", "f.yaml"), Err(LoadError::Empty { .. })));
-        assert!(matches!(parse_documents("---\n---\n", "f.yaml"), Err(LoadError::Empty { .. })));
+        assert!(matches!(
+            parse_documents("", "f.yaml"),
+            Err(LoadError::Empty { .. })
+        ));
+        assert!(matches!(
+            parse_documents("---\n---\n", "f.yaml"),
+            Err(LoadError::Empty { .. })
+        ));
     }
 }

@@ -39,7 +39,10 @@ pub fn ork_env(
         (vars::TASK.to_string(), task.name.clone()),
         (vars::ATTEMPT.to_string(), launch.attempt.to_string()),
         (vars::OUTPUT.to_string(), output_path.to_string()),
-        (vars::INPUT_JSON.to_string(), Value::Object(input_json).to_string()),
+        (
+            vars::INPUT_JSON.to_string(),
+            Value::Object(input_json).to_string(),
+        ),
     ];
     env.extend(
         launch
@@ -150,6 +153,9 @@ mod tests {
     fn input_values() {
         assert_eq!(input_env_value(&Value::String("a b".into())), "a b");
         assert_eq!(input_env_value(&serde_json::json!(3)), "3");
-        assert_eq!(input_env_value(&serde_json::json!({"a": [1]})), r#"{"a":[1]}"#);
+        assert_eq!(
+            input_env_value(&serde_json::json!({"a": [1]})),
+            r#"{"a":[1]}"#
+        );
     }
 }

@@ -90,7 +90,10 @@ fn process_gone(pid: &str) -> bool {
     match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
         Err(_) => true,
         // A zombie is dead; it only waits to be reaped by whoever inherited it.
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -103,15 +106,24 @@ fn diamond_passes_outputs_downstream() {
     assert_eq!(run["kind"], "Run");
     assert_eq!(run["status"]["phase"], "Succeeded");
     let cond = &run["status"]["conditions"][0];
-    assert_eq!((cond["type"].as_str(), cond["status"].as_str()), (Some("Succeeded"), Some("True")));
+    assert_eq!(
+        (cond["type"].as_str(), cond["status"].as_str()),
+        (Some("Succeeded"), Some("True"))
+    );
     assert_eq!(cond["message"], "4 of 4 tasks succeeded");
     assert_eq!(task(&run, "extract")["outputs"]["rows"], 3);
     assert_eq!(task(&run, "double")["outputs"]["rows"], 6);
-    assert_eq!(task(&run, "label")["outputs"]["label"], "rows from inventory");
+    assert_eq!(
+        task(&run, "label")["outputs"]["label"],
+        "rows from inventory"
+    );
     assert_eq!(task(&run, "load")["outputs"]["loaded"], 6);
     for name in ["extract", "double", "label", "load"] {
         let t = task(&run, name);
-        assert_eq!((t["phase"].as_str(), t["attempts"].as_u64()), (Some("Succeeded"), Some(1)));
+        assert_eq!(
+            (t["phase"].as_str(), t["attempts"].as_u64()),
+            (Some("Succeeded"), Some(1))
+        );
         assert_eq!(t["exitCode"], 0);
         assert_eq!(t["reason"], "Completed");
     }
@@ -128,13 +140,25 @@ fn failing_branch_skips_downstream_and_keeps_the_rest() {
     assert_eq!(code, 1);
     assert_eq!(run["status"]["phase"], "Failed");
     let cond = &run["status"]["conditions"][0];
-    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("TaskFailed")));
-    assert!(cond["message"].as_str().unwrap().contains("flaky-import"), "{cond}");
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("TaskFailed"))
+    );
+    assert!(
+        cond["message"].as_str().unwrap().contains("flaky-import"),
+        "{cond}"
+    );
     let failed = task(&run, "flaky-import");
-    assert_eq!((failed["phase"].as_str(), failed["exitCode"].as_i64()), (Some("Failed"), Some(3)));
+    assert_eq!(
+        (failed["phase"].as_str(), failed["exitCode"].as_i64()),
+        (Some("Failed"), Some(3))
+    );
     assert_eq!(failed["reason"], "Error");
     let skipped = task(&run, "publish");
-    assert_eq!((skipped["phase"].as_str(), skipped["reason"].as_str()), (Some("Skipped"), Some("UpstreamFailed")));
+    assert_eq!(
+        (skipped["phase"].as_str(), skipped["reason"].as_str()),
+        (Some("Skipped"), Some("UpstreamFailed"))
+    );
     assert_eq!(skipped["attempts"], 0);
     assert_eq!(task(&run, "report")["phase"], "Succeeded");
 }
@@ -146,12 +170,18 @@ fn retries_count_attempts_and_back_off() {
     assert_eq!(code, 0, "{run:#}");
     let lucky = task(&run, "third-time-lucky");
     assert_eq!(lucky["attempts"], 3);
-    assert_eq!(lucky["outputs"]["attempts"], 3, "ORK_ATTEMPT counts attempts");
+    assert_eq!(
+        lucky["outputs"]["attempts"], 3,
+        "ORK_ATTEMPT counts attempts"
+    );
     // back-off of 0.2s + 0.4s between the three attempts
     let started: jiff::Timestamp = lucky["startedAt"].as_str().unwrap().parse().unwrap();
     let finished: jiff::Timestamp = lucky["finishedAt"].as_str().unwrap().parse().unwrap();
     let took = finished.duration_since(started).as_secs_f64();
-    assert!(took >= 0.6, "three attempts with 0.2s and 0.4s back-off took {took}s");
+    assert!(
+        took >= 0.6,
+        "three attempts with 0.2s and 0.4s back-off took {took}s"
+    );
     assert_eq!(task(&run, "after")["phase"], "Succeeded");
 }
 
@@ -168,15 +198,21 @@ fn timeout_kills_the_whole_process_group_and_retries() {
     let (code, run) = run_json(work.path(), &file, &[]);
     assert_eq!(code, 1);
     let slow = task(&run, "slow");
-    assert_eq!((slow["phase"].as_str(), slow["reason"].as_str()), (Some("Failed"), Some("Timeout")));
+    assert_eq!(
+        (slow["phase"].as_str(), slow["reason"].as_str()),
+        (Some("Failed"), Some("Timeout"))
+    );
     assert_eq!(slow["attempts"], 2);
     assert_eq!(task(&run, "after")["reason"], "UpstreamFailed");
     for attempt in 1..=2 {
         for which in ["fg", "bg"] {
-            let pid = std::fs::read_to_string(work.path().join(format!("{which}.{attempt}"))).unwrap();
-            wait_until(Duration::from_secs(5), &format!("{which} process of attempt {attempt} to die"), || {
-                process_gone(&pid)
-            });
+            let pid =
+                std::fs::read_to_string(work.path().join(format!("{which}.{attempt}"))).unwrap();
+            wait_until(
+                Duration::from_secs(5),
+                &format!("{which} process of attempt {attempt} to die"),
+                || process_gone(&pid),
+            );
         }
     }
 }
@@ -202,7 +238,10 @@ fn parallelism_caps_running_tasks() {
         peak = peak.max(now);
     }
     assert_eq!(events.lines().count(), 16);
-    assert_eq!(peak, 3, "at most 3 tasks at once, and the cap is used: {events}");
+    assert_eq!(
+        peak, 3,
+        "at most 3 tasks at once, and the cap is used: {events}"
+    );
 }
 
 #[test]
@@ -211,11 +250,21 @@ fn params_from_run_and_command_line() {
     let file = repo("examples/params.yaml");
     let (code, run) = run_json(work.path(), &file, &[]);
     assert_eq!(code, 0);
-    assert_eq!(task(&run, "fetch")["outputs"]["file"], "us-east/2026-11-26.csv");
+    assert_eq!(
+        task(&run, "fetch")["outputs"]["file"],
+        "us-east/2026-11-26.csv"
+    );
     assert_eq!(task(&run, "fetch")["outputs"]["mode"], "full");
-    let (code, run) = run_json(work.path(), &file, &["--param", "region=eu-west", "-p", "date=2027-01-01"]);
+    let (code, run) = run_json(
+        work.path(),
+        &file,
+        &["--param", "region=eu-west", "-p", "date=2027-01-01"],
+    );
     assert_eq!(code, 0);
-    assert_eq!(task(&run, "fetch")["outputs"]["file"], "eu-west/2027-01-01.csv");
+    assert_eq!(
+        task(&run, "fetch")["outputs"]["file"],
+        "eu-west/2027-01-01.csv"
+    );
 }
 
 #[test]
@@ -225,7 +274,10 @@ fn missing_and_unknown_params_are_invalid_input() {
         "  params: [{name: day}]\n  tasks:\n  - name: t\n    inputs: [{name: DAY, fromParam: day}]\n    command: ['true']\n",
     );
     let file = write(work.path(), "wf.yaml", &manifest);
-    let out = ork(work.path(), &["run", file.to_str().unwrap(), "-p", "colour=red"]);
+    let out = ork(
+        work.path(),
+        &["run", file.to_str().unwrap(), "-p", "colour=red"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown parameter \"colour\""), "{stderr}");
@@ -253,7 +305,12 @@ fn task_environment_and_expansion() {
         .env("FROM_CALLER", "inherited")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &task(&run, "down")["outputs"];
     assert_eq!(o["wf"], "wf");
@@ -263,13 +320,25 @@ fn task_environment_and_expansion() {
     assert_eq!(o["n"], "7", "numbers are passed as their JSON text");
     assert_eq!(o["s"], "a b", "strings are passed bare");
     assert_eq!(o["o"], serde_json::json!({"k": [1]}));
-    assert_eq!(o["inputs"], serde_json::json!({"N": 7, "S": "a b", "O": {"k": [1]}}));
+    assert_eq!(
+        o["inputs"],
+        serde_json::json!({"N": 7, "S": "a b", "O": {"k": [1]}})
+    );
     assert_eq!(o["expanded"], "a b", "$(VAR) is expanded in args");
     assert_eq!(o["escaped"], "down", "$$ escapes: the shell got $ORK_TASK");
     let literal = &task(&run, "literal")["outputs"]["args"];
-    assert_eq!(literal, "$(NOPE)|$(S)|a b", "unknown references stay, $$ escapes, known expand");
-    assert_eq!(o["greeting"], "hi a b $(S)", "env values may refer to earlier variables");
-    assert_eq!(o["caller"], "inherited", "the caller's environment is passed on");
+    assert_eq!(
+        literal, "$(NOPE)|$(S)|a b",
+        "unknown references stay, $$ escapes, known expand"
+    );
+    assert_eq!(
+        o["greeting"], "hi a b $(S)",
+        "env values may refer to earlier variables"
+    );
+    assert_eq!(
+        o["caller"], "inherited",
+        "the caller's environment is passed on"
+    );
 }
 
 #[test]
@@ -286,19 +355,38 @@ fn invalid_outputs_and_unresolved_inputs_fail_tasks() {
     assert_eq!(code, 1);
     for name in ["array", "huge"] {
         let t = task(&run, name);
-        assert_eq!((t["phase"].as_str(), t["reason"].as_str()), (Some("Failed"), Some("InvalidOutput")), "{t}");
+        assert_eq!(
+            (t["phase"].as_str(), t["reason"].as_str()),
+            (Some("Failed"), Some("InvalidOutput")),
+            "{t}"
+        );
     }
-    assert!(task(&run, "huge")["message"].as_str().unwrap().contains("4096"));
+    assert!(
+        task(&run, "huge")["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096")
+    );
     let reader = task(&run, "reader");
-    assert_eq!((reader["phase"].as_str(), reader["reason"].as_str()), (Some("Failed"), Some("InputUnresolved")));
+    assert_eq!(
+        (reader["phase"].as_str(), reader["reason"].as_str()),
+        (Some("Failed"), Some("InputUnresolved"))
+    );
     let message = reader["message"].as_str().unwrap();
-    assert!(message.contains("\"small\"") && message.contains("\"b\""), "{message}");
+    assert!(
+        message.contains("\"small\"") && message.contains("\"b\""),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_command_that_cannot_start_fails_the_attempt() {
     let work = tempfile::tempdir().unwrap();
-    let file = write(work.path(), "wf.yaml", &workflow("  tasks:\n  - name: t\n    command: [/no/such/program]\n"));
+    let file = write(
+        work.path(),
+        "wf.yaml",
+        &workflow("  tasks:\n  - name: t\n    command: [/no/such/program]\n"),
+    );
     let (code, run) = run_json(work.path(), &file, &[]);
     assert_eq!(code, 1);
     let t = task(&run, "t");
@@ -323,18 +411,27 @@ fn interrupt_cancels_the_run_and_kills_tasks() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(Duration::from_secs(10), "the task to start", || pid_file.exists());
+    wait_until(Duration::from_secs(10), "the task to start", || {
+        pid_file.exists()
+    });
     let ork_pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(ork_pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let out = wait_output(child, Duration::from_secs(15));
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["status"]["phase"], "Cancelled");
     assert_eq!(run["status"]["conditions"][0]["reason"], "Cancelled");
     assert_eq!(task(&run, "long")["phase"], "Cancelled");
     assert_eq!(task(&run, "next")["phase"], "Cancelled");
     let pid = std::fs::read_to_string(&pid_file).unwrap();
-    wait_until(Duration::from_secs(5), "the task process to die", || process_gone(&pid));
+    wait_until(Duration::from_secs(5), "the task process to die", || {
+        process_gone(&pid)
+    });
 }
 
 #[test]
@@ -388,11 +485,24 @@ fn every_example_is_valid_and_runs_to_its_documented_result() {
     for (name, code) in expected {
         let path = repo(&format!("examples/{name}"));
         let out = ork(work.path(), &["validate", path.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = ork(work.path(), &["run", path.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(code), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("TASK") && text.contains("Logs:"), "{name} prints a summary: {text}");
+        assert!(
+            text.contains("TASK") && text.contains("Logs:"),
+            "{name} prints a summary: {text}"
+        );
     }
 }
 
@@ -410,7 +520,10 @@ fn validate_lists_every_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown task \"ghost\""), "{stderr}");
     assert!(stderr.contains("dependency cycle"), "{stderr}");
-    assert!(stderr.contains("\"Bad_Name\" is not a DNS-1123 label"), "{stderr}");
+    assert!(
+        stderr.contains("\"Bad_Name\" is not a DNS-1123 label"),
+        "{stderr}"
+    );
     assert!(stderr.contains("has no image"), "{stderr}");
     let out = ork(work.path(), &["run", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "ork run refuses invalid input");

@@ -62,7 +62,11 @@ impl Retry {
         let exponent = i32::try_from(failed.saturating_sub(1)).unwrap_or(i32::MAX);
         let seconds = (self.initial_seconds * self.factor.powi(exponent)).min(self.max_seconds);
         // Validation keeps every term finite and non-negative; clamp anyway so a NaN can't panic.
-        let seconds = if seconds.is_finite() { seconds.max(0.0) } else { self.max_seconds };
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            self.max_seconds
+        };
         SignedDuration::from_secs_f64(seconds)
     }
 }
@@ -202,7 +206,9 @@ mod tests {
             limit: 10,
             ..Retry::default()
         };
-        let secs: Vec<f64> = (1..=8).map(|n| retry.delay_after(n).as_secs_f64()).collect();
+        let secs: Vec<f64> = (1..=8)
+            .map(|n| retry.delay_after(n).as_secs_f64())
+            .collect();
         assert_eq!(secs, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]);
         let custom = Retry {
             limit: 3,
@@ -210,14 +216,20 @@ mod tests {
             factor: 3.0,
             max_seconds: 10.0,
         };
-        let secs: Vec<f64> = (1..=4).map(|n| custom.delay_after(n).as_secs_f64()).collect();
+        let secs: Vec<f64> = (1..=4)
+            .map(|n| custom.delay_after(n).as_secs_f64())
+            .collect();
         assert_eq!(secs, [0.5, 1.5, 4.5, 10.0]);
         assert_eq!(custom.delay_after(u32::MAX).as_secs_f64(), 10.0);
     }
 
     #[test]
     fn adjacency_groups_edges_by_source() {
-        let edges = [(TaskId(2), TaskId(0)), (TaskId(0), TaskId(1)), (TaskId(2), TaskId(1))];
+        let edges = [
+            (TaskId(2), TaskId(0)),
+            (TaskId(0), TaskId(1)),
+            (TaskId(2), TaskId(1)),
+        ];
         let adj = Adjacency::from_edges(3, &edges);
         assert_eq!(adj.of(TaskId(0)), &[TaskId(1)]);
         assert_eq!(adj.of(TaskId(1)), &[] as &[TaskId]);

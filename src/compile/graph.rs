@@ -1,14 +1,36 @@
 //! Linear-time graph checks: topological order, cycle reporting and input reachability.
 
-use super::dag::{Adjacency, CompiledTask, InputSource, TaskId};
+use super::dag::{Adjacency, TaskId};
+use crate::api::TaskSpec;
 use crate::problem::Problems;
 
-/// Kahn's algorithm. On a cycle, returns the cycles found among the tasks that could not be
-/// ordered: each as the list of tasks on it, every task depending on the next.
+/// A dependency cycle, one per strongly connected group of tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cycle {
+    /// The tasks on the cycle, each depending on the next and the last on the first, starting
+    /// with the one declared first.
+    pub(crate) tasks: Vec<TaskId>,
+    /// The other tasks of the same group, in declaration order: each is on a further cycle
+    /// through the tasks above.
+    pub(crate) others: Vec<TaskId>,
+}
+
+/// A `fromTask` input naming another task that exists: `source` must be an ancestor of
+/// `consumer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TaskRef {
+    pub(crate) consumer: TaskId,
+    /// Index of the input in the consumer's `inputs`.
+    pub(crate) input: usize,
+    pub(crate) source: TaskId,
+}
+
+/// Kahn's algorithm. On a cycle, returns one cycle for every strongly connected group of tasks
+/// that could not be ordered, so that independent cycles are all reported at once.
 pub(crate) fn topological_order(
     children: &Adjacency,
     parents: &Adjacency,
-) -> Result<Vec<TaskId>, Vec<Vec<TaskId>>> {
+) -> Result<Vec<TaskId>, Vec<Cycle>> {
     let n = parents.len();
     let mut remaining: Vec<u32> = (0..n)
         .map(|i| parents.of(TaskId(i as u32)).len() as u32)
@@ -34,104 +56,208 @@ pub(crate) fn topological_order(
     Err(find_cycles(parents, &remaining))
 }
 
-/// Every task left over by Kahn's algorithm has a left-over parent, so walking from one to a
-/// left-over parent must come back to a task seen on the same walk: that stretch is a cycle. A
-/// walk that reaches a task seen on an earlier walk ends (its cycle is already reported), so each
-/// task is visited once.
-fn find_cycles(parents: &Adjacency, remaining: &[u32]) -> Vec<Vec<TaskId>> {
+/// The tasks Kahn's algorithm left over are those on a cycle or downstream of one. Their
+/// strongly connected groups (Tarjan's algorithm, iterative so a long cycle cannot overflow the
+/// stack) of more than one task are exactly the knots of cycles; a task merely downstream of a
+/// cycle is a group of its own and is not reported. In each group, walking from task to a parent
+/// in the same group must come back to a task seen on the walk: that stretch is a cycle. Every
+/// step is linear in the size of the graph.
+fn find_cycles(parents: &Adjacency, remaining: &[u32]) -> Vec<Cycle> {
     const UNSEEN: u32 = u32::MAX;
-    let mut walk_of = vec![UNSEEN; remaining.len()];
-    let mut cycles = Vec::new();
-    for start in 0..remaining.len() {
-        if remaining[start] == 0 || walk_of[start] != UNSEEN {
+    let n = remaining.len();
+    let left = |id: TaskId| remaining[id.index()] > 0;
+
+    // Tarjan: `visit_order` numbers tasks as first reached, `low` is the smallest number
+    // reachable from a task's subtree through tasks still on `stack`.
+    let mut visit_order = vec![UNSEEN; n];
+    let mut low = vec![0u32; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<TaskId> = Vec::new();
+    let mut frames: Vec<(TaskId, usize)> = Vec::new();
+    let mut counter = 0u32;
+    let mut groups: Vec<Vec<TaskId>> = Vec::new();
+    macro_rules! enter {
+        ($id:expr) => {{
+            let id: TaskId = $id;
+            visit_order[id.index()] = counter;
+            low[id.index()] = counter;
+            counter += 1;
+            stack.push(id);
+            on_stack[id.index()] = true;
+            frames.push((id, 0));
+        }};
+    }
+    for start in (0..n as u32).map(TaskId) {
+        if !left(start) || visit_order[start.index()] != UNSEEN {
             continue;
         }
-        let walk = start as u32;
-        let mut path = Vec::new();
-        let mut node = TaskId(start as u32);
-        loop {
-            if walk_of[node.index()] == walk {
-                let from = path.iter().position(|&n| n == node).unwrap_or(0);
-                cycles.push(path.split_off(from));
-                break;
+        enter!(start);
+        while let Some(frame) = frames.last_mut() {
+            let (node, next) = *frame;
+            if let Some(&parent) = parents.of(node).get(next) {
+                frame.1 += 1;
+                if !left(parent) {
+                    continue;
+                }
+                if visit_order[parent.index()] == UNSEEN {
+                    enter!(parent);
+                } else if on_stack[parent.index()] {
+                    low[node.index()] = low[node.index()].min(visit_order[parent.index()]);
+                }
+                continue;
             }
-            if walk_of[node.index()] != UNSEEN {
-                break;
+            frames.pop();
+            if let Some(&(up, _)) = frames.last() {
+                low[up.index()] = low[up.index()].min(low[node.index()]);
             }
-            walk_of[node.index()] = walk;
-            path.push(node);
-            match parents.of(node).iter().find(|p| remaining[p.index()] > 0) {
-                Some(&parent) => node = parent,
-                None => break, // unreachable for a left-over task; stop rather than loop
+            if low[node.index()] == visit_order[node.index()] {
+                let mut group = Vec::new();
+                while let Some(member) = stack.pop() {
+                    on_stack[member.index()] = false;
+                    group.push(member);
+                    if member == node {
+                        break;
+                    }
+                }
+                // Self-dependencies are not edges, so a group of one is never a cycle.
+                if group.len() > 1 {
+                    group.sort_unstable();
+                    groups.push(group);
+                }
             }
         }
     }
-    cycles
+    // Report in declaration order of each group's first task.
+    groups.sort_unstable_by_key(|group| group[0]);
+
+    let mut group_of = vec![UNSEEN; n];
+    for (g, group) in groups.iter().enumerate() {
+        for member in group {
+            group_of[member.index()] = g as u32;
+        }
+    }
+    let mut on_walk = vec![false; n];
+    let mut on_cycle = vec![false; n];
+    groups
+        .iter()
+        .enumerate()
+        .map(|(g, group)| {
+            let mut path = Vec::new();
+            let mut node = group[0];
+            while !on_walk[node.index()] {
+                on_walk[node.index()] = true;
+                path.push(node);
+                // Every task of a group of several has a parent in the group; if that ever
+                // failed, the walk would stop and report the path instead of looping.
+                match parents
+                    .of(node)
+                    .iter()
+                    .find(|p| group_of[p.index()] == g as u32)
+                {
+                    Some(&parent) => node = parent,
+                    None => break,
+                }
+            }
+            let from = path.iter().position(|&t| t == node).unwrap_or(0);
+            let mut tasks = path.split_off(from);
+            if let Some(first) = tasks
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| **t)
+                .map(|(i, _)| i)
+            {
+                tasks.rotate_left(first);
+            }
+            for t in &tasks {
+                on_cycle[t.index()] = true;
+            }
+            let others = group
+                .iter()
+                .copied()
+                .filter(|t| !on_cycle[t.index()])
+                .collect();
+            Cycle { tasks, others }
+        })
+        .collect()
 }
 
-/// Checks that every `fromTask` input names a direct or transitive dependency. Direct parents
-/// are the common case and cost one lookup. Otherwise a search climbs from the consumer through
-/// its ancestors, pruned by topological position: a task placed before the source cannot have
-/// the source as an ancestor.
+/// Checks that every `fromTask` input names a direct or transitive dependency of its task.
+///
+/// `refs` come grouped by consumer. A source among the consumer's direct parents, the common
+/// case, costs nothing beyond the consumer's own edges. The rest are grouped by source, and one
+/// search per source walks down its descendants, pruned by topological position: nothing placed
+/// after the source's furthest consumer can lead to it. So many tasks reading one shared
+/// upstream task cost one pass, and reads of near ancestors cost little. (Arbitrary reachability
+/// queries have no linear-time answer; only many distinct sources each read from far away can
+/// make this super-linear.)
 pub(crate) fn check_inputs_upstream(
-    tasks: &[CompiledTask],
+    specs: &[TaskSpec],
+    refs: &[TaskRef],
+    children: &Adjacency,
     parents: &Adjacency,
     order: &[TaskId],
     base: &str,
     problems: &mut Problems,
 ) {
-    let mut position = vec![0u32; tasks.len()];
+    let n = specs.len();
+    // Generation stamps avoid clearing `mark` between consumers and between sources.
+    let mut mark = vec![0u32; n];
+    let mut stamp = 0u32;
+    let mut transitive: Vec<TaskRef> = Vec::new();
+    for group in refs.chunk_by(|a, b| a.consumer == b.consumer) {
+        stamp += 1;
+        for &p in parents.of(group[0].consumer) {
+            mark[p.index()] = stamp;
+        }
+        transitive.extend(group.iter().filter(|r| mark[r.source.index()] != stamp));
+    }
+    if transitive.is_empty() {
+        return;
+    }
+
+    let mut position = vec![0u32; n];
     for (pos, id) in order.iter().enumerate() {
         position[id.index()] = pos as u32;
     }
-    // Generation-stamped marks avoid clearing arrays between searches.
-    let mut visited = vec![0u32; tasks.len()];
-    let mut generation = 0u32;
+    transitive.sort_unstable_by_key(|r| r.source);
+    let mut not_upstream: Vec<TaskRef> = Vec::new();
     let mut stack = Vec::new();
-    for (i, task) in tasks.iter().enumerate() {
-        let consumer = TaskId(i as u32);
-        for input in &task.inputs {
-            let InputSource::Task { task: source, .. } = &input.source else {
-                continue;
-            };
-            let source = *source;
-            if source == consumer || parents.of(consumer).contains(&source) {
-                continue;
-            }
-            let floor = position[source.index()];
-            let mut found = false;
-            if floor < position[consumer.index()] {
-                generation += 1;
-                stack.clear();
-                stack.push(consumer);
-                while let Some(node) = stack.pop() {
-                    for &p in parents.of(node) {
-                        if p == source {
-                            found = true;
-                            break;
-                        }
-                        if visited[p.index()] != generation && position[p.index()] > floor {
-                            visited[p.index()] = generation;
-                            stack.push(p);
-                        }
-                    }
-                    if found {
-                        break;
-                    }
+    for group in transitive.chunk_by(|a, b| a.source == b.source) {
+        stamp += 1;
+        let source = group[0].source;
+        let limit = group
+            .iter()
+            .map(|r| position[r.consumer.index()])
+            .max()
+            .unwrap_or(0);
+        stack.clear();
+        stack.push(source);
+        while let Some(node) = stack.pop() {
+            for &child in children.of(node) {
+                if mark[child.index()] != stamp && position[child.index()] <= limit {
+                    mark[child.index()] = stamp;
+                    stack.push(child);
                 }
             }
-            if !found {
-                problems.push(
-                    format!("{base}.tasks[{i}].inputs"),
-                    format!(
-                        "task {:?}: input {:?} reads task {:?}, which is not upstream \
-                         (add it to dependsOn, directly or through another task)",
-                        task.name,
-                        input.name,
-                        tasks[source.index()].name
-                    ),
-                );
-            }
         }
+        not_upstream.extend(group.iter().filter(|r| mark[r.consumer.index()] != stamp));
+    }
+
+    not_upstream.sort_unstable_by_key(|r| (r.consumer, r.input));
+    for r in not_upstream {
+        let task = &specs[r.consumer.index()];
+        problems.push(
+            format!(
+                "{base}.tasks[{}].inputs[{}].fromTask",
+                r.consumer.0, r.input
+            ),
+            format!(
+                "task {:?}: input {:?} reads task {:?}, which is not upstream \
+                 (add it to dependsOn, directly or through another task)",
+                task.name,
+                task.inputs[r.input].name,
+                specs[r.source.index()].name
+            ),
+        );
     }
 }

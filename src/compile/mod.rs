@@ -21,6 +21,7 @@ pub use dag::{CompiledTask, Dag, Input, InputSource, Retry, TaskId};
 pub use params::{BoundParams, bind_params};
 
 use dag::Adjacency;
+use graph::TaskRef;
 use names::{RESERVED_ENV_PREFIX, dns_label_error, is_identifier};
 
 /// Validates `spec` and compiles it. `base` is the path of the spec in its object (`spec`, or
@@ -28,25 +29,33 @@ use names::{RESERVED_ENV_PREFIX, dns_label_error, is_identifier};
 pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     let mut problems = Problems::default();
     if spec.tasks.is_empty() {
-        problems.push(format!("{base}.tasks"), "a workflow needs at least one task");
+        problems.push(
+            format!("{base}.tasks"),
+            "a workflow needs at least one task",
+        );
     }
     if spec.parallelism == Some(0) {
         problems.push(format!("{base}.parallelism"), "must be at least 1");
     }
     if spec.active_deadline_seconds == Some(0) {
-        problems.push(format!("{base}.activeDeadlineSeconds"), "must be at least 1");
+        problems.push(
+            format!("{base}.activeDeadlineSeconds"),
+            "must be at least 1",
+        );
     }
     let param_index = check_params(spec, base, &mut problems);
     let defaults = spec.defaults.clone().unwrap_or_default();
     check_defaults(&defaults, base, &mut problems);
 
-    // Names first, so references can be resolved against the full set.
+    // Names first, so references can be resolved against the full set. A badly formed name is
+    // still indexed: references to it resolve, and only the name itself is reported.
     let mut index: HashMap<String, TaskId> = HashMap::with_capacity(spec.tasks.len());
     for (i, task) in spec.tasks.iter().enumerate() {
         let field = format!("{base}.tasks[{i}].name");
+        let first = index.get(&task.name).copied();
         if let Some(err) = dns_label_error(&task.name) {
             problems.push(field, format!("task name {err}"));
-        } else if let Some(first) = index.get(&task.name) {
+        } else if let Some(first) = first {
             problems.push(
                 field,
                 format!(
@@ -54,7 +63,8 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
                     task.name, first.0
                 ),
             );
-        } else {
+        }
+        if first.is_none() {
             index.insert(task.name.clone(), TaskId(i as u32));
         }
     }
@@ -63,6 +73,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     // `seen_parent[p] == child + 1` when p is already recorded as a parent of child: linear dedup.
     let mut seen_parent = vec![0u32; spec.tasks.len()];
     let mut tasks = Vec::with_capacity(spec.tasks.len());
+    let mut task_refs: Vec<TaskRef> = Vec::new();
     for (i, task) in spec.tasks.iter().enumerate() {
         let id = TaskId(i as u32);
         let at = format!("{base}.tasks[{i}]");
@@ -84,34 +95,49 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
                 }
             }
         }
-        tasks.push(compile_task(
-            task,
-            &defaults,
-            &at,
-            &index,
-            &param_index,
-            &mut problems,
-        ));
+        let mut context = TaskContext {
+            id,
+            defaults: &defaults,
+            tasks: &index,
+            params: &param_index,
+            problems: &mut problems,
+            task_refs: &mut task_refs,
+        };
+        tasks.push(compile_task(task, &at, &mut context));
     }
 
     let children = Adjacency::from_edges(spec.tasks.len(), &edges);
     let reversed: Vec<(TaskId, TaskId)> = edges.iter().map(|&(p, c)| (c, p)).collect();
     let parents = Adjacency::from_edges(spec.tasks.len(), &reversed);
     match graph::topological_order(&children, &parents) {
-        Ok(order) => graph::check_inputs_upstream(&tasks, &parents, &order, base, &mut problems),
+        Ok(order) => graph::check_inputs_upstream(
+            &spec.tasks,
+            &task_refs,
+            &children,
+            &parents,
+            &order,
+            base,
+            &mut problems,
+        ),
         Err(cycles) => {
+            let name = |id: &TaskId| spec.tasks[id.index()].name.as_str();
             for cycle in cycles {
-                let names: Vec<&str> = cycle
-                    .iter()
-                    .map(|id| spec.tasks[id.index()].name.as_str())
-                    .collect();
+                let names: Vec<&str> = cycle.tasks.iter().map(name).collect();
+                let mut message = format!(
+                    "dependency cycle: {} -> {} (each task depends on the next)",
+                    names.join(" -> "),
+                    names[0]
+                );
+                if !cycle.others.is_empty() {
+                    let others: Vec<&str> = cycle.others.iter().map(name).collect();
+                    message.push_str(&format!(
+                        "; further cycles through these tasks also involve {}",
+                        others.join(", ")
+                    ));
+                }
                 problems.push(
-                    format!("{base}.tasks[{}].dependsOn", cycle[0].0),
-                    format!(
-                        "dependency cycle: {} -> {} (each task depends on the next)",
-                        names.join(" -> "),
-                        names[0]
-                    ),
+                    format!("{base}.tasks[{}].dependsOn", cycle.tasks[0].0),
+                    message,
                 );
             }
         }
@@ -131,10 +157,16 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     problems.into_result(dag)
 }
 
-fn check_params(spec: &WorkflowSpec, base: &str, problems: &mut Problems) -> HashMap<String, usize> {
+fn check_params(
+    spec: &WorkflowSpec,
+    base: &str,
+    problems: &mut Problems,
+) -> HashMap<String, usize> {
     let mut index = HashMap::with_capacity(spec.params.len());
     for (i, param) in spec.params.iter().enumerate() {
         let field = format!("{base}.params[{i}].name");
+        // As for tasks, a badly formed name is still indexed so only the name is reported.
+        let duplicate = index.contains_key(&param.name);
         if !is_identifier(&param.name) {
             problems.push(
                 field,
@@ -143,8 +175,11 @@ fn check_params(spec: &WorkflowSpec, base: &str, problems: &mut Problems) -> Has
                     param.name
                 ),
             );
-        } else if index.insert(param.name.clone(), i).is_some() {
+        } else if duplicate {
             problems.push(field, format!("duplicate parameter name {:?}", param.name));
+        }
+        if !duplicate {
+            index.insert(param.name.clone(), i);
         }
     }
     index
@@ -152,16 +187,26 @@ fn check_params(spec: &WorkflowSpec, base: &str, problems: &mut Problems) -> Has
 
 fn check_defaults(defaults: &TaskDefaults, base: &str, problems: &mut Problems) {
     let at = format!("{base}.defaults");
+    let owner = "the defaults";
+    if defaults.image.as_deref() == Some("") {
+        problems.push(
+            format!("{at}.image"),
+            format!("{owner}: image must not be empty"),
+        );
+    }
     if defaults.timeout_seconds == Some(0) {
-        problems.push(format!("{at}.timeoutSeconds"), "must be at least 1");
+        problems.push(
+            format!("{at}.timeoutSeconds"),
+            format!("{owner}: must be at least 1"),
+        );
     }
     if let Some(retries) = &defaults.retries {
-        check_retries(retries, &format!("{at}.retries"), problems);
+        check_retries(retries, &format!("{at}.retries"), owner, problems);
     }
-    check_env(&defaults.env, &format!("{at}.env"), "the defaults", problems);
+    check_env(&defaults.env, &format!("{at}.env"), owner, problems);
 }
 
-fn check_retries(retries: &RetryPolicy, at: &str, problems: &mut Problems) {
+fn check_retries(retries: &RetryPolicy, at: &str, owner: &str, problems: &mut Problems) {
     let Some(backoff) = &retries.backoff else {
         return;
     };
@@ -171,7 +216,7 @@ fn check_retries(retries: &RetryPolicy, at: &str, problems: &mut Problems) {
         {
             problems.push(
                 format!("{at}.backoff.{name}"),
-                format!("must be a number of at least {min}, got {v}"),
+                format!("{owner}: must be a number of at least {min}, got {v}"),
             );
         }
     };
@@ -183,7 +228,10 @@ fn check_retries(retries: &RetryPolicy, at: &str, problems: &mut Problems) {
 fn check_env(env: &[EnvVar], at: &str, owner: &str, problems: &mut Problems) {
     for (j, var) in env.iter().enumerate() {
         if var.name.is_empty() {
-            problems.push(format!("{at}[{j}].name"), format!("{owner}: env name must not be empty"));
+            problems.push(
+                format!("{at}[{j}].name"),
+                format!("{owner}: env name must not be empty"),
+            );
         } else if var.name.starts_with(RESERVED_ENV_PREFIX) {
             problems.push(
                 format!("{at}[{j}].name"),
@@ -202,21 +250,39 @@ fn check_env(env: &[EnvVar], at: &str, owner: &str, problems: &mut Problems) {
     }
 }
 
-fn compile_task(
-    task: &TaskSpec,
-    defaults: &TaskDefaults,
-    at: &str,
-    tasks: &HashMap<String, TaskId>,
-    params: &HashMap<String, usize>,
-    problems: &mut Problems,
-) -> CompiledTask {
+/// What a task is compiled against, and where findings go.
+struct TaskContext<'a> {
+    id: TaskId,
+    defaults: &'a TaskDefaults,
+    tasks: &'a HashMap<String, TaskId>,
+    params: &'a HashMap<String, usize>,
+    problems: &'a mut Problems,
+    /// `fromTask` inputs naming another existing task, checked once the graph is known.
+    task_refs: &'a mut Vec<TaskRef>,
+}
+
+fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> CompiledTask {
+    let TaskContext {
+        id,
+        defaults,
+        tasks,
+        params,
+        ref mut problems,
+        ref mut task_refs,
+    } = *cx;
     let who = format!("task {:?}", task.name);
     let image = task.image.clone().or_else(|| defaults.image.clone());
-    if image.as_deref().is_none_or(str::is_empty) {
-        problems.push(
+    match (&task.image, &defaults.image) {
+        (Some(own), _) if own.is_empty() => problems.push(
+            format!("{at}.image"),
+            format!("{who}: image must not be empty"),
+        ),
+        (None, None) => problems.push(
             format!("{at}.image"),
             format!("{who} has no image, and defaults.image is not set"),
-        );
+        ),
+        // An empty defaults.image is reported once, at the defaults.
+        _ => {}
     }
     if task.command.is_empty() {
         problems.push(
@@ -225,10 +291,13 @@ fn compile_task(
         );
     }
     if task.timeout_seconds == Some(0) {
-        problems.push(format!("{at}.timeoutSeconds"), format!("{who}: must be at least 1"));
+        problems.push(
+            format!("{at}.timeoutSeconds"),
+            format!("{who}: must be at least 1"),
+        );
     }
     if let Some(retries) = &task.retries {
-        check_retries(retries, &format!("{at}.retries"), problems);
+        check_retries(retries, &format!("{at}.retries"), &who, problems);
     }
     check_env(&task.env, &format!("{at}.env"), &who, problems);
 
@@ -246,10 +315,15 @@ fn compile_task(
         } else if name.starts_with(RESERVED_ENV_PREFIX) {
             problems.push(
                 format!("{field}.name"),
-                format!("{who}: input name {name:?} uses the reserved prefix {RESERVED_ENV_PREFIX}"),
+                format!(
+                    "{who}: input name {name:?} uses the reserved prefix {RESERVED_ENV_PREFIX}"
+                ),
             );
         } else if !input_names.insert(name) {
-            problems.push(format!("{field}.name"), format!("{who}: duplicate input {name:?}"));
+            problems.push(
+                format!("{field}.name"),
+                format!("{who}: duplicate input {name:?}"),
+            );
         } else if own_env.contains(name) {
             problems.push(
                 format!("{field}.name"),
@@ -296,20 +370,29 @@ fn compile_task(
                 _ => {
                     problems.push(
                         format!("{field}.output"),
-                        format!("{who}: input {name:?} reads task {from:?} but names no output key"),
+                        format!(
+                            "{who}: input {name:?} reads task {from:?} but names no output key"
+                        ),
                     );
                     None
                 }
             };
             let upstream = match tasks.get(from.as_str()) {
-                Some(&id) if from == &task.name => {
+                Some(&source) if source == id => {
                     problems.push(
                         format!("{field}.fromTask"),
                         format!("{who}: input {name:?} reads the task's own output"),
                     );
-                    Some(id)
+                    Some(source)
                 }
-                Some(&id) => Some(id),
+                Some(&source) => {
+                    task_refs.push(TaskRef {
+                        consumer: id,
+                        input: j,
+                        source,
+                    });
+                    Some(source)
+                }
                 None => {
                     problems.push(
                         format!("{field}.fromTask"),
@@ -344,7 +427,10 @@ fn compile_task(
             .timeout_seconds
             .or(defaults.timeout_seconds)
             .map(|s| SignedDuration::from_secs(s.min(i64::MAX as u64) as i64)),
-        resources: task.resources.clone().or_else(|| defaults.resources.clone()),
+        resources: task
+            .resources
+            .clone()
+            .or_else(|| defaults.resources.clone()),
         service_account_name: task
             .service_account_name
             .clone()

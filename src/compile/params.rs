@@ -31,7 +31,10 @@ pub fn bind_params(
             } else {
                 format!("declared: {}", declared.join(", "))
             };
-            problems.push(format!("{field}.{name}"), format!("unknown parameter {name:?} ({hint})"));
+            problems.push(
+                format!("{field}.{name}"),
+                format!("unknown parameter {name:?} ({hint})"),
+            );
         }
     }
     let mut bound = Vec::with_capacity(dag.params().len());
@@ -41,7 +44,10 @@ pub fn bind_params(
             None => {
                 problems.push(
                     format!("{field}.{}", param.name),
-                    format!("required parameter {:?} has no value and no default", param.name),
+                    format!(
+                        "required parameter {:?} has no value and no default",
+                        param.name
+                    ),
                 );
                 bound.push(String::new());
             }

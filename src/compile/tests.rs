@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::*;
-use crate::api::{Backoff, ParamSpec, RetryPolicy, TaskSpec, WorkflowSpec};
+use crate::api::{Backoff, InputSpec, ParamSpec, RetryPolicy, TaskSpec, WorkflowSpec};
 use crate::problem::Problem;
+use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -42,29 +43,37 @@ fn render(problems: &[Problem]) -> String {
 /// An expected problem: its exact field, and fragments its message must contain.
 type Expect = (&'static str, &'static [&'static str]);
 
-/// Asserts that `got` holds exactly the problems in `want`, in any order.
-fn assert_problems(case: &str, got: &[Problem], want: &[Expect]) {
+/// Checks that `got` holds exactly the problems in `want`, in any order.
+fn check_problems(case: &str, got: &[Problem], want: &[Expect]) -> Result<(), String> {
     let mut left: Vec<&Problem> = got.iter().collect();
+    let mut missing = Vec::new();
     for (field, fragments) in want {
-        let found = left.iter().position(|p| {
-            p.field == *field && fragments.iter().all(|f| p.message.contains(f))
-        });
+        let found = left
+            .iter()
+            .position(|p| p.field == *field && fragments.iter().all(|f| p.message.contains(f)));
         match found {
             Some(i) => {
                 left.remove(i);
             }
-            None => panic!(
-                "{case}: expected a problem at {field} mentioning {fragments:?}; got:\n{}",
-                render(got)
-            ),
+            None => missing.push(format!("  {field} mentioning {fragments:?}")),
         }
     }
-    assert!(
-        left.is_empty(),
-        "{case}: unexpected problems:\n{}\n(all problems:\n{})",
-        render(&left.into_iter().cloned().collect::<Vec<_>>()),
+    if missing.is_empty() && left.is_empty() {
+        return Ok(());
+    }
+    let unexpected: Vec<Problem> = left.into_iter().cloned().collect();
+    Err(format!(
+        "{case}:\n missing:\n{}\n unexpected:\n{}\n all:\n{}",
+        missing.join("\n"),
+        render(&unexpected),
         render(got)
-    );
+    ))
+}
+
+fn assert_problems(case: &str, got: &[Problem], want: &[Expect]) {
+    if let Err(e) = check_problems(case, got, want) {
+        panic!("{e}");
+    }
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
@@ -582,10 +591,17 @@ const CASES: &[Case] = &[
 
 #[test]
 fn every_problem_names_its_field_and_subject() {
-    for case in CASES {
-        let got = problems_of(&parse(case.yaml));
-        assert_problems(case.name, &got, case.want);
-    }
+    let failures: Vec<String> = CASES
+        .iter()
+        .filter_map(|case| {
+            let got = match compile(&parse(case.yaml), "spec") {
+                Ok(_) => return Some(format!("{}: compiled", case.name)),
+                Err(problems) => problems.0,
+            };
+            check_problems(case.name, &got, case.want).err()
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
@@ -601,7 +617,10 @@ fn problems_are_prefixed_with_the_base_path() {
         &got,
         &[
             ("spec.workflow.defaults.timeoutSeconds", &["at least 1"]),
-            ("spec.workflow.tasks[0].dependsOn[0]", &["unknown task \"nope\""]),
+            (
+                "spec.workflow.tasks[0].dependsOn[0]",
+                &["unknown task \"nope\""],
+            ),
         ],
     );
 }
@@ -640,12 +659,27 @@ fn nan_backoff_values_are_rejected() {
         "NaN backoff",
         &problems_of(&spec),
         &[
-            ("spec.defaults.retries.backoff.initialSeconds", &["defaults", "NaN"]),
+            (
+                "spec.defaults.retries.backoff.initialSeconds",
+                &["defaults", "NaN"],
+            ),
             ("spec.defaults.retries.backoff.factor", &["defaults", "NaN"]),
-            ("spec.defaults.retries.backoff.maxSeconds", &["defaults", "NaN"]),
-            ("spec.tasks[0].retries.backoff.initialSeconds", &["task \"a\"", "NaN"]),
-            ("spec.tasks[0].retries.backoff.factor", &["task \"a\"", "NaN"]),
-            ("spec.tasks[0].retries.backoff.maxSeconds", &["task \"a\"", "NaN"]),
+            (
+                "spec.defaults.retries.backoff.maxSeconds",
+                &["defaults", "NaN"],
+            ),
+            (
+                "spec.tasks[0].retries.backoff.initialSeconds",
+                &["task \"a\"", "NaN"],
+            ),
+            (
+                "spec.tasks[0].retries.backoff.factor",
+                &["task \"a\"", "NaN"],
+            ),
+            (
+                "spec.tasks[0].retries.backoff.maxSeconds",
+                &["task \"a\"", "NaN"],
+            ),
         ],
     );
 }
@@ -679,19 +713,37 @@ fn every_problem_is_reported_at_once() {
         &[
             ("spec.parallelism", &["at least 1"]),
             ("spec.activeDeadlineSeconds", &["at least 1"]),
-            ("spec.params[1].name", &["duplicate parameter \"date\""]),
+            (
+                "spec.params[1].name",
+                &["duplicate parameter name \"date\""],
+            ),
             ("spec.defaults.timeoutSeconds", &["at least 1"]),
             ("spec.defaults.env[0].name", &["\"ORK_X\""]),
             ("spec.tasks[0].name", &["\"Bad_Name\""]),
             ("spec.tasks[0].image", &["task \"Bad_Name\"", "no image"]),
-            ("spec.tasks[1].dependsOn[0]", &["task \"b\"", "unknown task \"ghost\""]),
+            (
+                "spec.tasks[1].dependsOn[0]",
+                &["task \"b\"", "unknown task \"ghost\""],
+            ),
             ("spec.tasks[1].dependsOn[1]", &["task \"b\"", "itself"]),
             ("spec.tasks[1].command", &["task \"b\""]),
-            ("spec.tasks[1].retries.backoff.factor", &["task \"b\"", "0.1"]),
+            (
+                "spec.tasks[1].retries.backoff.factor",
+                &["task \"b\"", "0.1"],
+            ),
             ("spec.tasks[1].inputs[0].name", &["task \"b\"", "\"ORK_Y\""]),
-            ("spec.tasks[1].inputs[1].fromParam", &["task \"b\"", "\"nope\""]),
-            ("spec.tasks[1].inputs[2].fromTask", &["task \"b\"", "own output"]),
-            ("spec.tasks[2].dependsOn", &["dependency cycle: c -> d -> c"]),
+            (
+                "spec.tasks[1].inputs[1].fromParam",
+                &["task \"b\"", "\"nope\""],
+            ),
+            (
+                "spec.tasks[1].inputs[2].fromTask",
+                &["task \"b\"", "own output"],
+            ),
+            (
+                "spec.tasks[2].dependsOn",
+                &["dependency cycle: c -> d -> c"],
+            ),
             ("spec.tasks[4].name", &["duplicate task name \"d\""]),
             ("spec.tasks[4].timeoutSeconds", &["task \"d\""]),
         ],
@@ -710,7 +762,11 @@ fn cycle_in(message: &str) -> Vec<String> {
     let list = rest.split(" (").next().unwrap();
     let mut tasks: Vec<String> = list.split(" -> ").map(str::to_string).collect();
     let last = tasks.pop().unwrap();
-    assert_eq!(Some(&last), tasks.first(), "cycle does not close: {message}");
+    assert_eq!(
+        Some(&last),
+        tasks.first(),
+        "cycle does not close: {message}"
+    );
     tasks
 }
 
@@ -801,25 +857,31 @@ const CYCLE_CASES: &[CycleCase] = &[
 
 #[test]
 fn cycles_list_exactly_the_tasks_on_them() {
+    let mut failures = Vec::new();
     for case in CYCLE_CASES {
         let mut spec = parse(&format!("defaults: {{image: i}}\ntasks:{}", case.yaml));
         for t in &mut spec.tasks {
             t.command = vec!["sh".into()];
         }
         let got = problems_of(&spec);
-        assert_eq!(
-            got.len(),
-            case.want.len(),
-            "{}: expected {} cycle(s), got:\n{}",
-            case.name,
-            case.want.len(),
-            render(&got)
-        );
-        for (problem, (field, tasks)) in got.iter().zip(case.want) {
-            assert_eq!(problem.field, *field, "{}: {problem}", case.name);
-            assert_eq!(cycle_in(&problem.message), *tasks, "{}: {problem}", case.name);
+        let got_cycles: Vec<(&str, Vec<String>)> = got
+            .iter()
+            .map(|p| (p.field.as_str(), cycle_in(&p.message)))
+            .collect();
+        let want: Vec<(&str, Vec<String>)> = case
+            .want
+            .iter()
+            .map(|(field, tasks)| (*field, tasks.iter().map(|t| t.to_string()).collect()))
+            .collect();
+        if got_cycles != want {
+            failures.push(format!(
+                "{}: expected {want:?}, got:\n{}",
+                case.name,
+                render(&got)
+            ));
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
@@ -891,7 +953,10 @@ fn defaults_are_applied_unless_the_task_sets_the_field() {
     assert_eq!(dag.parallelism(), Some(10));
     assert_eq!(dag.active_deadline(), Some(SignedDuration::from_secs(3600)));
     assert_eq!(
-        dag.params().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        dag.params()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
         ["date", "region"]
     );
 
@@ -900,7 +965,11 @@ fn defaults_are_applied_unless_the_task_sets_the_field() {
     assert_eq!(plain.command, ["sh"]);
     assert_eq!(
         plain.env,
-        [env("LOG_LEVEL", "info"), env("REGION", "eu"), env("KEEP", "k")]
+        [
+            env("LOG_LEVEL", "info"),
+            env("REGION", "eu"),
+            env("KEEP", "k")
+        ]
     );
     assert_eq!(
         plain.retry,
@@ -1116,7 +1185,10 @@ fn bind_params_applies_defaults_and_reports_bad_values() {
         BindCase {
             name: "required parameter missing",
             values: &[("date", "2026-11-26")],
-            want: Err(&[("spec.params.region", &["\"region\"", "required", "no value"])]),
+            want: Err(&[(
+                "spec.params.region",
+                &["\"region\"", "required", "no value"],
+            )]),
         },
         BindCase {
             name: "unknown parameter",
@@ -1157,13 +1229,19 @@ fn bind_params_applies_defaults_and_reports_bad_values() {
 #[test]
 fn bind_params_without_declared_params() {
     let dag = compiled("tasks: [{name: a, image: i, command: [sh]}]");
-    assert_eq!(bind_params(&dag, &BTreeMap::new(), "params"), Ok(BoundParams::default()));
+    assert_eq!(
+        bind_params(&dag, &BTreeMap::new(), "params"),
+        Ok(BoundParams::default())
+    );
     let values = BTreeMap::from([("x".to_string(), "1".to_string())]);
     let problems = bind_params(&dag, &values, "params").unwrap_err();
     assert_problems(
         "no params declared",
         &problems.0,
-        &[("params.x", &["unknown parameter \"x\"", "declares no parameters"])],
+        &[(
+            "params.x",
+            &["unknown parameter \"x\"", "declares no parameters"],
+        )],
     );
 }
 
@@ -1180,7 +1258,11 @@ fn numbered(i: usize) -> String {
 fn a_100k_task_chain_compiles() {
     let tasks: Vec<TaskSpec> = (0..BIG)
         .map(|i| {
-            let deps = if i == 0 { vec![] } else { vec![numbered(i - 1)] };
+            let deps = if i == 0 {
+                vec![]
+            } else {
+                vec![numbered(i - 1)]
+            };
             TaskSpec {
                 depends_on: deps,
                 ..task(&numbered(i), &[])
@@ -1200,7 +1282,11 @@ fn a_100k_task_chain_compiles() {
         let id = TaskId(i as u32);
         assert_eq!(dag.id(&numbered(i)), Some(id));
         let parents: &[TaskId] = if i == 0 { &[] } else { &[TaskId(i as u32 - 1)] };
-        let children: &[TaskId] = if i + 1 == BIG { &[] } else { &[TaskId(i as u32 + 1)] };
+        let children: &[TaskId] = if i + 1 == BIG {
+            &[]
+        } else {
+            &[TaskId(i as u32 + 1)]
+        };
         assert_eq!(dag.parents(id), parents, "parents of {i}");
         assert_eq!(dag.children(id), children, "children of {i}");
     }
@@ -1256,21 +1342,27 @@ fn a_100k_task_cycle_is_reported_once() {
     assert_eq!(cycle[BIG - 1], "t1");
 }
 
+fn read(name: &str, source: &str) -> InputSpec {
+    InputSpec {
+        name: name.into(),
+        from_task: Some(source.into()),
+        output: Some("k".into()),
+        ..InputSpec::default()
+    }
+}
+
 #[test]
-fn a_chain_whose_tasks_all_read_the_first_task_compiles() {
-    // Every input names a transitive ancestor far up the chain.
-    const N: usize = 20_000;
-    let tasks: Vec<TaskSpec> = (0..N)
+fn a_100k_task_chain_whose_tasks_all_read_the_first_compiles() {
+    // Every input names a transitive ancestor up to 100k tasks away.
+    let tasks: Vec<TaskSpec> = (0..BIG)
         .map(|i| {
             let mut t = task(&numbered(i), &[]);
             if i > 0 {
                 t.depends_on = vec![numbered(i - 1)];
-                t.inputs = vec![crate::api::InputSpec {
-                    name: "FIRST".into(),
-                    from_task: Some("t0".into()),
-                    output: Some("k".into()),
-                    ..Default::default()
-                }];
+                t.inputs = vec![read("FIRST", "t0")];
+            }
+            if i > 1 {
+                t.inputs.push(read("GRANDPARENT", &numbered(i - 2)));
             }
             t
         })
@@ -1283,7 +1375,49 @@ fn a_chain_whose_tasks_all_read_the_first_task_compiles() {
         "spec",
     )
     .unwrap();
-    assert_eq!(dag.task(TaskId(N as u32 - 1)).inputs.len(), 1);
+    let last = dag.task(TaskId(BIG as u32 - 1));
+    assert_eq!(
+        last.inputs[1].source,
+        InputSource::Task {
+            task: TaskId(BIG as u32 - 3),
+            output: "k".into()
+        }
+    );
+}
+
+#[test]
+fn a_100k_task_workflow_of_barriers_reading_a_shared_task_compiles() {
+    // config -> 1,000 stages of (99 parallel tasks -> barrier); every task reads config.
+    const WIDTH: usize = 99;
+    let mut tasks = vec![task("config", &[])];
+    let mut barrier = "config".to_string();
+    while tasks.len() + WIDTH < BIG {
+        let stage = tasks.len();
+        let workers: Vec<String> = (0..WIDTH).map(|w| format!("s{stage}-w{w}")).collect();
+        for name in &workers {
+            let mut t = task(name, &[&barrier]);
+            t.inputs = vec![read("CONFIG", "config")];
+            tasks.push(t);
+        }
+        barrier = format!("s{stage}-barrier");
+        let mut t = task(&barrier, &[]);
+        t.depends_on = workers;
+        t.inputs = vec![read("CONFIG", "config")];
+        tasks.push(t);
+    }
+    // One task that is not downstream of config at all.
+    let mut stray = task("stray", &[]);
+    stray.inputs = vec![read("CONFIG", "config")];
+    tasks.push(stray);
+    let count = tasks.len();
+    let got = problems_of(&WorkflowSpec {
+        tasks,
+        ..WorkflowSpec::default()
+    });
+    let field = format!("spec.tasks[{}].inputs[0].fromTask", count - 1);
+    assert_eq!(got.len(), 1, "{}", render(&got));
+    assert_eq!(got[0].field, field);
+    assert!(got[0].message.contains("task \"stray\""), "{}", got[0]);
 }
 
 #[test]
@@ -1301,4 +1435,158 @@ fn params_compile_into_the_dag() {
             description: Some("Day to load".into()),
         }]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cycles and input reachability against a brute-force oracle
+
+/// `reach[i][j]`: there is a dependency path from task `i` down to task `j`.
+fn transitive_closure(n: usize, edges: &[(usize, usize)]) -> Vec<Vec<bool>> {
+    let mut reach = vec![vec![false; n]; n];
+    for &(parent, child) in edges {
+        reach[parent][child] = true;
+    }
+    for k in 0..n {
+        let through = reach[k].clone();
+        for row in reach.iter_mut().filter(|row| row[k]) {
+            for (cell, &via) in row.iter_mut().zip(&through) {
+                *cell |= via;
+            }
+        }
+    }
+    reach
+}
+
+/// Compiles a random graph of `n` tasks, with `(parent, child)` edges and `(consumer, source)`
+/// reads, and checks the problems against the closure: on a cycle, exactly one valid cycle per
+/// strongly connected group; otherwise exactly the reads of non-ancestors.
+fn check_against_oracle(
+    n: usize,
+    edges: &[(usize, usize)],
+    reads: &[(usize, usize)],
+) -> Result<(), TestCaseError> {
+    let name = |i: usize| format!("t{i}");
+    let mut tasks: Vec<TaskSpec> = (0..n).map(|i| task(&name(i), &[])).collect();
+    for &(parent, child) in edges {
+        tasks[child].depends_on.push(name(parent));
+    }
+    let mut input_index = vec![0usize; reads.len()];
+    for (k, &(consumer, source)) in reads.iter().enumerate() {
+        input_index[k] = tasks[consumer].inputs.len();
+        tasks[consumer]
+            .inputs
+            .push(read(&format!("I{k}"), &name(source)));
+    }
+    let spec = WorkflowSpec {
+        tasks,
+        ..WorkflowSpec::default()
+    };
+    let got = match compile(&spec, "spec") {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.0,
+    };
+    let reach = transitive_closure(n, edges);
+    let id = |task: &str| -> usize { task[1..].parse().unwrap() };
+    let on_cycle: Vec<usize> = (0..n).filter(|&i| reach[i][i]).collect();
+    if on_cycle.is_empty() {
+        let mut want: Vec<String> = reads
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(consumer, source))| !reach[source][consumer])
+            .map(|(k, &(consumer, _))| {
+                format!("spec.tasks[{consumer}].inputs[{}].fromTask", input_index[k])
+            })
+            .collect();
+        want.sort();
+        let mut fields: Vec<String> = got.iter().map(|p| p.field.clone()).collect();
+        fields.sort();
+        prop_assert_eq!(fields, want, "{}", render(&got));
+        return Ok(());
+    }
+    // Groups: tasks on cycles, keyed by their smallest member.
+    let group_of = |i: usize| {
+        (0..n)
+            .find(|&j| j == i || (reach[i][j] && reach[j][i]))
+            .unwrap()
+    };
+    let mut groups: Vec<usize> = on_cycle.iter().map(|&i| group_of(i)).collect();
+    groups.sort();
+    groups.dedup();
+    prop_assert_eq!(got.len(), groups.len(), "{}", render(&got));
+    let mut seen_groups = Vec::new();
+    for problem in &got {
+        let cycle: Vec<usize> = cycle_in(&problem.message).iter().map(|t| id(t)).collect();
+        prop_assert_eq!(
+            &problem.field,
+            &format!("spec.tasks[{}].dependsOn", cycle[0])
+        );
+        prop_assert_eq!(cycle[0], *cycle.iter().min().unwrap());
+        let mut distinct = cycle.clone();
+        distinct.sort();
+        distinct.dedup();
+        prop_assert_eq!(distinct.len(), cycle.len(), "repeated task: {}", problem);
+        for (k, &t) in cycle.iter().enumerate() {
+            let next = cycle[(k + 1) % cycle.len()];
+            prop_assert!(
+                edges.contains(&(next, t)),
+                "{t} does not depend on {next}: {problem}"
+            );
+        }
+        let group = group_of(cycle[0]);
+        let mut others: Vec<usize> = match problem.message.split_once("also involve ") {
+            Some((_, list)) => list.split(", ").map(id).collect(),
+            None => Vec::new(),
+        };
+        others.sort();
+        let want_others: Vec<usize> = (0..n)
+            .filter(|&i| reach[i][i] && group_of(i) == group && !cycle.contains(&i))
+            .collect();
+        prop_assert_eq!(others, want_others, "{}", problem);
+        seen_groups.push(group);
+    }
+    seen_groups.sort();
+    prop_assert_eq!(seen_groups, groups);
+    Ok(())
+}
+
+/// Task count, `(parent, child)` edges and `(consumer, source)` reads.
+type Graph = (usize, Vec<(usize, usize)>, Vec<(usize, usize)>);
+
+fn random_graph() -> impl Strategy<Value = Graph> {
+    (2usize..10).prop_flat_map(|n| {
+        let pair = (0..n, 0..n).prop_filter("no self edges", |(a, b)| a != b);
+        (
+            Just(n),
+            proptest::collection::vec(pair.clone(), 0..(2 * n)),
+            proptest::collection::vec(pair, 0..n),
+        )
+    })
+}
+
+/// Acyclic: edges only from a lower to a higher index under a random renaming.
+fn random_dag() -> impl Strategy<Value = Graph> {
+    random_graph().prop_flat_map(|(n, edges, reads)| {
+        let perm = Just((0..n).collect::<Vec<usize>>()).prop_shuffle();
+        (Just(n), Just(edges), Just(reads), perm).prop_map(|(n, edges, reads, perm)| {
+            let edges = edges
+                .into_iter()
+                .map(|(a, b)| (perm[a.min(b)], perm[a.max(b)]))
+                .collect();
+            (n, edges, reads)
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn random_graphs_match_the_oracle((n, edges, reads) in random_graph()) {
+        check_against_oracle(n, &edges, &reads)?;
+    }
+
+    #[test]
+    fn random_dags_match_the_oracle((n, edges, reads) in random_dag()) {
+        check_against_oracle(n, &edges, &reads)?;
+    }
 }

@@ -62,7 +62,11 @@ mod tests {
         assert!(parse_output(b"[1]").unwrap_err().contains("an array"));
         assert!(parse_output(b"{").unwrap_err().contains("not valid JSON"));
         let big = format!(r#"{{"k": "{}"}}"#, "x".repeat(MAX_OUTPUT_BYTES));
-        assert!(parse_output(big.as_bytes()).unwrap_err().contains("limit is 4096"));
+        assert!(
+            parse_output(big.as_bytes())
+                .unwrap_err()
+                .contains("limit is 4096")
+        );
         let exact = format!(r#"{{"k":"{}"}}"#, "x".repeat(MAX_OUTPUT_BYTES - 8));
         assert_eq!(exact.len(), MAX_OUTPUT_BYTES);
         assert!(parse_output(exact.as_bytes()).is_ok());

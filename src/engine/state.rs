@@ -270,7 +270,12 @@ impl Engine {
         if self.is_finished() {
             return;
         }
-        self.stop_all(now, KillReason::Cancelled, "Cancelled", "the run was cancelled");
+        self.stop_all(
+            now,
+            KillReason::Cancelled,
+            "Cancelled",
+            "the run was cancelled",
+        );
         self.finish_run(RunPhase::Cancelled, "Cancelled", now);
     }
 
@@ -332,7 +337,12 @@ impl Engine {
         let attempt = state.attempts;
         self.tally.running += 1;
         if let Some(timeout) = timeout {
-            self.push_timer(later(now, timeout), TimerKind::AttemptTimeout, task, attempt);
+            self.push_timer(
+                later(now, timeout),
+                TimerKind::AttemptTimeout,
+                task,
+                attempt,
+            );
         }
         self.mark(task);
         self.actions.push(Action::Start(Launch {
@@ -362,7 +372,11 @@ impl Engine {
                                 "input {:?}: task {from_name:?} has no output {output:?} \
                                  (its outputs: {})",
                                 input.name,
-                                if keys.is_empty() { "none".into() } else { keys.join(", ") }
+                                if keys.is_empty() {
+                                    "none".into()
+                                } else {
+                                    keys.join(", ")
+                                }
                             ));
                         }
                     }
@@ -452,7 +466,12 @@ impl Engine {
     fn deadline_exceeded(&mut self, now: Timestamp) {
         let seconds = self.dag.active_deadline().map_or(0, |d| d.as_secs());
         let message = format!("the run's deadline of {seconds}s was exceeded");
-        self.stop_all(now, KillReason::DeadlineExceeded, "DeadlineExceeded", &message);
+        self.stop_all(
+            now,
+            KillReason::DeadlineExceeded,
+            "DeadlineExceeded",
+            &message,
+        );
         self.finish_run(RunPhase::Failed, "DeadlineExceeded", now);
     }
 
@@ -488,7 +507,14 @@ impl Engine {
     }
 
     /// Moves a task to a final phase and counts it.
-    fn close(&mut self, task: TaskId, phase: TaskPhase, reason: &str, message: String, now: Timestamp) {
+    fn close(
+        &mut self,
+        task: TaskId,
+        phase: TaskPhase,
+        reason: &str,
+        message: String,
+        now: Timestamp,
+    ) {
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Done;
         state.phase = phase;

@@ -239,7 +239,10 @@ impl Harness {
 }
 
 fn inputs(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 fn names(list: &[&str]) -> Vec<String> {
@@ -506,7 +509,12 @@ fn retries_use_every_attempt_with_the_contract_backoff() {
             assert_eq!(status.finished_at, None, "{what}");
             let delay = SignedDuration::from_secs_f64(case.delays[n as usize - 1]);
             let due = failed_at + delay;
-            assert_eq!(h.wakeup(), Some(due), "{what}: delay before attempt {}", n + 1);
+            assert_eq!(
+                h.wakeup(),
+                Some(due),
+                "{what}: delay before attempt {}",
+                n + 1
+            );
             assert!(
                 message.contains(&format!("attempt {} of {attempts} starts at {due}", n + 1)),
                 "{what}: {message}"
@@ -520,7 +528,11 @@ fn retries_use_every_attempt_with_the_contract_backoff() {
             let status = h.status("a");
             assert_eq!(status.phase, TaskPhase::Running, "{what}");
             assert_eq!(status.attempts, n + 1, "{what}");
-            assert_eq!(status.started_at, Some(at(0.0)), "first start is kept: {what}");
+            assert_eq!(
+                status.started_at,
+                Some(at(0.0)),
+                "first start is kept: {what}"
+            );
             now = due;
         }
         assert_eq!(h.engine.phase(), RunPhase::Failed, "{what}");
@@ -569,7 +581,11 @@ fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
     // Who notices that the last attempt ran out of time: the engine's own timer, or the driver
     // (e.g. the Job's activeDeadlineSeconds) reporting TimedOut first.
     for engine_notices in [true, false] {
-        let what = if engine_notices { "engine timer" } else { "driver report" };
+        let what = if engine_notices {
+            "engine timer"
+        } else {
+            "driver report"
+        };
         let mut h = Harness::new(json!({"tasks": [
             {"name": "a", "timeoutSeconds": 10, "retries": {"limit": 1}},
             {"name": "b", "dependsOn": ["a"]},
@@ -600,7 +616,11 @@ fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
 
         assert_eq!(h.wakeup(), Some(at(11.0)), "{what}: retry after 1s");
         assert_eq!(h.tick(11.0), [start("a", 2)]);
-        assert_eq!(h.wakeup(), Some(at(21.0)), "{what}: the retry gets its own timeout");
+        assert_eq!(
+            h.wakeup(),
+            Some(at(21.0)),
+            "{what}: the retry gets its own timeout"
+        );
         assert_eq!(h.tick(20.5), []);
 
         if engine_notices {
@@ -615,7 +635,11 @@ fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
         assert_eq!(a.reason.as_deref(), Some("Timeout"), "{what}");
         assert_eq!(a.attempts, 2);
         assert_eq!(a.exit_code, None);
-        assert!(a.message.unwrap().contains("attempt 2 exceeded its timeout of 10s"));
+        assert!(
+            a.message
+                .unwrap()
+                .contains("attempt 2 exceeded its timeout of 10s")
+        );
         // Late success after the final timeout is ignored too.
         assert_eq!(h.ok("a", 2, "", 21.5), [], "{what}");
         assert_eq!(h.phase("a"), TaskPhase::Failed, "{what}");
@@ -642,7 +666,11 @@ fn default_timeout_applies_and_a_finished_attempt_leaves_no_timer() {
     // Attempt 1's timer (at 100) is stale: the wake-up is attempt 2's.
     assert_eq!(h.wakeup(), Some(at(102.0)));
     assert_eq!(h.ok("a", 2, "", 3.0), [start("b", 1)]);
-    assert_eq!(h.wakeup(), Some(at(8.0)), "b's own timeout, not a's stale ones");
+    assert_eq!(
+        h.wakeup(),
+        Some(at(8.0)),
+        "b's own timeout, not a's stale ones"
+    );
     assert_eq!(h.ok("b", 1, "", 4.0), []);
     assert_eq!(h.wakeup(), None);
     assert_eq!(h.engine.phase(), RunPhase::Succeeded);
@@ -658,7 +686,11 @@ fn no_wakeup_while_nothing_is_timed() {
     h.start(0.0);
     assert_eq!(h.wakeup(), Some(at(60.0)));
     h.ok("a", 1, "", 1.0);
-    assert_eq!(h.wakeup(), None, "b has no timeout and nothing is backing off");
+    assert_eq!(
+        h.wakeup(),
+        None,
+        "b has no timeout and nothing is backing off"
+    );
 }
 
 // ---- stale and bogus reports ----
@@ -720,7 +752,8 @@ fn stale_and_bogus_reports_are_ignored() {
 
 #[test]
 fn duplicate_report_is_ignored() {
-    let mut h = Harness::new(json!({"tasks": [{"name": "a", "retries": {"limit": 1}}, {"name": "b"}]}));
+    let mut h =
+        Harness::new(json!({"tasks": [{"name": "a", "retries": {"limit": 1}}, {"name": "b"}]}));
     h.start(0.0);
     assert_eq!(h.exit("a", 1, 1, 1.0), []);
     let before = h.engine.run_status();
@@ -805,8 +838,14 @@ fn run_message_names_the_first_task_that_failed() {
     assert_eq!(h.engine.phase(), RunPhase::Failed);
     let (_, reason, message) = h.condition();
     assert_eq!(reason, "TaskFailed");
-    assert!(message.starts_with("task \"b\" failed: attempt 1 exited with code 7;"), "{message}");
-    assert!(message.ends_with("1 of 3 tasks succeeded, 2 failed"), "{message}");
+    assert!(
+        message.starts_with("task \"b\" failed: attempt 1 exited with code 7;"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("1 of 3 tasks succeeded, 2 failed"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -823,8 +862,16 @@ fn a_task_with_many_failed_parents_is_skipped_once() {
     assert_eq!(h.engine.phase(), RunPhase::Failed);
     assert_eq!(s.tasks[2].phase, TaskPhase::Skipped);
     assert!(s.tasks[3].message.as_deref().unwrap().contains("\"p1\""));
-    assert_eq!(s.tasks[3].finished_at, Some(at(1.0)), "not re-skipped by p2");
-    assert!(h.engine.summary().ends_with("0 of 4 tasks succeeded, 2 failed, 2 skipped"));
+    assert_eq!(
+        s.tasks[3].finished_at,
+        Some(at(1.0)),
+        "not re-skipped by p2"
+    );
+    assert!(
+        h.engine
+            .summary()
+            .ends_with("0 of 4 tasks succeeded, 2 failed, 2 skipped")
+    );
 }
 
 // ---- parallelism ----
@@ -941,7 +988,11 @@ fn run_deadline_kills_running_cancels_waiting_and_fails_the_run() {
         ]
     );
     for task in ["a", "b", "c", "e"] {
-        assert_eq!(h.reason(task).as_deref(), Some("DeadlineExceeded"), "{task}");
+        assert_eq!(
+            h.reason(task).as_deref(),
+            Some("DeadlineExceeded"),
+            "{task}"
+        );
         assert_eq!(h.status(task).finished_at, Some(at(35.0)), "{task}");
         assert!(h.message(task).contains("deadline of 30s"), "{task}");
     }
@@ -950,9 +1001,15 @@ fn run_deadline_kills_running_cancels_waiting_and_fails_the_run() {
     assert_eq!(h.engine.running(), 0);
     assert_eq!(h.engine.phase(), RunPhase::Failed);
     let (status, reason, message) = h.condition();
-    assert_eq!((status, reason.as_str()), (ConditionStatus::False, "DeadlineExceeded"));
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::False, "DeadlineExceeded")
+    );
     assert!(message.contains("deadline"), "{message}");
-    assert!(message.ends_with("1 of 5 tasks succeeded, 2 failed, 2 cancelled"), "{message}");
+    assert!(
+        message.ends_with("1 of 5 tasks succeeded, 2 failed, 2 cancelled"),
+        "{message}"
+    );
     assert_eq!(h.engine.run_status().finished_at, Some(at(35.0)));
 
     // Nothing happens any more.
@@ -979,7 +1036,10 @@ fn run_deadline_with_nothing_running_fails_the_run_without_a_failed_task() {
     assert_eq!(h.tick(10.0), []);
     assert_eq!(
         h.phases(),
-        [("a".into(), TaskPhase::Cancelled), ("b".into(), TaskPhase::Cancelled)]
+        [
+            ("a".into(), TaskPhase::Cancelled),
+            ("b".into(), TaskPhase::Cancelled)
+        ]
     );
     assert_eq!(h.engine.phase(), RunPhase::Failed);
     let (status, reason, message) = h.condition();
@@ -1012,10 +1072,16 @@ fn late_tick_fires_everything_that_is_due() {
     // A driver that oversleeps: both timeouts fire in one tick, then the deadline later.
     assert_eq!(
         h.tick(20.0),
-        [kill("a", 1, KillReason::Timeout), kill("b", 1, KillReason::Timeout)]
+        [
+            kill("a", 1, KillReason::Timeout),
+            kill("b", 1, KillReason::Timeout)
+        ]
     );
     assert_eq!(h.engine.phase(), RunPhase::Failed);
-    assert_eq!(h.engine.succeeded_condition().reason.as_deref(), Some("TaskFailed"));
+    assert_eq!(
+        h.engine.succeeded_condition().reason.as_deref(),
+        Some("TaskFailed")
+    );
 }
 
 // ---- cancellation ----
@@ -1091,6 +1157,48 @@ fn cancel_before_start_and_after_the_end() {
     assert_eq!(h.engine.run_status(), before);
 }
 
+#[test]
+fn cancel_after_a_task_failed_for_good_still_cancels_the_run() {
+    // Found by the property test: cancelling wins over an earlier failure.
+    let mut h = Harness::new(json!({"tasks": [{"name": "a"}, {"name": "b"}]}));
+    h.start(0.0);
+    h.exit("a", 1, 1, 1.0);
+    assert_eq!(h.engine.phase(), RunPhase::Running);
+    assert_eq!(h.cancel(2.0), [kill("b", 1, KillReason::Cancelled)]);
+    assert_eq!(h.engine.phase(), RunPhase::Cancelled);
+    assert_eq!(h.phase("a"), TaskPhase::Failed);
+    assert_eq!(h.reason("a").as_deref(), Some("Error"));
+    assert_eq!(h.phase("b"), TaskPhase::Cancelled);
+    let (status, reason, message) = h.condition();
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::False, "Cancelled")
+    );
+    assert_eq!(
+        message,
+        "the run was cancelled; 0 of 2 tasks succeeded, 1 failed, 1 cancelled"
+    );
+}
+
+#[test]
+fn deadline_after_a_task_failed_for_good() {
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 10, "tasks": [
+        {"name": "a"}, {"name": "b"},
+    ]}));
+    h.start(0.0);
+    h.exit("a", 1, 1, 1.0);
+    assert_eq!(h.tick(10.0), [kill("b", 1, KillReason::DeadlineExceeded)]);
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    assert_eq!(h.reason("a").as_deref(), Some("Error"));
+    assert_eq!(h.reason("b").as_deref(), Some("DeadlineExceeded"));
+    let (status, reason, message) = h.condition();
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::False, "DeadlineExceeded")
+    );
+    assert!(message.starts_with("task \"a\" failed"), "{message}");
+}
+
 // ---- outputs ----
 
 #[test]
@@ -1103,9 +1211,17 @@ fn invalid_outputs_fail_the_attempt_and_are_retried() {
         ("null", b"null".to_vec(), "null"),
         ("bool", b"true".to_vec(), "a boolean"),
         ("truncated", b"{\"rows\": ".to_vec(), "not valid JSON"),
-        ("trailing garbage", b"{\"a\": 1} x".to_vec(), "not valid JSON"),
+        (
+            "trailing garbage",
+            b"{\"a\": 1} x".to_vec(),
+            "not valid JSON",
+        ),
         ("two objects", b"{} {}".to_vec(), "not valid JSON"),
-        ("not UTF-8", vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}'], "not valid JSON"),
+        (
+            "not UTF-8",
+            vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}'],
+            "not valid JSON",
+        ),
         ("over 4096 bytes", big.into_bytes(), "limit is 4096"),
     ];
     for (what, output, fragment) in cases {
@@ -1125,11 +1241,18 @@ fn invalid_outputs_fail_the_attempt_and_are_retried() {
             assert_eq!(a.reason.as_deref(), Some("InvalidOutput"), "{what}");
             assert_eq!(a.exit_code, Some(0), "{what}");
             assert_eq!(a.outputs, None, "{what}");
-            assert!(a.message.as_deref().unwrap().contains(fragment), "{what}: {a:?}");
+            assert!(
+                a.message.as_deref().unwrap().contains(fragment),
+                "{what}: {a:?}"
+            );
             assert_eq!(h.wakeup(), Some(at(2.0)), "{what}");
             assert_eq!(h.tick(2.0), [start("a", 2)], "{what}");
             if second_valid {
-                assert_eq!(h.ok("a", 2, r#"{"ok": true}"#, 3.0), [start("b", 1)], "{what}");
+                assert_eq!(
+                    h.ok("a", 2, r#"{"ok": true}"#, 3.0),
+                    [start("b", 1)],
+                    "{what}"
+                );
                 assert_eq!(h.status("a").outputs.unwrap()["ok"], json!(true));
             } else {
                 assert_eq!(h.report("a", 2, invalid, 3.0), [], "{what}");
@@ -1151,7 +1274,10 @@ fn outputs_at_the_limit_and_blank_outputs_are_valid() {
         ("", None),
         (" \n\t", None),
         ("{}", None),
-        (exact.as_str(), Some(json!({"k": "x".repeat(MAX_OUTPUT_BYTES - 8)}))),
+        (
+            exact.as_str(),
+            Some(json!({"k": "x".repeat(MAX_OUTPUT_BYTES - 8)})),
+        ),
     ];
     for (output, expect) in cases {
         let mut h = Harness::new(json!({"tasks": [{"name": "a"}]}));
@@ -1240,7 +1366,10 @@ fn missing_output_key_fails_the_downstream_task_without_retrying() {
         assert_eq!(h.engine.phase(), RunPhase::Failed, "{what}");
         let (_, reason, run_message) = h.condition();
         assert_eq!(reason, "TaskFailed");
-        assert!(run_message.starts_with("task \"b\" failed: input \"COLS\""), "{run_message}");
+        assert!(
+            run_message.starts_with("task \"b\" failed: input \"COLS\""),
+            "{run_message}"
+        );
     }
 }
 
@@ -1331,7 +1460,8 @@ fn succeeded_condition_follows_the_run() {
         },
     ];
     for case in cases {
-        let mut h = Harness::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
+        let mut h =
+            Harness::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
         (case.steps)(&mut h);
         let what = case.name;
         assert_eq!(h.engine.phase(), case.phase, "{what}");
@@ -1343,10 +1473,18 @@ fn succeeded_condition_follows_the_run() {
         assert_eq!(cond.status, case.status, "{what}");
         assert_eq!(cond.reason.as_deref(), Some(case.reason), "{what}");
         assert_eq!(cond.message.as_deref(), Some(case.message), "{what}");
-        assert_eq!(cond.last_transition_time, case.transitioned.map(at), "{what}");
+        assert_eq!(
+            cond.last_transition_time,
+            case.transitioned.map(at),
+            "{what}"
+        );
         assert_eq!(cond.observed_generation, None, "{what}");
         assert_eq!(h.engine.summary(), case.message, "{what}");
-        assert_eq!(status.finished_at.is_some(), case.phase.is_final(), "{what}");
+        assert_eq!(
+            status.finished_at.is_some(),
+            case.phase.is_final(),
+            "{what}"
+        );
         // The head is the same without the task list; the driver fills in the rest.
         let head = h.engine.run_status_head();
         assert_eq!(head.tasks, vec![], "{what}");
@@ -1477,5 +1615,690 @@ fn huge_durations_do_not_overflow_the_clock() {
         }
         assert_eq!(h.tick(1e10), [], "{what}");
         assert_eq!(h.engine.phase(), phase, "{what}");
+    }
+}
+
+// ---- properties over random DAGs ----
+
+/// splitmix64: proptest picks the seed, the simulated driver draws each attempt's outcome and
+/// duration, and tie-breaks between simultaneous events, from it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Debug)]
+struct GenTask {
+    /// Indexes of dependencies, all lower than the task's own: the graph is acyclic.
+    deps: Vec<usize>,
+    limit: u32,
+    timeout: Option<u64>,
+    /// Reads output `k` of `deps[i]`, or (false) a key no task ever writes.
+    input: Option<(usize, bool)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Interrupt {
+    /// `activeDeadlineSeconds`.
+    Deadline(u64),
+    /// `cancel()` at this many milliseconds after the start.
+    Cancel(i64),
+}
+
+#[derive(Clone, Debug)]
+struct GenRun {
+    tasks: Vec<GenTask>,
+    parallelism: Option<u32>,
+    interrupt: Option<Interrupt>,
+    seed: u64,
+}
+
+fn gen_task(index: usize) -> impl Strategy<Value = GenTask> {
+    (
+        prop::collection::vec(prop::bool::weighted(0.35), index),
+        0u32..=3,
+        prop::option::of(1u64..=4),
+        prop::option::of((any::<prop::sample::Index>(), prop::bool::weighted(0.85))),
+    )
+        .prop_map(|(edges, limit, timeout, input)| {
+            let deps: Vec<usize> = (0..edges.len()).filter(|&j| edges[j]).collect();
+            let input = input
+                .filter(|_| !deps.is_empty())
+                .map(|(i, exists)| (i.index(deps.len()), exists));
+            GenTask {
+                deps,
+                limit,
+                timeout,
+                input,
+            }
+        })
+}
+
+fn gen_run(interrupts: bool) -> impl Strategy<Value = GenRun> {
+    let interrupt = if interrupts {
+        prop_oneof![
+            Just(None),
+            (1u64..=12).prop_map(|s| Some(Interrupt::Deadline(s))),
+            (0i64..=12_000).prop_map(|ms| Some(Interrupt::Cancel(ms))),
+        ]
+        .boxed()
+    } else {
+        Just(None).boxed()
+    };
+    (1usize..=8)
+        .prop_flat_map(move |n| {
+            let tasks: Vec<_> = (0..n).map(gen_task).collect();
+            (
+                tasks,
+                prop::option::of(1u32..=4),
+                interrupt.clone(),
+                any::<u64>(),
+            )
+        })
+        .prop_map(|(tasks, parallelism, interrupt, seed)| GenRun {
+            tasks,
+            parallelism,
+            interrupt,
+            seed,
+        })
+}
+
+fn gen_spec(run: &GenRun) -> Value {
+    let tasks: Vec<Value> = run
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut task = json!({
+                "name": format!("t{i}"),
+                "dependsOn": t.deps.iter().map(|d| format!("t{d}")).collect::<Vec<_>>(),
+                "retries": {"limit": t.limit},
+            });
+            if let Some(timeout) = t.timeout {
+                task["timeoutSeconds"] = json!(timeout);
+            }
+            if let Some((dep, exists)) = t.input {
+                task["inputs"] = json!([{
+                    "name": "IN",
+                    "fromTask": format!("t{}", t.deps[dep]),
+                    "output": if exists { "k" } else { "missing" },
+                }]);
+            }
+            task
+        })
+        .collect();
+    let mut spec = json!({ "tasks": tasks });
+    if let Some(p) = run.parallelism {
+        spec["parallelism"] = json!(p);
+    }
+    if let Some(Interrupt::Deadline(s)) = run.interrupt {
+        spec["activeDeadlineSeconds"] = json!(s);
+    }
+    spec
+}
+
+/// One attempt as the simulated driver sees it.
+#[derive(Debug)]
+struct Flight {
+    task: TaskId,
+    attempt: u32,
+    started_ms: i64,
+    done_ms: i64,
+    /// How it will end; `None` hangs until killed.
+    outcome: Option<Outcome>,
+    /// The engine killed it: its report, if it comes, is stale.
+    killed: bool,
+}
+
+fn ms_of(ts: Timestamp) -> i64 {
+    let ms = ts.duration_since(t0()).as_millis() as i64;
+    assert_eq!(at_ms(ms), ts, "timer not on a millisecond");
+    ms
+}
+
+/// Upper bound on events in one simulated run: at most 8 tasks × 4 attempts, each with a
+/// handful of events (start, report, timeout, retry, stale report).
+const MAX_STEPS: usize = 2_000;
+
+struct Sim<'a> {
+    run: &'a GenRun,
+    engine: Engine,
+    rng: Rng,
+    now_ms: i64,
+    flights: Vec<Flight>,
+    statuses: Vec<TaskStatus>,
+    /// Per task: the attempt that last failed and when, while it backs off.
+    backoff: Vec<Option<(u32, i64)>>,
+    cancelled_at: Option<i64>,
+    stats: SimStats,
+}
+
+/// What a simulated run went through, to check the generators reach every case.
+#[derive(Debug, Default)]
+struct SimStats {
+    kills: usize,
+    stale_reports: usize,
+    /// The parallelism cap was reached while some task was still pending.
+    capped: bool,
+    end: crate::api::RunStatus,
+}
+
+impl Sim<'_> {
+    fn ids(&self) -> impl Iterator<Item = TaskId> + use<> {
+        (0..self.run.tasks.len()).map(|i| TaskId(i as u32))
+    }
+
+    fn snapshot(&self) -> Vec<TaskStatus> {
+        self.ids().map(|id| self.engine.task_status(id)).collect()
+    }
+
+    /// After every event: act on the engine's actions and check every invariant.
+    fn after_event(&mut self) -> Result<(), TestCaseError> {
+        let now = self.now_ms;
+        for action in self.engine.take_actions() {
+            match action {
+                Action::Start(launch) => self.on_start(launch)?,
+                Action::Kill {
+                    task,
+                    attempt,
+                    reason,
+                } => {
+                    self.stats.kills += 1;
+                    let Some(i) = self
+                        .flights
+                        .iter()
+                        .position(|f| f.task == task && f.attempt == attempt && !f.killed)
+                    else {
+                        return Err(TestCaseError::fail(format!(
+                            "kill of {task:?} attempt {attempt}, which is not running"
+                        )));
+                    };
+                    let flight = &mut self.flights[i];
+                    match reason {
+                        KillReason::Timeout => {
+                            let timeout = self.run.tasks[task.index()].timeout;
+                            prop_assert_eq!(
+                                Some(now),
+                                timeout.map(|t| flight.started_ms + t as i64 * 1000),
+                                "timeout kill not at start + timeout"
+                            );
+                        }
+                        KillReason::DeadlineExceeded => {
+                            let Some(Interrupt::Deadline(s)) = self.run.interrupt else {
+                                return Err(TestCaseError::fail("deadline kill without deadline"));
+                            };
+                            prop_assert_eq!(now, s as i64 * 1000);
+                        }
+                        KillReason::Cancelled => prop_assert_eq!(Some(now), self.cancelled_at),
+                    }
+                    flight.killed = true;
+                    if flight.outcome.is_none() {
+                        self.flights.remove(i);
+                    }
+                }
+            }
+        }
+
+        // Parallelism and the running count.
+        let cap = self.run.parallelism.unwrap_or(u32::MAX);
+        let running = self.engine.running();
+        prop_assert!(running <= cap, "{running} running, parallelism {cap}");
+        let live = self.flights.iter().filter(|f| !f.killed).count();
+        prop_assert_eq!(live as u32, running, "live attempts vs engine");
+        let now_statuses = self.snapshot();
+        let running_phase = now_statuses
+            .iter()
+            .filter(|s| s.phase == TaskPhase::Running)
+            .count();
+        prop_assert_eq!(running_phase as u32, running);
+        if running == cap {
+            let waiting = now_statuses.iter().any(|s| s.phase == TaskPhase::Pending);
+            self.stats.capped |= waiting;
+        }
+
+        // take_changes: each changed task exactly once, and nothing else.
+        let changes = self.engine.take_changes();
+        let reported: BTreeSet<TaskId> = changes.iter().copied().collect();
+        prop_assert_eq!(reported.len(), changes.len(), "duplicate in {:?}", changes);
+        let differ: BTreeSet<TaskId> = self
+            .ids()
+            .filter(|id| now_statuses[id.index()] != self.statuses[id.index()])
+            .collect();
+        prop_assert_eq!(&reported, &differ, "take_changes vs status changes");
+        for id in self.ids() {
+            let (before, after) = (&self.statuses[id.index()], &now_statuses[id.index()]);
+            if before.phase.is_final() {
+                prop_assert_eq!(before, after, "a final task changed");
+            }
+            if after.phase == TaskPhase::Pending && after.attempts > 0 && before != after {
+                // Backing off after attempt `attempts` failed.
+                self.backoff[id.index()] = Some((after.attempts, now));
+            }
+        }
+        self.statuses = now_statuses;
+
+        if let Some(wakeup) = self.engine.next_wakeup() {
+            prop_assert!(ms_of(wakeup) >= now, "wake-up in the past");
+        }
+        Ok(())
+    }
+
+    fn on_start(&mut self, launch: Launch) -> Result<(), TestCaseError> {
+        let now = self.now_ms;
+        let id = launch.task;
+        let spec = &self.run.tasks[id.index()];
+        for &dep in &spec.deps {
+            prop_assert_eq!(
+                self.engine.task_status(TaskId(dep as u32)).phase,
+                TaskPhase::Succeeded,
+                "t{} started before its dependency t{} succeeded",
+                id.0,
+                dep
+            );
+        }
+        let previous = self.statuses[id.index()].attempts;
+        prop_assert_eq!(
+            launch.attempt,
+            previous + 1,
+            "attempt numbers count up by one"
+        );
+        prop_assert!(
+            launch.attempt <= spec.limit + 1,
+            "more attempts than limit + 1"
+        );
+        prop_assert!(
+            !self.flights.iter().any(|f| f.task == id && !f.killed),
+            "started while an attempt is still running"
+        );
+        if launch.attempt > 1 {
+            let Some((failed, failed_ms)) = self.backoff[id.index()] else {
+                return Err(TestCaseError::fail("retry without a failed attempt"));
+            };
+            prop_assert_eq!(failed, launch.attempt - 1);
+            // Default back-off: 1s, 2s, 4s, ... capped at 60s.
+            let delay_ms = (1000i64 << (failed - 1)).min(60_000);
+            if self.run.parallelism.is_none() {
+                prop_assert_eq!(now, failed_ms + delay_ms, "retry not at the back-off");
+            } else {
+                prop_assert!(now >= failed_ms + delay_ms, "retry before the back-off");
+            }
+        }
+        // Inputs: the upstream output `k` is the attempt number that succeeded.
+        match spec.input {
+            None => prop_assert_eq!(launch.inputs, vec![]),
+            Some((dep, true)) => {
+                let upstream = self.engine.task_status(TaskId(spec.deps[dep] as u32));
+                prop_assert_eq!(
+                    launch.inputs,
+                    vec![("IN".to_string(), json!(upstream.attempts))]
+                );
+            }
+            Some((_, false)) => {
+                return Err(TestCaseError::fail(
+                    "a task with an unresolvable input started",
+                ));
+            }
+        }
+
+        let ok = format!(r#"{{"k": {}}}"#, launch.attempt);
+        let outcome = match self.rng.below(10) {
+            0..=4 => Some(exited(0, &ok)),
+            r @ 5..=6 => Some(exited(r as i32 - 4, "")),
+            7 => Some(exited(0, "[1]")),
+            8 => Some(Outcome::Failed {
+                reason: "Lost".into(),
+                message: "gone".into(),
+            }),
+            _ if spec.timeout.is_some() => None,
+            _ => Some(exited(0, &ok)),
+        };
+        let duration = self.rng.below(6_000) as i64;
+        self.flights.push(Flight {
+            task: id,
+            attempt: launch.attempt,
+            started_ms: now,
+            done_ms: now + duration,
+            outcome,
+            killed: false,
+        });
+        Ok(())
+    }
+
+    /// Delivers a finished flight's report.
+    fn deliver(&mut self, i: usize) -> Result<(), TestCaseError> {
+        let flight = self.flights.remove(i);
+        let before = self.engine.run_status();
+        let live = !flight.killed;
+        if live {
+            let status = &self.statuses[flight.task.index()];
+            prop_assert_eq!(status.phase, TaskPhase::Running);
+            prop_assert_eq!(status.attempts, flight.attempt);
+        }
+        let outcome = flight.outcome.expect("hanging flights are never delivered");
+        self.engine
+            .finish_attempt(flight.task, flight.attempt, outcome, at_ms(self.now_ms));
+        if !live {
+            self.stats.stale_reports += 1;
+            prop_assert_eq!(self.engine.take_actions(), vec![], "stale report acted on");
+            prop_assert_eq!(
+                self.engine.take_changes(),
+                vec![],
+                "stale report changed status"
+            );
+            prop_assert_eq!(
+                self.engine.run_status(),
+                before,
+                "stale report changed status"
+            );
+        }
+        self.after_event()
+    }
+}
+
+fn simulate(run: &GenRun) -> Result<SimStats, TestCaseError> {
+    let dag = compile_spec(gen_spec(run));
+    let params = bind_params(&dag, &BTreeMap::new(), "spec.params").unwrap();
+    let n = run.tasks.len();
+    let mut sim = Sim {
+        run,
+        engine: Engine::new(Arc::clone(&dag), params),
+        rng: Rng(run.seed),
+        now_ms: 0,
+        flights: Vec::new(),
+        statuses: Vec::new(),
+        backoff: vec![None; n],
+        cancelled_at: None,
+        stats: SimStats::default(),
+    };
+    sim.statuses = sim.snapshot();
+    sim.engine.start(at_ms(0));
+    sim.after_event()?;
+
+    let cancel_at = match run.interrupt {
+        Some(Interrupt::Cancel(ms)) => Some(ms),
+        _ => None,
+    };
+    let mut steps = 0;
+    while !sim.engine.is_finished() {
+        steps += 1;
+        prop_assert!(steps <= MAX_STEPS, "no end after {} events", MAX_STEPS);
+        // The candidate events and their times; the earliest happens next.
+        let report = (0..sim.flights.len())
+            .filter(|&i| sim.flights[i].outcome.is_some())
+            .min_by_key(|&i| sim.flights[i].done_ms);
+        let report_ms = report.map(|i| sim.flights[i].done_ms);
+        let wakeup_ms = sim.engine.next_wakeup().map(ms_of);
+        let cancel_ms = cancel_at.filter(|_| sim.cancelled_at.is_none());
+        let Some(next) = [report_ms, wakeup_ms, cancel_ms]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            return Err(TestCaseError::fail(format!(
+                "stuck: running, nothing in flight, no wake-up: {:?}",
+                sim.engine.run_status()
+            )));
+        };
+        prop_assert!(next >= sim.now_ms, "time went backwards");
+        sim.now_ms = next;
+        let mut due: Vec<u8> = Vec::new();
+        if report_ms == Some(next) {
+            due.push(0);
+        }
+        if wakeup_ms == Some(next) {
+            due.push(1);
+        }
+        if cancel_ms == Some(next) {
+            due.push(2);
+        }
+        match due[sim.rng.below(due.len() as u64) as usize] {
+            0 => sim.deliver(report.unwrap())?,
+            1 => {
+                sim.engine.tick(at_ms(next));
+                sim.after_event()?;
+            }
+            _ => {
+                sim.cancelled_at = Some(next);
+                sim.engine.cancel(at_ms(next));
+                sim.after_event()?;
+            }
+        }
+    }
+
+    // Late reports after the end change nothing; neither do further events.
+    while let Some(i) = sim.flights.iter().position(|f| f.outcome.is_some()) {
+        sim.now_ms = sim.now_ms.max(sim.flights[i].done_ms);
+        sim.deliver(i)?;
+    }
+    let end = sim.engine.run_status();
+    sim.engine.tick(at(1e6));
+    sim.engine.cancel(at(1e6));
+    sim.engine.start(at(1e6));
+    prop_assert_eq!(sim.engine.take_actions(), vec![]);
+    prop_assert_eq!(sim.engine.take_changes(), vec![]);
+    prop_assert_eq!(sim.engine.run_status(), end.clone());
+    prop_assert_eq!(sim.engine.next_wakeup(), None);
+
+    check_final(run, &end)?;
+    sim.stats.end = end;
+    Ok(sim.stats)
+}
+
+/// The contract's properties of a finished run.
+fn check_final(run: &GenRun, end: &crate::api::RunStatus) -> Result<(), TestCaseError> {
+    let n = run.tasks.len();
+    let phase = end.phase.unwrap();
+    prop_assert!(phase.is_final());
+    prop_assert!(end.finished_at.is_some());
+    let reason = end.conditions[0].reason.clone().unwrap();
+    let interrupted = matches!(reason.as_str(), "DeadlineExceeded" | "Cancelled");
+    // Ancestors, by walking dependencies (indexes only go down, so one pass in order works).
+    let mut ancestors: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    for i in 0..n {
+        for &d in &run.tasks[i].deps {
+            let above = ancestors[d].clone();
+            ancestors[i].insert(d);
+            ancestors[i].extend(above);
+        }
+    }
+    let tasks = &end.tasks;
+    let failed = |i: &usize| tasks[*i].phase == TaskPhase::Failed;
+    let mut any_failed = false;
+    for (i, task) in tasks.iter().enumerate() {
+        let spec = &run.tasks[i];
+        let what = format!("t{i}: {task:?}");
+        prop_assert!(task.phase.is_final(), "{}", what);
+        prop_assert!(task.finished_at.is_some(), "{}", what);
+        prop_assert!(task.attempts <= spec.limit + 1, "{}", what);
+        let ancestor_failed = ancestors[i].iter().any(failed);
+        match task.phase {
+            TaskPhase::Succeeded => {
+                prop_assert_eq!(task.reason.as_deref(), Some("Completed"));
+                let expect = json!({"k": task.attempts});
+                prop_assert_eq!(task.outputs.clone().map(Value::Object), Some(expect));
+            }
+            TaskPhase::Failed => {
+                any_failed = true;
+                match task.reason.as_deref().unwrap() {
+                    "InputUnresolved" => {
+                        prop_assert_eq!(task.attempts, 0, "{}", what);
+                        prop_assert!(matches!(spec.input, Some((_, false))), "{}", what);
+                    }
+                    "DeadlineExceeded" => prop_assert_eq!(&reason, "DeadlineExceeded"),
+                    "Error" | "Timeout" | "InvalidOutput" | "Lost" => {
+                        prop_assert_eq!(task.attempts, spec.limit + 1, "{}", what)
+                    }
+                    other => return Err(TestCaseError::fail(format!("reason {other}: {what}"))),
+                }
+            }
+            TaskPhase::Skipped => {
+                prop_assert!(
+                    ancestor_failed,
+                    "skipped without a failed ancestor: {}",
+                    what
+                );
+                prop_assert_eq!(task.reason.as_deref(), Some("UpstreamFailed"));
+                prop_assert_eq!(task.attempts, 0);
+            }
+            TaskPhase::Cancelled => {
+                prop_assert!(interrupted, "cancelled in a run that was not: {}", what);
+                prop_assert_eq!(task.reason.as_deref(), Some(reason.as_str()));
+            }
+            TaskPhase::Pending | TaskPhase::Running => unreachable!(),
+        }
+        if !interrupted {
+            // Skipped iff some ancestor failed.
+            prop_assert_eq!(
+                task.phase == TaskPhase::Skipped,
+                ancestor_failed,
+                "{}",
+                what
+            );
+        }
+    }
+    let succeeded = tasks
+        .iter()
+        .filter(|t| t.phase == TaskPhase::Succeeded)
+        .count();
+    let message = end.conditions[0].message.clone().unwrap();
+    prop_assert!(
+        message.contains(&format!("{succeeded} of {n} tasks succeeded")),
+        "{}",
+        message
+    );
+    match phase {
+        RunPhase::Succeeded => {
+            prop_assert_eq!(succeeded, n);
+            prop_assert_eq!(reason.as_str(), "Succeeded");
+            prop_assert_eq!(end.conditions[0].status, ConditionStatus::True);
+        }
+        RunPhase::Failed => {
+            prop_assert!(matches!(reason.as_str(), "TaskFailed" | "DeadlineExceeded"));
+            prop_assert_eq!(end.conditions[0].status, ConditionStatus::False);
+        }
+        RunPhase::Cancelled => {
+            prop_assert!(matches!(run.interrupt, Some(Interrupt::Cancel(_))));
+            prop_assert_eq!(reason.as_str(), "Cancelled");
+            prop_assert_eq!(end.conditions[0].status, ConditionStatus::False);
+        }
+        RunPhase::Pending | RunPhase::Running => unreachable!(),
+    }
+    // The run is Failed iff some task failed (or, when its deadline passed, regardless);
+    // cancelling wins over both.
+    prop_assert_eq!(
+        phase == RunPhase::Failed,
+        reason != "Cancelled" && (any_failed || reason == "DeadlineExceeded"),
+        "run {:?} ({}) with a failed task: {}",
+        phase,
+        reason,
+        any_failed
+    );
+    if run.interrupt.is_none() {
+        prop_assert!(!interrupted);
+        prop_assert_eq!(phase == RunPhase::Failed, any_failed);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Random DAGs, retry limits, timeouts, parallelism and outcomes, no deadline or cancel.
+    #[test]
+    fn random_runs_keep_the_contract(run in gen_run(false)) {
+        simulate(&run)?;
+    }
+
+    /// The same with a run deadline or a cancel at a random time.
+    #[test]
+    fn random_interrupted_runs_keep_the_contract(run in gen_run(true)) {
+        simulate(&run)?;
+    }
+}
+
+/// The generators are not vacuous: over a fixed sample, every case the properties are about
+/// actually happens.
+#[test]
+fn random_runs_reach_every_case() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let strategy = gen_run(true);
+    for _ in 0..600 {
+        let run = strategy.new_tree(&mut runner).unwrap().current();
+        let stats = simulate(&run).unwrap();
+        let end = &stats.end;
+        let mut see = |what| *seen.entry(what).or_default() += 1;
+        see(match end.phase.unwrap() {
+            RunPhase::Succeeded => "run Succeeded",
+            RunPhase::Failed => "run Failed",
+            _ => "run Cancelled",
+        });
+        if end.conditions[0].reason.as_deref() == Some("DeadlineExceeded") {
+            see("run DeadlineExceeded");
+        }
+        if stats.kills > 0 {
+            see("kill");
+        }
+        if stats.stale_reports > 0 {
+            see("stale report");
+        }
+        if stats.capped {
+            see("parallelism reached");
+        }
+        for task in &end.tasks {
+            if task.phase == TaskPhase::Succeeded && task.attempts > 1 {
+                see("succeeded on a retry");
+            }
+            if task.phase == TaskPhase::Skipped {
+                see("Skipped");
+            }
+            if let Some(reason) = &task.reason
+                && task.phase == TaskPhase::Failed
+            {
+                see(match reason.as_str() {
+                    "Timeout" => "Failed Timeout",
+                    "InputUnresolved" => "Failed InputUnresolved",
+                    "InvalidOutput" => "Failed InvalidOutput",
+                    "DeadlineExceeded" => "Failed DeadlineExceeded",
+                    _ => "Failed other",
+                });
+            }
+        }
+    }
+    let expected = [
+        "run Succeeded",
+        "run Failed",
+        "run Cancelled",
+        "run DeadlineExceeded",
+        "kill",
+        "stale report",
+        "parallelism reached",
+        "succeeded on a retry",
+        "Skipped",
+        "Failed Timeout",
+        "Failed InputUnresolved",
+        "Failed InvalidOutput",
+        "Failed DeadlineExceeded",
+        "Failed other",
+    ];
+    for what in expected {
+        assert!(
+            seen.get(what).copied().unwrap_or(0) >= 5,
+            "{what} rarely seen: {seen:?}"
+        );
     }
 }

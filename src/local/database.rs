@@ -44,7 +44,10 @@ impl Database for MemoryDatabase {
     async fn record(&mut self, engine: &Engine, changed: &[TaskId]) -> Result<(), DriverError> {
         let status = self.run.status.get_or_insert_with(RunStatus::default);
         let mut watcher = match &self.watcher {
-            Some(w) => Some(w.lock().map_err(|_| DriverError::Database("watcher poisoned".into()))?),
+            Some(w) => Some(
+                w.lock()
+                    .map_err(|_| DriverError::Database("watcher poisoned".into()))?,
+            ),
             None => None,
         };
         for &id in changed {

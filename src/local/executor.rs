@@ -56,7 +56,12 @@ pub struct ProcessExecutor {
 }
 
 impl ProcessExecutor {
-    pub fn new(dag: Arc<Dag>, identity: RunIdentity, run_dir: PathBuf, kill_grace: Duration) -> Self {
+    pub fn new(
+        dag: Arc<Dag>,
+        identity: RunIdentity,
+        run_dir: PathBuf,
+        kill_grace: Duration,
+    ) -> Self {
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         Self {
             dag,
@@ -78,7 +83,8 @@ impl ProcessExecutor {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let create = |path: &Path| {
-            std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))
+            std::fs::File::create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))
         };
         create(&files.output)?;
         let stdout = create(&files.stdout)?;
@@ -94,7 +100,9 @@ impl ProcessExecutor {
                 ));
             }
             // Like the kubelet: an env value may refer to variables defined before it.
-            let value = expand(var.value.as_deref().unwrap_or(""), |name| lookup(&env, name));
+            let value = expand(var.value.as_deref().unwrap_or(""), |name| {
+                lookup(&env, name)
+            });
             env.push((var.name.clone(), value));
         }
         let argv: Vec<String> = task
@@ -241,7 +249,10 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 async fn read_output(path: &Path) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Ok(file) = tokio::fs::File::open(path).await {
-        let _ = file.take(MAX_OUTPUT_BYTES as u64 + 1).read_to_end(&mut buf).await;
+        let _ = file
+            .take(MAX_OUTPUT_BYTES as u64 + 1)
+            .read_to_end(&mut buf)
+            .await;
     }
     buf
 }

@@ -53,7 +53,10 @@ pub async fn run_local(
 ) -> Result<Run, DriverError> {
     let run_dir = config.run_dir(&plan.identity.run);
     std::fs::create_dir_all(&run_dir).map_err(|e| {
-        DriverError::Executor(format!("cannot create run directory {}: {e}", run_dir.display()))
+        DriverError::Executor(format!(
+            "cannot create run directory {}: {e}",
+            run_dir.display()
+        ))
     })?;
     let engine = Engine::new(Arc::clone(&plan.dag), plan.params);
     let database = MemoryDatabase::new(plan.run, &engine, watcher);

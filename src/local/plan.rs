@@ -100,7 +100,11 @@ pub fn plan_run(
 
 /// A Run of `workflow` with no parameters of its own.
 fn run_for(workflow: &Workflow) -> Run {
-    let name = workflow.metadata.name.clone().unwrap_or_else(|| "run".into());
+    let name = workflow
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| "run".into());
     Run {
         metadata: ObjectMeta {
             generate_name: Some(format!("{name}-")),

@@ -78,7 +78,10 @@ impl Progress {
         let elapsed = self.started.elapsed().as_secs_f64();
         if self.style == Style::Live {
             self.clear_footer();
-            let _ = writeln!(self.out, "\x1b[2m{elapsed:8.2}s\x1b[0m {colour}{word:<9}\x1b[0m {text}");
+            let _ = writeln!(
+                self.out,
+                "\x1b[2m{elapsed:8.2}s\x1b[0m {colour}{word:<9}\x1b[0m {text}"
+            );
             self.draw_footer();
         } else {
             let _ = writeln!(self.out, "{elapsed:8.2}s {word:<9} {text}");
@@ -106,7 +109,11 @@ impl Progress {
         );
         for (name, (attempt, since)) in self.running.iter().take(6) {
             let secs = now.duration_since(*since).as_secs_f64();
-            let retry = if *attempt > 1 { format!(" #{attempt}") } else { String::new() };
+            let retry = if *attempt > 1 {
+                format!(" #{attempt}")
+            } else {
+                String::new()
+            };
             line.push_str(&format!(" {name}{retry} {secs:.1}s"));
         }
         if self.running.len() > 6 {
@@ -136,7 +143,8 @@ impl Watcher for Progress {
         }
         match after.phase {
             TaskPhase::Running => {
-                self.running.insert(name.clone(), (after.attempts, Instant::now()));
+                self.running
+                    .insert(name.clone(), (after.attempts, Instant::now()));
                 let text = format!("{name} (attempt {})", after.attempts);
                 self.event("started", BLUE, &text);
             }
@@ -174,7 +182,11 @@ pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
     let rows: Vec<&TaskStatus> = if status.tasks.len() <= MAX_ROWS {
         status.tasks.iter().collect()
     } else {
-        status.tasks.iter().filter(|t| t.phase != TaskPhase::Succeeded).collect()
+        status
+            .tasks
+            .iter()
+            .filter(|t| t.phase != TaskPhase::Succeeded)
+            .collect()
     };
     let width = rows.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     if !rows.is_empty() {
