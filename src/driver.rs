@@ -132,10 +132,14 @@ impl<D: Database, E: Executor, C: Clock> Scheduler<D, E, C> {
     }
 }
 
-/// How long to sleep until `wakeup` (zero if it has passed; a day if there is none).
+/// How long to sleep until `wakeup`: zero if it has passed, at most a day (a wakeup at the end
+/// of time just means looking again tomorrow).
 fn until(wakeup: Option<Timestamp>, now: Timestamp) -> std::time::Duration {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
     match wakeup {
-        Some(at) => std::time::Duration::try_from(at.duration_since(now)).unwrap_or_default(),
-        None => std::time::Duration::from_secs(86_400),
+        Some(at) => std::time::Duration::try_from(at.duration_since(now))
+            .unwrap_or_default()
+            .min(DAY),
+        None => DAY,
     }
 }

@@ -50,6 +50,8 @@ impl Retry {
     pub const DEFAULT_INITIAL_SECONDS: f64 = 1.0;
     pub const DEFAULT_FACTOR: f64 = 2.0;
     pub const DEFAULT_MAX_SECONDS: f64 = 60.0;
+    /// Longest delay computed, far past any timestamp the engine can represent.
+    pub const LONGEST_DELAY_SECONDS: f64 = 1e15;
 
     /// Total attempts allowed.
     pub fn max_attempts(&self) -> u32 {
@@ -67,7 +69,8 @@ impl Retry {
         } else {
             self.max_seconds
         };
-        SignedDuration::from_secs_f64(seconds)
+        // Past about 31 million years a delay means "never"; larger values would overflow.
+        SignedDuration::from_secs_f64(seconds.clamp(0.0, Self::LONGEST_DELAY_SECONDS))
     }
 }
 

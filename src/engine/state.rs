@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::outcome::{Outcome, parse_output};
 use crate::api::{RunPhase, TaskPhase};
-use crate::compile::{BoundParams, Dag, InputSource, Retry, TaskId};
+use crate::compile::{BoundParams, Dag, InputSource, TaskId};
 
 /// Something the driver must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -422,16 +422,18 @@ impl Engine {
         if attempts >= retry.max_attempts() {
             return self.fail_for_good(task, exit_code, reason, message, now);
         }
-        let due = later(now, backoff(&retry, attempts));
+        let delay = retry.delay_after(attempts);
+        let due = later(now, delay);
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Backoff;
         state.phase = TaskPhase::Pending;
         state.exit_code = exit_code;
         state.reason = Some(reason.into());
         state.message = Some(format!(
-            "{message}; attempt {} of {} starts at {due}",
+            "{message}; attempt {} of {} in {:.1}s",
             attempts + 1,
-            retry.max_attempts()
+            retry.max_attempts(),
+            delay.as_secs_f64()
         ));
         self.push_timer(due, TimerKind::RetryDue, task, attempts);
         self.mark(task);
@@ -587,21 +589,6 @@ impl Engine {
             self.changed.push(task);
         }
     }
-}
-
-/// Longest back-off the engine computes, in seconds (about 31 million years, far past
-/// [`Timestamp::MAX`]). Validation only bounds back-off settings below, and
-/// [`Retry::delay_after`] panics on delays beyond [`SignedDuration::MAX`].
-const MAX_BACKOFF_SECONDS: f64 = 1e15;
-
-/// The delay before the attempt after `failed`, per the contract, without panicking on huge
-/// settings.
-fn backoff(retry: &Retry, failed: u32) -> SignedDuration {
-    let capped = Retry {
-        max_seconds: retry.max_seconds.min(MAX_BACKOFF_SECONDS),
-        ..*retry
-    };
-    capped.delay_after(failed)
 }
 
 /// `now + delay`, saturating at the end of time: a timer that far out never fires, where plain

@@ -80,22 +80,19 @@ impl Engine {
             }
         }
         let counts = parts.join(", ");
-        match (self.phase, self.first_failure) {
-            (RunPhase::Pending, _) => format!("waiting to start; {total} tasks"),
-            (RunPhase::Failed, Some(task)) => {
+        match (self.phase, self.reason, self.first_failure) {
+            (RunPhase::Pending, _, _) => format!("waiting to start; {total} tasks"),
+            (_, Some("DeadlineExceeded"), _) => {
+                format!("the run's deadline was exceeded; {counts}")
+            }
+            (RunPhase::Cancelled, _, _) => format!("the run was cancelled; {counts}"),
+            (RunPhase::Failed, _, Some(task)) => {
                 let state = &self.tasks[task.index()];
                 format!(
                     "task {:?} failed: {}; {counts}",
                     self.dag.task(task).name,
                     state.message.as_deref().unwrap_or("no detail")
                 )
-            }
-            (RunPhase::Failed, None) | (RunPhase::Cancelled, _) => {
-                let why = match self.reason {
-                    Some("DeadlineExceeded") => "the run's deadline was exceeded",
-                    _ => "the run was cancelled",
-                };
-                format!("{why}; {counts}")
             }
             _ => counts,
         }
