@@ -55,6 +55,30 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the CustomResourceDefinitions (YAML), for `kubectl apply --server-side -f -`.
+    Crds,
+    /// Run the Kubernetes controller: reconcile Workflows and Runs, one Job per task attempt.
+    Controller {
+        /// Kubeconfig file; by default in-cluster config, then $KUBECONFIG or ~/.kube/config.
+        #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "ORK_NAMESPACE", value_name = "NS")]
+        namespace: Option<String>,
+        /// Runs reconciled at once.
+        #[arg(long, env = "ORK_CONCURRENCY", default_value_t = 16)]
+        concurrency: u16,
+        /// Log format; `auto` is text on a terminal and JSON otherwise.
+        #[arg(long, env = "ORK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +105,89 @@ pub fn main(cli: Cli) -> ExitCode {
             work_dir,
             quiet,
         } => run(file, param.into_iter().collect(), output, work_dir, quiet),
+        Command::Crds => match crate::kubernetes::crd::crds_yaml() {
+            Ok(yaml) => {
+                use std::io::Write;
+                match std::io::stdout().write_all(yaml.as_bytes()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::FAILURE, // e.g. a closed pipe
+                }
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRDs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Controller {
+            kubeconfig,
+            namespace,
+            concurrency,
+            log_format,
+        } => controller(kubeconfig, namespace, concurrency, log_format),
+    }
+}
+
+/// Logs for the controller: `ORK_LOG` (e.g. `info`, `ork=debug`) picks what is logged.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ORK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless; keep the first.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn controller(
+    kubeconfig: Option<PathBuf>,
+    namespace: Option<String>,
+    concurrency: u16,
+    log_format: LogFormat,
+) -> ExitCode {
+    init_logging(log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let counters = Arc::new(crate::kubernetes::client::ApiCounters::default());
+        let client =
+            crate::kubernetes::client::client(kubeconfig.as_deref(), Arc::clone(&counters)).await?;
+        let settings = crate::kubernetes::Settings {
+            namespace,
+            concurrency: concurrency.max(1),
+        };
+        crate::kubernetes::run(client, settings, interrupted()).await?;
+        let counts: Vec<String> = counters
+            .snapshot()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(verb, n)| format!("{verb}={n}"))
+            .collect();
+        tracing::info!(requests = %counts.join(" "), "API requests made");
+        Ok::<(), crate::kubernetes::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -121,7 +228,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     let workflows: Vec<&crate::api::Workflow> = documents
         .iter()
         .filter_map(|d| match &d.manifest {
-            Manifest::Workflow(w) => Some(w),
+            Manifest::Workflow(w) => Some(w.as_ref()),
             Manifest::Run(_) => None,
         })
         .collect();

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compile;
 pub mod driver;
 pub mod engine;
+pub mod kubernetes;
 pub mod local;
 pub mod manifest;
 pub mod problem;

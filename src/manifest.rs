@@ -15,8 +15,8 @@ use crate::problem::{Problem, Problems};
 /// A manifest document ork understands.
 #[derive(Clone, Debug)]
 pub enum Manifest {
-    Workflow(Workflow),
-    Run(Run),
+    Workflow(Box<Workflow>),
+    Run(Box<Run>),
 }
 
 /// A parsed document and where it came from.
@@ -142,8 +142,8 @@ pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
         );
     }
     let manifest = match kind {
-        Some("Workflow") => strict::<Workflow>(value, &mut problems).map(Manifest::Workflow),
-        Some("Run") => strict::<Run>(value, &mut problems).map(Manifest::Run),
+        Some("Workflow") => strict::<Workflow>(value, &mut problems).map(|w| Manifest::Workflow(Box::new(w))),
+        Some("Run") => strict::<Run>(value, &mut problems).map(|r| Manifest::Run(Box::new(r))),
         _ => {
             problems.push(
                 "kind",

@@ -16,7 +16,15 @@ use super::workflow::WorkflowSpec;
     version = "v1alpha1",
     kind = "Run",
     namespaced,
-    status = "RunStatus"
+    status = "RunStatus",
+    shortname = "orkrun",
+    category = "ork",
+    doc = "One execution of a Workflow, with the status of every task.",
+    printcolumn = r#"{"name": "Workflow", "type": "string", "jsonPath": ".status.workflow.name"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Progress", "type": "string", "jsonPath": ".status.progress"}"#,
+    printcolumn = r#"{"name": "Duration", "type": "string", "jsonPath": ".status.duration"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RunSpec {
@@ -56,12 +64,20 @@ pub struct RunStatus {
     pub observed_generation: Option<i64>,
     /// `Succeeded`: Unknown while running, True on success, False on failure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Tasks succeeded out of all tasks, e.g. `3/5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// How long the run took, once it finished, e.g. `2m3s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
     /// The workflow definition this run is pinned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<PinnedWorkflow>,
     /// One entry per task, in the workflow's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub tasks: Vec<TaskStatus>,
 }
 
@@ -74,6 +90,10 @@ pub struct PinnedWorkflow {
     /// `metadata.generation` of the Workflow when the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// The definition itself, copied when the run started (by the controller), so that editing
+    /// or deleting the Workflow does not change a run that has begun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<WorkflowSpec>,
 }
 
 /// Phase of a run.
@@ -141,6 +161,9 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
     pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When the next attempt starts, while the task waits out its retry back-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
 }
 
 /// A Kubernetes-style condition.

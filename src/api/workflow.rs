@@ -15,7 +15,12 @@ use super::run::Condition;
     kind = "Workflow",
     namespaced,
     status = "WorkflowStatus",
-    shortname = "wf"
+    shortname = "wf",
+    category = "ork",
+    doc = "A reusable DAG of tasks; start it with a Run.",
+    printcolumn = r#"{"name": "Tasks", "type": "integer", "jsonPath": ".status.taskCount"}"#,
+    printcolumn = r#"{"name": "Valid", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Valid\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowSpec {
@@ -175,6 +180,7 @@ pub struct WorkflowStatus {
     pub observed_generation: Option<i64>,
     /// `Valid`: True when the spec compiles, False naming every problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Number of tasks in the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]

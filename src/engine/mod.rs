@@ -6,6 +6,7 @@
 //! of the graph, timers sit in a heap, and failure propagation visits each skipped task once.
 
 mod outcome;
+mod restore;
 mod state;
 mod status;
 

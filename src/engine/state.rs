@@ -71,13 +71,15 @@ pub(super) struct TaskState {
     pub(super) reason: Option<String>,
     pub(super) message: Option<String>,
     pub(super) outputs: Option<Map<String, Value>>,
+    /// When the next attempt is due, while backing off.
+    pub(super) retry_at: Option<Timestamp>,
     /// Dependencies that have not succeeded yet.
-    waiting_on: u32,
-    dirty: bool,
+    pub(super) waiting_on: u32,
+    pub(super) dirty: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
+pub(super) enum TimerKind {
     RunDeadline,
     AttemptTimeout,
     RetryDue,
@@ -138,6 +140,7 @@ impl Engine {
                 reason: None,
                 message: None,
                 outputs: None,
+                retry_at: None,
                 waiting_on: dag.parents(id).len() as u32,
                 dirty: false,
             })
@@ -176,6 +179,12 @@ impl Engine {
     /// Number of attempts currently running.
     pub fn running(&self) -> u32 {
         self.tally.running
+    }
+
+    /// The attempt of `task` that is running, if one is.
+    pub fn running_attempt(&self, task: TaskId) -> Option<u32> {
+        let state = self.tasks.get(task.index())?;
+        (state.stage == Stage::Running).then_some(state.attempts)
     }
 
     /// Starts the run: tasks without dependencies become ready.
@@ -294,7 +303,7 @@ impl Engine {
 
     // ---- transitions ----
 
-    fn enqueue(&mut self, task: TaskId) {
+    pub(super) fn enqueue(&mut self, task: TaskId) {
         self.tasks[task.index()].stage = Stage::Queued;
         self.ready.push_back(task);
     }
@@ -333,6 +342,7 @@ impl Engine {
         state.stage = Stage::Running;
         state.phase = TaskPhase::Running;
         state.attempts += 1;
+        state.retry_at = None;
         state.started_at.get_or_insert(now);
         let attempt = state.attempts;
         self.tally.running += 1;
@@ -427,6 +437,7 @@ impl Engine {
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Backoff;
         state.phase = TaskPhase::Pending;
+        state.retry_at = Some(due);
         state.exit_code = exit_code;
         state.reason = Some(reason.into());
         state.message = Some(format!(
@@ -519,6 +530,7 @@ impl Engine {
     ) {
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Done;
+        state.retry_at = None;
         state.phase = phase;
         state.finished_at = Some(now);
         state.reason = Some(reason.into());
@@ -573,7 +585,13 @@ impl Engine {
         }
     }
 
-    fn push_timer(&mut self, at: Timestamp, kind: TimerKind, task: TaskId, attempt: u32) {
+    pub(super) fn push_timer(
+        &mut self,
+        at: Timestamp,
+        kind: TimerKind,
+        task: TaskId,
+        attempt: u32,
+    ) {
         self.timers.push(Reverse(Timer {
             at,
             kind,
@@ -593,6 +611,6 @@ impl Engine {
 
 /// `now + delay`, saturating at the end of time: a timer that far out never fires, where plain
 /// addition would panic on a huge (but valid) `timeoutSeconds` or `activeDeadlineSeconds`.
-fn later(now: Timestamp, delay: SignedDuration) -> Timestamp {
+pub(super) fn later(now: Timestamp, delay: SignedDuration) -> Timestamp {
     now.saturating_add(delay).unwrap_or(Timestamp::MAX)
 }

@@ -20,6 +20,7 @@ impl Engine {
             reason: state.reason.clone(),
             message: state.message.clone(),
             outputs: state.outputs.clone(),
+            next_attempt_at: state.retry_at,
         }
     }
 
@@ -30,6 +31,11 @@ impl Engine {
             started_at: self.started_at,
             finished_at: self.finished_at,
             conditions: vec![self.succeeded_condition()],
+            progress: Some(format!("{}/{}", self.tally.succeeded, self.tasks.len())),
+            duration: match (self.started_at, self.finished_at) {
+                (Some(start), Some(end)) => Some(human_duration(end.duration_since(start))),
+                _ => None,
+            },
             ..RunStatus::default()
         }
     }
@@ -101,5 +107,17 @@ impl Engine {
     /// When the run started, if it has.
     pub fn started_at(&self) -> Option<Timestamp> {
         self.started_at
+    }
+}
+
+/// `850ms`, `9s`, `2m3s`, `1h2m`: short, for a printer column.
+pub fn human_duration(d: jiff::SignedDuration) -> String {
+    let ms = d.as_millis().max(0);
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
     }
 }

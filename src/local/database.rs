@@ -67,6 +67,8 @@ impl Database for MemoryDatabase {
         status.started_at = head.started_at;
         status.finished_at = head.finished_at;
         status.conditions = head.conditions;
+        status.progress = head.progress;
+        status.duration = head.duration;
         if phase_changed && let Some(w) = watcher.as_deref_mut() {
             w.run_changed(status);
         }

@@ -31,14 +31,14 @@ pub fn plan_run(
     let runs: Vec<(&Document, &Run)> = documents
         .iter()
         .filter_map(|d| match &d.manifest {
-            Manifest::Run(r) => Some((d, r)),
+            Manifest::Run(r) => Some((d, r.as_ref())),
             Manifest::Workflow(_) => None,
         })
         .collect();
     let workflows: Vec<(&Document, &Workflow)> = documents
         .iter()
         .filter_map(|d| match &d.manifest {
-            Manifest::Workflow(w) => Some((d, w)),
+            Manifest::Workflow(w) => Some((d, w.as_ref())),
             Manifest::Run(_) => None,
         })
         .collect();
@@ -139,6 +139,7 @@ fn resolve_workflow<'a>(
                     PinnedWorkflow {
                         name: Some(reference.name.clone()),
                         generation: workflow.metadata.generation,
+                        spec: None,
                     },
                 )),
                 None => Err(vec![format!(

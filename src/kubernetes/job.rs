@@ -1,0 +1,172 @@
+//! Building the Job of one attempt. Pure: no client, so every field is unit-tested.
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::names::{attempt_labels, job_name};
+use crate::compile::CompiledTask;
+use crate::engine::Launch;
+use crate::task_env::{RunIdentity, ork_env};
+
+/// Where the container writes its outputs: `ORK_OUTPUT` and the `terminationMessagePath`,
+/// whose contents the kubelet hands back as the termination message.
+pub const OUTPUT_PATH: &str = "/dev/termination-log";
+
+/// Name of the one container of a task Pod.
+pub const CONTAINER: &str = "task";
+
+/// The Job that runs `launch`, owned by the Run.
+pub fn build_job(
+    owner: &OwnerReference,
+    namespace: &str,
+    identity: &RunIdentity,
+    task: &CompiledTask,
+    launch: &Launch,
+) -> Job {
+    let labels = attempt_labels(&identity.run, &task.name, launch.attempt);
+    // The kubelet expands `$(VAR)` in env values; ork's own values must arrive verbatim.
+    let mut env: Vec<EnvVar> = ork_env(identity, task, launch, OUTPUT_PATH)
+        .into_iter()
+        .map(|(name, value)| EnvVar {
+            name,
+            value: Some(value.replace('$', "$$")),
+            value_from: None,
+        })
+        .collect();
+    env.extend(task.env.iter().cloned());
+    let container = Container {
+        name: CONTAINER.into(),
+        image: task.image.clone(),
+        command: Some(task.command.clone()),
+        args: (!task.args.is_empty()).then(|| task.args.clone()),
+        env: Some(env),
+        resources: task.resources.clone(),
+        termination_message_path: Some(OUTPUT_PATH.into()),
+        termination_message_policy: Some("File".into()),
+        ..Container::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&identity.run, &task.name, launch.attempt)),
+            namespace: Some(namespace.into()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            // ork does the retries; the Job runs exactly one Pod.
+            backoff_limit: Some(0),
+            active_deadline_seconds: task.timeout.map(|t| t.as_secs()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: task.service_account_name.clone(),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::WorkflowSpec;
+    use crate::compile::compile;
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "ork.dev/v1alpha1".into(),
+            kind: "Run".into(),
+            name: "etl-abc".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    #[test]
+    fn job_follows_the_contract() {
+        let spec: WorkflowSpec = serde_json::from_value(serde_json::json!({
+            "defaults": {"image": "busybox", "serviceAccountName": "runner",
+                         "env": [{"name": "LEVEL", "value": "info"}]},
+            "tasks": [{"name": "load", "command": ["sh", "-c"], "args": ["echo $(DAY)"],
+                       "timeoutSeconds": 30,
+                       "inputs": [{"name": "DAY", "value": "a$b"}],
+                       "resources": {"requests": {"cpu": "100m"}}}]
+        }))
+        .unwrap();
+        let dag = compile(&spec, "spec").unwrap();
+        let task = dag.task(crate::compile::TaskId(0));
+        let identity = RunIdentity {
+            workflow: "etl".into(),
+            run: "etl-abc".into(),
+        };
+        let launch = Launch {
+            task: crate::compile::TaskId(0),
+            attempt: 2,
+            inputs: vec![("DAY".into(), serde_json::json!("a$b"))],
+        };
+        let job = build_job(&owner(), "team", &identity, task, &launch);
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(json["apiVersion"], "batch/v1");
+        assert_eq!(json["kind"], "Job");
+        assert_eq!(json["metadata"]["name"], "etl-abc-load-2");
+        assert_eq!(json["metadata"]["namespace"], "team");
+        let labels = &json["metadata"]["labels"];
+        assert_eq!(labels["ork.dev/run"], "etl-abc");
+        assert_eq!(labels["ork.dev/task"], "load");
+        assert_eq!(labels["ork.dev/attempt"], "2");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "ork");
+        assert_eq!(json["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(json["spec"]["backoffLimit"], 0);
+        assert_eq!(json["spec"]["activeDeadlineSeconds"], 30);
+        let pod = &json["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"], *labels);
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        assert_eq!(pod["spec"]["serviceAccountName"], "runner");
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["image"], "busybox");
+        assert_eq!(c["command"], serde_json::json!(["sh", "-c"]));
+        assert_eq!(c["args"], serde_json::json!(["echo $(DAY)"]));
+        assert_eq!(c["terminationMessagePath"], OUTPUT_PATH);
+        assert_eq!(c["resources"]["requests"]["cpu"], "100m");
+        let env: Vec<(String, String)> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().into(),
+                    e["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("ORK_WORKFLOW"), Some("etl"));
+        assert_eq!(get("ORK_RUN"), Some("etl-abc"));
+        assert_eq!(get("ORK_TASK"), Some("load"));
+        assert_eq!(get("ORK_ATTEMPT"), Some("2"));
+        assert_eq!(get("ORK_OUTPUT"), Some(OUTPUT_PATH));
+        assert_eq!(
+            get("ORK_INPUT_JSON"),
+            Some(r#"{"DAY":"a$$b"}"#),
+            "escaped for the kubelet"
+        );
+        assert_eq!(get("DAY"), Some("a$$b"));
+        assert_eq!(get("LEVEL"), Some("info"));
+        assert_eq!(
+            env.last().unwrap().0,
+            "LEVEL",
+            "the task's env comes after ork's"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The Kubernetes driver: `Workflow` and `Run` custom resources reconciled by a controller that
+//! runs each task attempt as a `batch/v1` Job and keeps all state in the API server.
+//!
+//! The engine is the same as the local runner's; here the "database" is the Run's status
+//! subresource and the "executor" is the Job controller plus the kubelet.
+
+pub mod client;
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod index;
+pub mod job;
+pub mod names;
+pub mod observe;
+mod run_reconciler;
+mod workflow_reconciler;
+
+pub use controller::{Settings, run};
+pub use error::Error;
+pub use workflow_reconciler::workflow_status;

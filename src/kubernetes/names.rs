@@ -1,0 +1,74 @@
+//! Names and labels of the objects the controller creates: deterministic, so a controller that
+//! restarts finds what it made before instead of making it again.
+
+use std::collections::BTreeMap;
+
+use crate::compile::names::MAX_LABEL_LEN;
+
+/// Field manager of every server-side apply the controller makes.
+pub const FIELD_MANAGER: &str = "ork";
+
+pub const LABEL_RUN: &str = "ork.dev/run";
+pub const LABEL_TASK: &str = "ork.dev/task";
+pub const LABEL_ATTEMPT: &str = "ork.dev/attempt";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "ork";
+
+/// Selector for everything the controller manages.
+pub fn managed_selector() -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGED_BY}")
+}
+
+/// Labels of an attempt's Job and Pod.
+pub fn attempt_labels(run: &str, task: &str, attempt: u32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_RUN.to_string(), run.to_string()),
+        (LABEL_TASK.to_string(), task.to_string()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+    ])
+}
+
+/// The Job of attempt `attempt` of `task` in run `run`: `RUN-TASK-ATTEMPT` when that fits in 63
+/// characters; otherwise the front of `RUN-TASK`, a hash of the whole, and the attempt.
+pub fn job_name(run: &str, task: &str, attempt: u32) -> String {
+    let plain = format!("{run}-{task}-{attempt}");
+    if plain.len() <= MAX_LABEL_LEN {
+        return plain;
+    }
+    let tail = format!("-{:08x}-{attempt}", fnv1a(&format!("{run}/{task}")) as u32);
+    let room = MAX_LABEL_LEN - tail.len();
+    let front = format!("{run}-{task}");
+    let front = front[..room].trim_end_matches('-');
+    format!("{front}{tail}")
+}
+
+/// FNV-1a: a hash that never changes between builds, unlike the standard library's.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::names::dns_label_error;
+
+    #[test]
+    fn job_names_are_deterministic_labels() {
+        assert_eq!(job_name("etl-x7k2p", "extract", 1), "etl-x7k2p-extract-1");
+        let run = "r".repeat(63);
+        let task = "t".repeat(63);
+        let a = job_name(&run, &task, 12);
+        assert_eq!(a, job_name(&run, &task, 12));
+        assert!(a.len() <= 63, "{a}");
+        assert!(a.ends_with("-12"));
+        assert_eq!(dns_label_error(&a), None);
+        assert_ne!(a, job_name(&run, &"u".repeat(63), 12));
+        assert_ne!(job_name(&run, &task, 1), job_name(&run, &task, 2));
+        // a cut that lands on a dash does not leave a double dash
+        let name = job_name(&format!("{}-x", "a".repeat(40)), &"b".repeat(30), 1);
+        assert!(!name.contains("--"), "{name}");
+    }
+}

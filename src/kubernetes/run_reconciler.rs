@@ -1,0 +1,528 @@
+//! Reconciling a Run, as a pipeline: fetch the Run and its children from the indexes, pin and
+//! validate the definition, rebuild the engine from the recorded status, feed it what the Jobs
+//! and Pods say, apply the Jobs it asks for, and write the status once.
+//!
+//! Level-triggered: every step starts from what is observed, never from why the reconcile was
+//! triggered. Job names are deterministic and a Job that exists is never created again, so a
+//! controller killed at any point converges without duplicates; the status write carries the
+//! resourceVersion it was computed from, so a decision made on a stale view is rejected and
+//! retried instead of overwriting newer results.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::controller::Context;
+use super::error::Error;
+use super::job::build_job;
+use super::names::{FIELD_MANAGER, LABEL_ATTEMPT, LABEL_TASK, job_name};
+use super::observe::attempt_outcome;
+use crate::api::{
+    Condition, ConditionStatus, PinnedWorkflow, Run, RunPhase, RunStatus, TaskPhase, Workflow,
+};
+use crate::compile::names::MAX_LABEL_LEN;
+use crate::compile::{BoundParams, Dag, bind_params, compile};
+use crate::driver::{Clock, SystemClock};
+use crate::engine::{Action as EngineAction, Engine, Outcome};
+use crate::task_env::RunIdentity;
+
+/// How often a run that waits for something outside ork (its Workflow) looks again.
+const WAIT_RETRY: Duration = Duration::from_secs(10);
+/// How soon to look again when a child was not in the cache yet.
+const UNSURE_RETRY: Duration = Duration::from_secs(2);
+/// Even with nothing due, a running run is looked at this often (a safety net, not a clock).
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// A validated, pinned definition.
+struct Definition {
+    dag: Arc<Dag>,
+    params: BoundParams,
+    pinned: PinnedWorkflow,
+}
+
+enum Pinning {
+    Ready(Box<Definition>),
+    /// The run can never start: `(reason, message)`.
+    Rejected(&'static str, String),
+    /// Something the run needs does not exist yet.
+    Waiting(&'static str, String),
+}
+
+pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = run.name_any();
+    let namespace = run.namespace().ok_or_else(|| Error::NoNamespace {
+        kind: "Run",
+        name: name.clone(),
+    })?;
+    let uid = run.uid().unwrap_or_default();
+    if run.metadata.deletion_timestamp.is_some() {
+        ctx.forget(&uid);
+        return Ok(Action::await_change());
+    }
+    let runs: Api<Run> = Api::namespaced(ctx.client.clone(), &namespace);
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let old = run.status.clone().unwrap_or_default();
+    let now = SystemClock.now();
+
+    // ---- fetch: the run's children, from the watch-fed indexes ----
+    let jobs = ctx.jobs_of(&namespace, &name);
+    let pods = ctx.pods_of(&namespace, &name);
+    let jobs_by_name: HashMap<&str, &Job> = jobs
+        .iter()
+        .filter_map(|j| Some((j.metadata.name.as_deref()?, j.as_ref())))
+        .collect();
+
+    if old.phase.is_some_and(RunPhase::is_final) {
+        // Attempts the engine stopped but whose Job survived (e.g. a crash before the delete).
+        for job in &jobs {
+            if owned_by(job, &uid) && !job_finished(job) {
+                delete_job(&jobs_api, &job.name_any()).await?;
+            }
+        }
+        ctx.forget(&uid);
+        return Ok(Action::await_change());
+    }
+
+    // ---- validate: pin the definition the first time, then always use the pinned one ----
+    let definition = match pin(&run, &old, &ctx, &namespace, &uid).await? {
+        Pinning::Ready(definition) => definition,
+        Pinning::Rejected(reason, message) => {
+            let status = rejected_status(&run, &old, reason, &message, now);
+            if status != old {
+                write_status(&runs, &run, &status).await?;
+                publish(&ctx, &run, EventType::Warning, reason, &message).await;
+            }
+            return Ok(Action::await_change());
+        }
+        Pinning::Waiting(reason, message) => {
+            let status = waiting_status(&run, &old, reason, &message, now);
+            if status != old {
+                write_status(&runs, &run, &status).await?;
+            }
+            return Ok(Action::requeue(WAIT_RETRY));
+        }
+    };
+    let identity = RunIdentity {
+        workflow: definition
+            .pinned
+            .name
+            .clone()
+            .unwrap_or_else(|| name.clone()),
+        run: name.clone(),
+    };
+
+    // ---- build: the engine as recorded, then what the children say ----
+    let dag = Arc::clone(&definition.dag);
+    let mut engine = Engine::restore(
+        Arc::clone(&dag),
+        definition.params,
+        &old,
+        now,
+        |task, attempt| {
+            let job = jobs_by_name.get(job_name(&name, &dag.task(task).name, attempt).as_str())?;
+            let created = job.metadata.creation_timestamp.as_ref()?;
+            Some(created.0)
+        },
+    );
+    if engine.phase() == RunPhase::Pending {
+        engine.start(now);
+    }
+    let mut unsure = false;
+    for recorded in old.tasks.iter().filter(|t| t.phase == TaskPhase::Running) {
+        let Some(task) = dag.id(&recorded.name) else {
+            continue;
+        };
+        let attempt = recorded.attempts;
+        let job_name = job_name(&name, &recorded.name, attempt);
+        match jobs_by_name.get(job_name.as_str()) {
+            Some(job) if !owned_by(job, &uid) => {
+                // A Job of an earlier Run of the same name, not yet garbage-collected.
+                unsure = true;
+            }
+            Some(job) => {
+                let attempt_label = attempt.to_string();
+                let its_pods: Vec<&Pod> = pods
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .filter(|p| {
+                        label(*p, LABEL_TASK) == Some(recorded.name.as_str())
+                            && label(*p, LABEL_ATTEMPT) == Some(attempt_label.as_str())
+                    })
+                    .collect();
+                if let Some(outcome) = attempt_outcome(job, &its_pods) {
+                    engine.finish_attempt(task, attempt, outcome, now);
+                }
+            }
+            None => {
+                // The cache may simply lag behind a Job created a moment ago: ask the API server.
+                if jobs_api.get_opt(&job_name).await?.is_some() {
+                    unsure = true;
+                } else {
+                    let message =
+                        format!("Job {job_name} disappeared while attempt {attempt} was running");
+                    let outcome = Outcome::Failed {
+                        reason: "JobLost".into(),
+                        message,
+                    };
+                    engine.finish_attempt(task, attempt, outcome, now);
+                }
+            }
+        }
+    }
+    engine.tick(now);
+
+    // ---- apply: the Jobs the engine asked for ----
+    let owner = run
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::NoNamespace {
+            kind: "Run",
+            name: name.clone(),
+        })?;
+    for action in engine.take_actions() {
+        match action {
+            EngineAction::Start(launch) => {
+                let task = dag.task(launch.task);
+                let job_name = job_name(&name, &task.name, launch.attempt);
+                if jobs_by_name.contains_key(job_name.as_str()) {
+                    continue; // made by an earlier reconcile whose status write did not land
+                }
+                let job = build_job(&owner, &namespace, &identity, task, &launch);
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                jobs_api
+                    .patch(&job_name, &params, &Patch::Apply(&job))
+                    .await?;
+            }
+            EngineAction::Kill { task, attempt, .. } => {
+                delete_job(&jobs_api, &job_name(&name, &dag.task(task).name, attempt)).await?;
+            }
+        }
+    }
+    for job in &jobs {
+        let job = job.as_ref();
+        let current = label(job, LABEL_TASK)
+            .and_then(|t| dag.id(t))
+            .and_then(|t| engine.running_attempt(t))
+            .map(|a| a.to_string());
+        let superseded = current.as_deref() != label(job, LABEL_ATTEMPT);
+        if superseded
+            && owned_by(job, &uid)
+            && !job_finished(job)
+            && job.metadata.deletion_timestamp.is_none()
+        {
+            delete_job(&jobs_api, &job.name_any()).await?;
+        }
+    }
+
+    // ---- status: one write, only when something changed ----
+    let mut status = engine.run_status();
+    status.workflow = Some(definition.pinned);
+    status.observed_generation = run.metadata.generation;
+    if status != old {
+        write_status(&runs, &run, &status).await?;
+        announce(&ctx, &run, &old, &status).await;
+    }
+    if engine.is_finished() {
+        ctx.forget(&uid);
+        return Ok(Action::await_change());
+    }
+    let mut wait = engine
+        .next_wakeup()
+        .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .unwrap_or(RESYNC)
+        .min(RESYNC);
+    if unsure {
+        wait = wait.min(UNSURE_RETRY);
+    }
+    Ok(Action::requeue(wait.max(Duration::from_millis(10))))
+}
+
+/// The run's definition: the pinned copy once there is one, else the Workflow (or the inline
+/// spec) as it is now, validated and compiled.
+async fn pin(
+    run: &Run,
+    status: &RunStatus,
+    ctx: &Context,
+    namespace: &str,
+    uid: &str,
+) -> Result<Pinning, Error> {
+    let name = run.name_any();
+    if name.len() > MAX_LABEL_LEN {
+        return Ok(Pinning::Rejected(
+            "InvalidSpec",
+            format!(
+                "metadata.name: run names are limited to {MAX_LABEL_LEN} characters, as they \
+                 label the run's Jobs and Pods"
+            ),
+        ));
+    }
+    let recorded = status.workflow.as_ref().filter(|p| p.spec.is_some());
+    if let Some(pinned) = recorded
+        && let Some((dag, params)) = ctx.cached(uid)
+    {
+        return Ok(Pinning::Ready(Box::new(Definition {
+            dag,
+            params,
+            pinned: pinned.clone(),
+        })));
+    }
+    let (pinned, base) = match (recorded, &run.spec.workflow_ref, &run.spec.workflow) {
+        (Some(pinned), _, _) => {
+            let base = if pinned.name.is_some() {
+                "spec"
+            } else {
+                "spec.workflow"
+            };
+            (pinned.clone(), base)
+        }
+        (None, Some(reference), None) => {
+            let workflows: Api<Workflow> = Api::namespaced(ctx.client.clone(), namespace);
+            match workflows.get_opt(&reference.name).await? {
+                Some(workflow) => (
+                    PinnedWorkflow {
+                        name: Some(reference.name.clone()),
+                        generation: workflow.metadata.generation,
+                        spec: Some(workflow.spec),
+                    },
+                    "spec",
+                ),
+                None => {
+                    return Ok(Pinning::Waiting(
+                        "WorkflowNotFound",
+                        format!(
+                            "Workflow {:?} does not exist in namespace {namespace}",
+                            reference.name
+                        ),
+                    ));
+                }
+            }
+        }
+        (None, None, Some(inline)) => (
+            PinnedWorkflow {
+                name: None,
+                generation: None,
+                spec: Some(inline.clone()),
+            },
+            "spec.workflow",
+        ),
+        (None, _, _) => {
+            return Ok(Pinning::Rejected(
+                "InvalidSpec",
+                "spec: exactly one of workflowRef or workflow must be set".into(),
+            ));
+        }
+    };
+    let Some(spec) = pinned.spec.as_ref() else {
+        return Ok(Pinning::Rejected(
+            "InvalidSpec",
+            "no workflow definition".into(),
+        ));
+    };
+    let origin = match &pinned.name {
+        Some(workflow) => format!("Workflow {workflow}: "),
+        None => String::new(),
+    };
+    let dag = match compile(spec, base) {
+        Ok(dag) => Arc::new(dag),
+        Err(problems) => {
+            let list: Vec<String> = problems.iter().map(|p| format!("{origin}{p}")).collect();
+            return Ok(Pinning::Rejected("InvalidSpec", list.join("; ")));
+        }
+    };
+    let params = match bind_params(&dag, &run.spec.params, "spec.params") {
+        Ok(params) => params,
+        Err(problems) => {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Ok(Pinning::Rejected("InvalidSpec", list.join("; ")));
+        }
+    };
+    // Cache only a definition that is already recorded: a first pin whose status write loses
+    // a race may be re-read from a newer Workflow.
+    if recorded.is_some() {
+        ctx.remember(uid, Arc::clone(&dag), params.clone());
+    }
+    Ok(Pinning::Ready(Box::new(Definition {
+        dag,
+        params,
+        pinned,
+    })))
+}
+
+fn succeeded_condition(
+    old: &RunStatus,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> Condition {
+    let previous = old.conditions.iter().find(|c| c.type_ == "Succeeded");
+    let unchanged =
+        previous.is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason));
+    Condition {
+        type_: "Succeeded".into(),
+        status,
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: if unchanged {
+            previous.and_then(|c| c.last_transition_time)
+        } else {
+            Some(now)
+        },
+        observed_generation: None,
+    }
+}
+
+fn rejected_status(
+    run: &Run,
+    old: &RunStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> RunStatus {
+    RunStatus {
+        phase: Some(RunPhase::Failed),
+        finished_at: old.finished_at.or(Some(now)),
+        observed_generation: run.metadata.generation,
+        conditions: vec![succeeded_condition(
+            old,
+            ConditionStatus::False,
+            reason,
+            message,
+            now,
+        )],
+        ..old.clone()
+    }
+}
+
+fn waiting_status(
+    run: &Run,
+    old: &RunStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> RunStatus {
+    RunStatus {
+        phase: Some(RunPhase::Pending),
+        observed_generation: run.metadata.generation,
+        conditions: vec![succeeded_condition(
+            old,
+            ConditionStatus::Unknown,
+            reason,
+            message,
+            now,
+        )],
+        ..old.clone()
+    }
+}
+
+/// Writes the status subresource, on condition that the Run is still the version it was
+/// computed from.
+async fn write_status(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": run.resource_version()},
+        "status": status,
+    });
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), Error> {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn owned_by(job: &Job, uid: &str) -> bool {
+    job.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+fn job_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
+fn label<'a, K: Resource + ?Sized>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta().labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Kubernetes Events for what changed: the run starting and ending, tasks failing for good.
+async fn announce(ctx: &Context, run: &Run, old: &RunStatus, new: &RunStatus) {
+    let message = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    let was = old.phase.unwrap_or(RunPhase::Pending);
+    let is = new.phase.unwrap_or(RunPhase::Pending);
+    if was == RunPhase::Pending && is != RunPhase::Pending {
+        let text = format!("started {} tasks", new.tasks.len());
+        publish(ctx, run, EventType::Normal, "Started", &text).await;
+    }
+    let before: HashMap<&str, TaskPhase> = old
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.phase))
+        .collect();
+    for task in &new.tasks {
+        if task.phase == TaskPhase::Failed
+            && before.get(task.name.as_str()) != Some(&TaskPhase::Failed)
+        {
+            let text = format!(
+                "task {} failed: {}",
+                task.name,
+                task.message.as_deref().unwrap_or("no detail")
+            );
+            publish(ctx, run, EventType::Warning, "TaskFailed", &text).await;
+        }
+    }
+    if is.is_final() && !was.is_final() {
+        let (kind, reason) = match is {
+            RunPhase::Succeeded => (EventType::Normal, "Succeeded"),
+            RunPhase::Cancelled => (EventType::Normal, "Cancelled"),
+            _ => (EventType::Warning, "Failed"),
+        };
+        info!(run = %run.name_any(), phase = ?is, "{message}");
+        publish(ctx, run, kind, reason, &message).await;
+    }
+}
+
+/// Best effort: a lost Event must not fail the reconcile.
+async fn publish(ctx: &Context, run: &Run, type_: EventType, reason: &str, note: &str) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
+        warn!(run = %run.name_any(), error = %e, "cannot publish event");
+    }
+}
