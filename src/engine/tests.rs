@@ -1521,6 +1521,8 @@ fn run_status_serializes_to_the_documented_shape() {
             "phase": "Succeeded",
             "startedAt": "2026-11-26T03:00:00Z",
             "finishedAt": "2026-11-26T03:00:09Z",
+            "progress": "2/2",
+            "duration": "9s",
             "conditions": [{
                 "type": "Succeeded",
                 "status": "True",

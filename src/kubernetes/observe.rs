@@ -102,6 +102,9 @@ fn settled_termination(pod: &Pod) -> Option<&ContainerStateTerminated> {
 /// A Pod that cannot run: failed without a container result (e.g. evicted), or a container
 /// waiting for a reason that will not go away.
 fn stuck(pod: &Pod) -> Option<(String, String)> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None; // going away on purpose; the Job says why
+    }
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() == Some("Failed") {
         return Some((
