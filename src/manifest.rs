@@ -142,7 +142,9 @@ pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
         );
     }
     let manifest = match kind {
-        Some("Workflow") => strict::<Workflow>(value, &mut problems).map(|w| Manifest::Workflow(Box::new(w))),
+        Some("Workflow") => {
+            strict::<Workflow>(value, &mut problems).map(|w| Manifest::Workflow(Box::new(w)))
+        }
         Some("Run") => strict::<Run>(value, &mut problems).map(|r| Manifest::Run(Box::new(r))),
         _ => {
             problems.push(

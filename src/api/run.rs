@@ -52,6 +52,7 @@ pub struct WorkflowRef {
 pub struct RunStatus {
     /// Pending, Running, Succeeded, Failed or Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "run_phase")]
     pub phase: Option<RunPhase>,
     /// When the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +196,15 @@ pub enum ConditionStatus {
     True,
     False,
     Unknown,
+}
+
+/// The phase's schema without the `null` that an `Option` of an enum adds to the enum values,
+/// which `kubectl` rejects (the field is left out rather than set to null).
+fn run_phase(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Pending", "Running", "Succeeded", "Failed", "Cancelled"],
+    })
 }
 
 /// Schema for free-form JSON objects: structural CRD schemas need the explicit marker.

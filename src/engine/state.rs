@@ -181,12 +181,6 @@ impl Engine {
         self.tally.running
     }
 
-    /// The attempt of `task` that is running, if one is.
-    pub fn running_attempt(&self, task: TaskId) -> Option<u32> {
-        let state = self.tasks.get(task.index())?;
-        (state.stage == Stage::Running).then_some(state.attempts)
-    }
-
     /// Starts the run: tasks without dependencies become ready.
     pub fn start(&mut self, now: Timestamp) {
         if self.phase != RunPhase::Pending {

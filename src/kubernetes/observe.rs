@@ -13,13 +13,12 @@ const FATAL_WAITING: [&str; 4] = [
     "CreateContainerError",
 ];
 
-/// How the attempt run by `job` ended, or `None` while it is still going. `pods` are the
-/// attempt's Pods (normally one).
+/// How the attempt run by `job` ended, from the Job and its Pods (normally one), or `None` while
+/// it is still going, or while the Job has ended but no Pod in `pods` shows the result yet: the
+/// Job's and the Pods' watch events arrive independently, and the result (exit code, outputs) is
+/// only on the Pod. See [`job_verdict`] for when the Pods are known to be gone.
 pub fn attempt_outcome(job: &Job, pods: &[&Pod]) -> Option<Outcome> {
-    let failed = job_condition(job, "Failed");
-    if let Some((reason, _)) = &failed
-        && reason == "DeadlineExceeded"
-    {
+    if job_condition(job, "Failed").is_some_and(|(reason, _)| reason == "DeadlineExceeded") {
         return Some(Outcome::TimedOut);
     }
     // A terminated container is the fastest and richest signal: exit code and output.
@@ -34,19 +33,21 @@ pub fn attempt_outcome(job: &Job, pods: &[&Pod]) -> Option<Outcome> {
             output,
         });
     }
-    for pod in pods {
-        if let Some((reason, message)) = stuck(pod) {
-            return Some(Outcome::Failed { reason, message });
-        }
-    }
+    pods.iter()
+        .find_map(|pod| stuck(pod))
+        .map(|(reason, message)| Outcome::Failed { reason, message })
+}
+
+/// The Job's own verdict, for a Job that ended without a Pod that says how (the Pods were
+/// deleted): success without outputs, or the Job's failure reason.
+pub fn job_verdict(job: &Job) -> Option<Outcome> {
     if job_condition(job, "Complete").is_some() {
-        // The Pod is gone; its output went with it.
         return Some(Outcome::Exited {
             code: 0,
             output: Vec::new(),
         });
     }
-    failed.map(|(reason, message)| Outcome::Failed {
+    job_condition(job, "Failed").map(|(reason, message)| Outcome::Failed {
         reason: if reason.is_empty() {
             "JobFailed".into()
         } else {
@@ -215,16 +216,8 @@ mod tests {
                 vec![&killed],
                 None,
             ),
-            ("complete without its pod", &complete, vec![], exited(0, "")),
-            (
-                "failed job without pod",
-                &failed,
-                vec![],
-                Some(Outcome::Failed {
-                    reason: "BackoffLimitExceeded".into(),
-                    message: "Job has reached the specified backoff limit".into(),
-                }),
-            ),
+            ("complete, its pod not seen yet", &complete, vec![], None),
+            ("failed, its pod not seen yet", &failed, vec![], None),
             (
                 "image that cannot be pulled",
                 &running,
@@ -247,5 +240,29 @@ mod tests {
         for (what, job, pods, want) in cases {
             assert_eq!(attempt_outcome(job, &pods), want, "{what}");
         }
+    }
+
+    #[test]
+    fn verdicts_of_jobs_without_pods() {
+        let complete = job(json!([{"type": "Complete", "status": "True"}]));
+        let failed = job(
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                 "message": "Job has reached the specified backoff limit"}]),
+        );
+        assert_eq!(
+            job_verdict(&complete),
+            Some(Outcome::Exited {
+                code: 0,
+                output: vec![]
+            })
+        );
+        assert_eq!(
+            job_verdict(&failed),
+            Some(Outcome::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: "Job has reached the specified backoff limit".into(),
+            })
+        );
+        assert_eq!(job_verdict(&job(json!([]))), None);
     }
 }

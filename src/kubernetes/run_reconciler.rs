@@ -15,7 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
@@ -25,14 +25,15 @@ use super::controller::Context;
 use super::error::Error;
 use super::job::build_job;
 use super::names::{FIELD_MANAGER, LABEL_ATTEMPT, LABEL_TASK, job_name};
-use super::observe::attempt_outcome;
+use super::observe::{attempt_outcome, job_verdict};
 use crate::api::{
-    Condition, ConditionStatus, PinnedWorkflow, Run, RunPhase, RunStatus, TaskPhase, Workflow,
+    Condition, ConditionStatus, PinnedWorkflow, Run, RunPhase, RunStatus, TaskPhase, TaskStatus,
+    Workflow,
 };
 use crate::compile::names::MAX_LABEL_LEN;
 use crate::compile::{BoundParams, Dag, bind_params, compile};
 use crate::driver::{Clock, SystemClock};
-use crate::engine::{Action as EngineAction, Engine, Outcome};
+use crate::engine::{Action as EngineAction, Engine, KillReason, Outcome};
 use crate::task_env::RunIdentity;
 
 /// How often a run that waits for something outside ork (its Workflow) looks again.
@@ -70,6 +71,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let runs: Api<Run> = Api::namespaced(ctx.client.clone(), &namespace);
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let old = run.status.clone().unwrap_or_default();
     let now = SystemClock.now();
 
@@ -82,12 +84,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         .collect();
 
     if old.phase.is_some_and(RunPhase::is_final) {
-        // Attempts the engine stopped but whose Job survived (e.g. a crash before the delete).
-        for job in &jobs {
-            if owned_by(job, &uid) && !job_finished(job) {
-                delete_job(&jobs_api, &job.name_any()).await?;
-            }
-        }
+        delete_leftovers(&jobs_api, &jobs, &pods, &old, &uid).await?;
         ctx.forget(&uid);
         return Ok(Action::await_change());
     }
@@ -158,7 +155,17 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                             && label(*p, LABEL_ATTEMPT) == Some(attempt_label.as_str())
                     })
                     .collect();
-                if let Some(outcome) = attempt_outcome(job, &its_pods) {
+                let mut outcome = attempt_outcome(job, &its_pods);
+                if outcome.is_none() && job_finished(job) {
+                    // The Job's verdict came before its Pod's result: read the Pods afresh.
+                    let selector = format!("job-name={job_name}");
+                    let fresh = pods_api
+                        .list(&ListParams::default().labels(&selector))
+                        .await?;
+                    let fresh: Vec<&Pod> = fresh.items.iter().collect();
+                    outcome = attempt_outcome(job, &fresh).or_else(|| job_verdict(job));
+                }
+                if let Some(outcome) = outcome {
                     engine.finish_attempt(task, attempt, outcome, now);
                 }
             }
@@ -187,6 +194,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             kind: "Run",
             name: name.clone(),
         })?;
+    let mut kills = Vec::new();
     for action in engine.take_actions() {
         match action {
             EngineAction::Start(launch) => {
@@ -201,24 +209,14 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                     .patch(&job_name, &params, &Patch::Apply(&job))
                     .await?;
             }
+            // A Job stops itself at its activeDeadlineSeconds and stays for inspection.
+            EngineAction::Kill {
+                reason: KillReason::Timeout,
+                ..
+            } => {}
             EngineAction::Kill { task, attempt, .. } => {
-                delete_job(&jobs_api, &job_name(&name, &dag.task(task).name, attempt)).await?;
+                kills.push(job_name(&name, &dag.task(task).name, attempt));
             }
-        }
-    }
-    for job in &jobs {
-        let job = job.as_ref();
-        let current = label(job, LABEL_TASK)
-            .and_then(|t| dag.id(t))
-            .and_then(|t| engine.running_attempt(t))
-            .map(|a| a.to_string());
-        let superseded = current.as_deref() != label(job, LABEL_ATTEMPT);
-        if superseded
-            && owned_by(job, &uid)
-            && !job_finished(job)
-            && job.metadata.deletion_timestamp.is_none()
-        {
-            delete_job(&jobs_api, &job.name_any()).await?;
         }
     }
 
@@ -230,6 +228,13 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         write_status(&runs, &run, &status).await?;
         announce(&ctx, &run, &old, &status).await;
     }
+
+    // ---- stop what the recorded status says is over: only after it is recorded ----
+    for job_name in &kills {
+        delete_job(&jobs_api, job_name).await?;
+    }
+    delete_leftovers(&jobs_api, &jobs, &pods, &status, &uid).await?;
+
     if engine.is_finished() {
         ctx.forget(&uid);
         return Ok(Action::await_change());
@@ -437,6 +442,67 @@ async fn write_status(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<(
     )
     .await?;
     Ok(())
+}
+
+/// Deletes the Jobs of attempts that `status` records as over while their Pod may still run:
+/// superseded by a later attempt, or stopped (run deadline, cancellation) — e.g. after a
+/// crash between recording the stop and deleting the Job. Judged from the recorded status only,
+/// so a stale view errs towards keeping a Job.
+async fn delete_leftovers(
+    api: &Api<Job>,
+    jobs: &[Arc<Job>],
+    pods: &[Arc<Pod>],
+    status: &RunStatus,
+    uid: &str,
+) -> Result<(), Error> {
+    // A timed-out attempt's Job stops itself (activeDeadlineSeconds).
+    const STOPPED: [&str; 2] = ["DeadlineExceeded", "Cancelled"];
+    let recorded: HashMap<&str, &TaskStatus> =
+        status.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
+    for job in jobs {
+        let (Some(task), Some(attempt)) = (
+            label(job.as_ref(), LABEL_TASK),
+            label(job.as_ref(), LABEL_ATTEMPT).and_then(|a| a.parse::<u32>().ok()),
+        ) else {
+            continue;
+        };
+        let Some(record) = recorded.get(task) else {
+            continue;
+        };
+        // A Job with a deadline stops by itself; it stays, for inspection.
+        let stops_itself = job
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.active_deadline_seconds.is_some());
+        let superseded = record.attempts > attempt && !stops_itself;
+        let over = superseded
+            || (record.attempts == attempt
+                && record.phase.is_final()
+                && record
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| STOPPED.contains(&r)));
+        let job_name = job.name_any();
+        let pod_done = pods
+            .iter()
+            .any(|p| label(p.as_ref(), "job-name") == Some(job_name.as_str()) && pod_terminated(p));
+        if over
+            && owned_by(job, uid)
+            && !job_finished(job)
+            && !pod_done
+            && job.metadata.deletion_timestamp.is_none()
+        {
+            delete_job(api, &job_name).await?;
+        }
+    }
+    Ok(())
+}
+
+fn pod_terminated(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed")
 }
 
 async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), Error> {

@@ -1,0 +1,677 @@
+//! End-to-end tests of the Kubernetes driver on a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager with the real Job controller and garbage collector), with the
+//! kubelet simulator running each container as a local process and the `ork controller`
+//! binary as the controller. Each test has its own namespace, controller and simulator.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use ork::api::{Run, RunPhase, Workflow};
+use serde_json::{Value, json};
+use support::cluster::{self, eventually};
+use support::kubelet::{Kubelet, KubeletHandle};
+
+const ORK: &str = env!("CARGO_BIN_EXE_ork");
+const LONG: Duration = Duration::from_secs(120);
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// One test's world: a namespace, a node simulator and an `ork controller` for it.
+struct Env {
+    client: Client,
+    ns: String,
+    kubeconfig: PathBuf,
+    work: tempfile::TempDir,
+    kubelet: Option<KubeletHandle>,
+    controller: Option<Child>,
+}
+
+impl Env {
+    async fn new(prefix: &str) -> Env {
+        let client = cluster::client().await;
+        let kubeconfig = tokio::task::spawn_blocking(cluster::kubeconfig)
+            .await
+            .unwrap();
+        install_crds(&kubeconfig);
+        let ns = cluster::create_test_namespace(&client, prefix).await;
+        let work = tempfile::tempdir().unwrap();
+        let kubelet = Kubelet::start(client.clone(), &ns, work.path().join("node"));
+        let mut env = Env {
+            client,
+            ns,
+            kubeconfig,
+            work,
+            kubelet: Some(kubelet),
+            controller: None,
+        };
+        env.start_controller();
+        env
+    }
+
+    fn start_controller(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.controller_log())
+            .unwrap();
+        let child = Command::new(ORK)
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--namespace", &self.ns, "--log-format", "json"])
+            .env("ORK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ork controller");
+        self.controller = Some(child);
+    }
+
+    fn controller_log(&self) -> PathBuf {
+        self.work.path().join("controller.log")
+    }
+
+    /// SIGKILL: no chance to finish anything it was doing.
+    fn kill_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["-n", &self.ns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn runs(&self) -> Api<Run> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn create_run(&self, name: &str, workflow: &str, params: Value) -> Run {
+        let run: Run = serde_json::from_value(json!({
+            "apiVersion": "ork.dev/v1alpha1", "kind": "Run",
+            "metadata": {"name": name},
+            "spec": {"workflowRef": {"name": workflow}, "params": params},
+        }))
+        .unwrap();
+        self.runs()
+            .create(&PostParams::default(), &run)
+            .await
+            .unwrap()
+    }
+
+    async fn apply_workflow(&self, manifest: &Value) {
+        self.kubectl_ok(&["apply", "-f", "-"], Some(&manifest.to_string()));
+    }
+
+    async fn wait_final(&self, name: &str) -> Run {
+        let runs = self.runs();
+        let log = self.controller_log();
+        eventually(
+            &format!("run {name} to finish (log: {})", log.display()),
+            LONG,
+            || {
+                let runs = runs.clone();
+                async move {
+                    let run = runs.get(name).await.ok()?;
+                    let phase = run.status.as_ref()?.phase?;
+                    phase.is_final().then_some(run)
+                }
+            },
+        )
+        .await
+    }
+
+    async fn wait_task_running(&self, run: &str, task: &str) {
+        let runs = self.runs();
+        eventually(&format!("task {task} of {run} to run"), LONG, || {
+            let runs = runs.clone();
+            async move {
+                let run = runs.get(run).await.ok()?;
+                let status = run.status?;
+                status
+                    .tasks
+                    .iter()
+                    .any(|t| t.name == task && t.phase == ork::api::TaskPhase::Running)
+                    .then_some(())
+            }
+        })
+        .await
+    }
+
+    async fn jobs_of(&self, run: &str) -> Vec<Job> {
+        let selector = format!("ork.dev/run={run}");
+        self.jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_controller();
+        drop(self.kubelet.take());
+        if std::thread::panicking() {
+            // Keep what explains the failure: the namespace and the controller's log.
+            let kept = std::env::temp_dir().join(format!("ork-e2e-{}.log", self.ns));
+            let _ = std::fs::copy(self.controller_log(), &kept);
+            eprintln!(
+                "kept namespace {} and controller log {}",
+                self.ns,
+                kept.display()
+            );
+            return;
+        }
+        // Best effort, in the background: the namespace's objects go with it.
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.ns, "--wait=false"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `kubectl apply --server-side` of `crds/`, once per test binary, waiting until established.
+fn install_crds(kubeconfig: &Path) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let kubectl = |args: &[&str]| {
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(args)
+                .output()
+                .expect("run kubectl");
+            assert!(
+                out.status.success(),
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let crds = repo("crds");
+        kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crds.to_str().unwrap(),
+        ]);
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/runs.ork.dev",
+            "crd/workflows.ork.dev",
+        ]);
+    });
+}
+
+/// The final Run of `ork run FILE --output json` on this machine.
+fn local_run(file: &Path) -> Value {
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(ORK)
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+            "--work-dir",
+        ])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).expect("ork run prints the final Run")
+}
+
+/// What must be the same between the local runner and the cluster: per task, phase, attempts,
+/// reason, exit code and outputs; and the run's phase and reason.
+fn essence(run: &Value) -> Value {
+    let status = &run["status"];
+    let tasks: BTreeMap<String, Value> = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                json!([
+                    t["phase"],
+                    t["attempts"],
+                    t["reason"],
+                    t["exitCode"],
+                    t["outputs"]
+                ]),
+            )
+        })
+        .collect();
+    json!({
+        "phase": status["phase"],
+        "reason": status["conditions"][0]["reason"],
+        "tasks": tasks,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_run_on_the_cluster_as_they_run_locally() {
+    let env = Env::new("examples").await;
+    // (file, run name, the outcome kubectl waits for)
+    let examples = [
+        ("hello.yaml", "hello-1", "Succeeded"),
+        ("diamond.yaml", "diamond-1", "Succeeded"),
+        ("failing-branch.yaml", "failing-branch-1", "Succeeded=False"),
+        ("retries.yaml", "retries-1", "Succeeded"),
+        ("timeout.yaml", "timeout-1", "Succeeded=False"),
+    ];
+    for (file, run, _) in &examples {
+        let path = repo(&format!("examples/{file}"));
+        env.kubectl_ok(&["apply", "-f", path.to_str().unwrap()], None);
+        let workflow = run.trim_end_matches("-1");
+        env.create_run(run, workflow, json!({})).await;
+    }
+    // A Run with generateName (params.yaml) needs `kubectl create`.
+    let params = repo("examples/params.yaml");
+    let created = env.kubectl_ok(
+        &["create", "-f", params.to_str().unwrap(), "-o", "name"],
+        None,
+    );
+    let params_run = created
+        .lines()
+        .find_map(|l| l.strip_prefix("run.ork.dev/"))
+        .expect("kubectl created the Run")
+        .to_string();
+
+    for (file, run, condition) in &examples {
+        let out = env.kubectl(
+            &[
+                "wait",
+                &format!("--for=condition={condition}"),
+                "--timeout=120s",
+                &format!("run/{run}"),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "kubectl wait for {run} ({file}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = serde_json::to_value(env.wait_final(run).await).unwrap();
+        let local = local_run(&repo(&format!("examples/{file}")));
+        assert_eq!(
+            essence(&cluster),
+            essence(&local),
+            "{file}: cluster vs local"
+        );
+    }
+    let cluster = serde_json::to_value(env.wait_final(&params_run).await).unwrap();
+    assert_eq!(
+        essence(&cluster),
+        essence(&local_run(&params)),
+        "params.yaml"
+    );
+
+    // One Job per attempt, with the contract's shape.
+    let jobs = env.jobs_of("retries-1").await;
+    let mut names: Vec<String> = jobs.iter().map(|j| j.name_any()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "retries-1-after-1",
+            "retries-1-third-time-lucky-1",
+            "retries-1-third-time-lucky-2",
+            "retries-1-third-time-lucky-3"
+        ]
+    );
+    let job = &jobs[0];
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let owner = &job.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("Run", Some(true)));
+    for label in [
+        "ork.dev/run",
+        "ork.dev/task",
+        "ork.dev/attempt",
+        "app.kubernetes.io/managed-by",
+    ] {
+        assert!(job.labels().contains_key(label), "{label}");
+    }
+    let timeout_job = env.jobs().get("timeout-1-too-slow-1").await.unwrap();
+    assert_eq!(timeout_job.spec.unwrap().active_deadline_seconds, Some(1));
+
+    // `kubectl get` shows the printer columns.
+    let table = env.kubectl_ok(&["get", "runs.ork.dev"], None);
+    assert!(
+        table.contains("PHASE") && table.contains("PROGRESS"),
+        "{table}"
+    );
+    assert!(
+        table.contains("diamond-1") && table.contains("4/4"),
+        "{table}"
+    );
+    let table = env.kubectl_ok(&["get", "workflows.ork.dev"], None);
+    assert!(
+        table.contains("TASKS") && table.contains("VALID"),
+        "{table}"
+    );
+}
+
+fn chain(name: &str, tasks: &[(&str, &str)]) -> Value {
+    let mut previous: Option<&str> = None;
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|(task, script)| {
+            let mut t = json!({"name": task, "command": ["sh", "-c", script]});
+            if let Some(p) = previous {
+                t["dependsOn"] = json!([p]);
+            }
+            previous = Some(task);
+            t
+        })
+        .collect();
+    json!({
+        "apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
+        "spec": {"defaults": {"image": "busybox"}, "tasks": tasks},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_run_converges_without_duplicates() {
+    let mut env = Env::new("restart").await;
+    let write = |v: &str| format!("sleep 1; echo '{{\"v\": \"{v}\"}}' > $ORK_OUTPUT");
+    let (a, b, c) = (write("a"), write("b"), write("c"));
+    env.apply_workflow(&chain("steps", &[("a", &a), ("b", &b), ("c", &c)]))
+        .await;
+    env.create_run("steps-1", "steps", json!({})).await;
+    env.wait_task_running("steps-1", "b").await;
+    env.kill_controller();
+    // b finishes while no controller is running; the simulator reports it to the API server.
+    let pods = env.pods();
+    eventually("b's pod to finish without a controller", LONG, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("ork.dev/task=b"))
+                .await
+                .ok()?;
+            let phase = list.items.first()?.status.as_ref()?.phase.clone()?;
+            (phase == "Succeeded").then_some(())
+        }
+    })
+    .await;
+    env.start_controller();
+    let run = env.wait_final("steps-1").await;
+    let status = run.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded));
+    for task in &status.tasks {
+        assert_eq!(task.attempts, 1, "{}", task.name);
+        assert_eq!(task.outputs.as_ref().unwrap()["v"], task.name.as_str());
+    }
+    let mut names: Vec<String> = env
+        .jobs_of("steps-1")
+        .await
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["steps-1-a-1", "steps-1-b-1", "steps-1-c-1"],
+        "one Job per attempt"
+    );
+    // Every Job made exactly one Pod: nothing was started twice.
+    let pods = env
+        .pods()
+        .list(&ListParams::default().labels("ork.dev/run=steps-1"))
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_run_removes_its_jobs_and_pods() {
+    let env = Env::new("delete").await;
+    env.apply_workflow(&chain("long", &[("wait", "sleep 300")]))
+        .await;
+    env.create_run("long-1", "long", json!({})).await;
+    env.wait_task_running("long-1", "wait").await;
+    let kubelet = env.kubelet.as_ref().unwrap();
+    eventually("the task's process to start", LONG, || {
+        let running = !kubelet.running().is_empty();
+        async move { running.then_some(()) }
+    })
+    .await;
+    env.kubectl_ok(&["delete", "run.ork.dev", "long-1", "--wait=false"], None);
+    let (jobs, pods) = (env.jobs(), env.pods());
+    eventually("the run's Jobs and Pods to be gone", LONG, || {
+        let (jobs, pods) = (jobs.clone(), pods.clone());
+        async move {
+            let lp = ListParams::default().labels("ork.dev/run=long-1");
+            let j = jobs.list(&lp).await.ok()?.items.len();
+            let p = pods.list(&lp).await.ok()?.items.len();
+            (j + p == 0).then_some(())
+        }
+    })
+    .await;
+    eventually("the task's process to be killed", LONG, || {
+        let idle = kubelet.running().is_empty();
+        async move { idle.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_the_definition_it_started_with() {
+    let env = Env::new("pinned").await;
+    let first = chain(
+        "evolving",
+        &[
+            ("a", "sleep 2; echo '{\"v\": 1}' > $ORK_OUTPUT"),
+            ("b", "true"),
+        ],
+    );
+    env.apply_workflow(&first).await;
+    env.create_run("evolving-1", "evolving", json!({})).await;
+    env.wait_task_running("evolving-1", "a").await;
+    let second = chain(
+        "evolving",
+        &[
+            ("a", "echo '{\"v\": 2}' > $ORK_OUTPUT"),
+            ("b", "true"),
+            ("c", "true"),
+        ],
+    );
+    env.apply_workflow(&second).await;
+    let run = env.wait_final("evolving-1").await;
+    let status = run.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded));
+    let names: Vec<&str> = status.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a", "b"],
+        "the edit's new task is not part of the running run"
+    );
+    assert_eq!(status.tasks[0].outputs.as_ref().unwrap()["v"], 1);
+    assert_eq!(status.workflow.as_ref().unwrap().generation, Some(1));
+    // Deleting the Workflow does not touch a finished or running run either; a new run uses
+    // the new definition.
+    env.create_run("evolving-2", "evolving", json!({})).await;
+    let second_run = env.wait_final("evolving-2").await.status.unwrap();
+    assert_eq!(second_run.tasks.len(), 3);
+    assert_eq!(second_run.workflow.unwrap().generation, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_workflows_are_reported_not_run() {
+    let env = Env::new("invalid").await;
+    let bad = json!({
+        "apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "bad"},
+        "spec": {"defaults": {"image": "busybox"}, "tasks": [
+            {"name": "a", "command": ["true"], "dependsOn": ["b"]},
+            {"name": "b", "command": ["true"], "dependsOn": ["a"]},
+            {"name": "c", "command": ["true"], "dependsOn": ["ghost"]},
+        ]},
+    });
+    env.apply_workflow(&bad).await;
+    let workflows: Api<Workflow> = Api::namespaced(env.client.clone(), &env.ns);
+    let condition = eventually("the Valid condition", LONG, || {
+        let workflows = workflows.clone();
+        async move {
+            let wf = workflows.get("bad").await.ok()?;
+            wf.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Valid")
+        }
+    })
+    .await;
+    assert_eq!(condition.status, ork::api::ConditionStatus::False);
+    let message = condition.message.unwrap();
+    assert!(
+        message.contains("dependency cycle") && message.contains("\"ghost\""),
+        "{message}"
+    );
+    let out = env.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Valid=False",
+            "--timeout=60s",
+            "workflow.ork.dev/bad",
+        ],
+        None,
+    );
+    assert!(out.contains("condition met"), "{out}");
+
+    env.create_run("bad-1", "bad", json!({})).await;
+    let run = env.wait_final("bad-1").await;
+    let status = run.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Failed));
+    assert_eq!(status.conditions[0].reason.as_deref(), Some("InvalidSpec"));
+    assert!(env.jobs_of("bad-1").await.is_empty(), "nothing ran");
+
+    // Unknown parameters are an error too; a missing Workflow keeps the run waiting.
+    env.apply_workflow(&chain("fine", &[("a", "true")])).await;
+    env.create_run("fine-1", "fine", json!({"nope": "1"})).await;
+    let status = env.wait_final("fine-1").await.status.unwrap();
+    assert_eq!(status.conditions[0].reason.as_deref(), Some("InvalidSpec"));
+    assert!(
+        status.conditions[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("\"nope\"")
+    );
+    env.create_run("later-1", "later", json!({})).await;
+    let runs = env.runs();
+    let reason = eventually("the run to wait for its Workflow", LONG, || {
+        let runs = runs.clone();
+        async move {
+            let run = runs.get("later-1").await.ok()?;
+            run.status?.conditions.first()?.reason.clone()
+        }
+    })
+    .await;
+    assert_eq!(reason, "WorkflowNotFound");
+    env.apply_workflow(&chain("later", &[("a", "true")])).await;
+    let status = env.wait_final("later-1").await.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_runs_of_one_workflow_do_not_interfere() {
+    let env = Env::new("parallel").await;
+    let script = "sleep 0.5; echo \"{\\\"run\\\": \\\"$ORK_RUN\\\"}\" > $ORK_OUTPUT";
+    env.apply_workflow(&chain("twin", &[("a", script), ("b", script)]))
+        .await;
+    env.create_run("twin-1", "twin", json!({})).await;
+    env.create_run("twin-2", "twin", json!({})).await;
+    for run in ["twin-1", "twin-2"] {
+        let status = env.wait_final(run).await.status.unwrap();
+        assert_eq!(status.phase, Some(RunPhase::Succeeded), "{run}");
+        for task in &status.tasks {
+            assert_eq!(task.outputs.as_ref().unwrap()["run"], run);
+        }
+        assert_eq!(env.jobs_of(run).await.len(), 2, "{run}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_disappears_is_a_failed_attempt() {
+    let env = Env::new("lost").await;
+    let mut workflow = chain(
+        "fragile",
+        &[("t", "if [ \"$ORK_ATTEMPT\" = 1 ]; then sleep 300; fi")],
+    );
+    workflow["spec"]["defaults"]["retries"] = json!({"limit": 1, "backoff": {"initialSeconds": 0}});
+    env.apply_workflow(&workflow).await;
+    env.create_run("fragile-1", "fragile", json!({})).await;
+    env.wait_task_running("fragile-1", "t").await;
+    env.jobs()
+        .delete("fragile-1-t-1", &DeleteParams::background())
+        .await
+        .unwrap();
+    let status = env.wait_final("fragile-1").await.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded));
+    assert_eq!(
+        status.tasks[0].attempts, 2,
+        "the lost attempt counted and was retried"
+    );
+}
