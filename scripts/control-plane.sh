@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real, throwaway Kubernetes 1.20 control plane (etcd + kube-apiserver +
 # kube-controller-manager, no kubelet) for ork's integration tests.
-# Recipe and background: /work/shared/docs/test-control-plane.md
+# Recipe and background: test-control-plane.md in the shared docs next to the repository.
 #
 # Usage:
 #   scripts/control-plane.sh install      # root; apt packages + build binaries once (~5 min),
@@ -393,6 +393,8 @@ cmd_start() {
     --root-ca-file "$dir/pki/ca.crt" \
     --leader-elect=false \
     --feature-gates TTLAfterFinished=true \
+    --kube-api-qps 200 \
+    --kube-api-burst 400 \
     --controllers "$KCM_CONTROLLERS"
 
   until api_get "$dir" /api/v1/namespaces/default/serviceaccounts/default >/dev/null 2>&1; do

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -40,6 +41,8 @@ use crate::task_env::RunIdentity;
 const WAIT_RETRY: Duration = Duration::from_secs(10);
 /// How soon to look again when a child was not in the cache yet.
 const UNSURE_RETRY: Duration = Duration::from_secs(2);
+/// Requests one reconcile sends at once (Jobs to create or delete).
+const API_CONCURRENCY: usize = 16;
 /// Even with nothing due, a running run is looked at this often (a safety net, not a clock).
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -195,6 +198,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             name: name.clone(),
         })?;
     let mut kills = Vec::new();
+    let mut creates = Vec::new();
     for action in engine.take_actions() {
         match action {
             EngineAction::Start(launch) => {
@@ -203,11 +207,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                 if jobs_by_name.contains_key(job_name.as_str()) {
                     continue; // made by an earlier reconcile whose status write did not land
                 }
-                let job = build_job(&owner, &namespace, &identity, task, &launch);
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                jobs_api
-                    .patch(&job_name, &params, &Patch::Apply(&job))
-                    .await?;
+                creates.push(build_job(&owner, &namespace, &identity, task, &launch));
             }
             // A Job stops itself at its activeDeadlineSeconds and stays for inspection.
             EngineAction::Kill {
@@ -219,6 +219,23 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             }
         }
     }
+    let applies: Vec<_> = creates
+        .into_iter()
+        .map(|job| {
+            let api = jobs_api.clone();
+            async move {
+                let name = job.metadata.name.clone().unwrap_or_default();
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                api.patch(&name, &params, &Patch::Apply(&job))
+                    .await
+                    .map(drop)
+            }
+        })
+        .collect();
+    stream::iter(applies)
+        .buffer_unordered(API_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
 
     // ---- status: one write, only when something changed ----
     let mut status = engine.run_status();
@@ -230,9 +247,17 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     }
 
     // ---- stop what the recorded status says is over: only after it is recorded ----
-    for job_name in &kills {
-        delete_job(&jobs_api, job_name).await?;
-    }
+    let deletes: Vec<_> = kills
+        .into_iter()
+        .map(|name| {
+            let api = jobs_api.clone();
+            async move { delete_job(&api, &name).await }
+        })
+        .collect();
+    stream::iter(deletes)
+        .buffer_unordered(API_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     delete_leftovers(&jobs_api, &jobs, &pods, &status, &uid).await?;
 
     if engine.is_finished() {
