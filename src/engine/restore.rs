@@ -84,9 +84,11 @@ impl Engine {
             .find(|c| c.type_ == "Succeeded")
             .and_then(|c| c.reason.as_deref())
             .and_then(final_reason);
+        // The run's message names the task that failed first.
         engine.first_failure = (0..dag.len() as u32)
             .map(TaskId)
-            .find(|id| engine.tasks[id.index()].phase == TaskPhase::Failed);
+            .filter(|id| engine.tasks[id.index()].phase == TaskPhase::Failed)
+            .min_by_key(|id| engine.tasks[id.index()].finished_at);
         if phase.is_final() {
             return engine;
         }
@@ -138,4 +140,118 @@ fn final_reason(reason: &str) -> Option<&'static str> {
     ["Succeeded", "TaskFailed", "DeadlineExceeded", "Cancelled"]
         .into_iter()
         .find(|r| *r == reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use jiff::{SignedDuration, Timestamp};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use crate::compile::{TaskId, bind_params, compile};
+    use crate::engine::{Action, Engine, Outcome};
+
+    /// A random DAG: task i may depend on any task before it.
+    fn spec(deps: &[Vec<bool>], retries: &[u32], timeouts: &[bool]) -> serde_json::Value {
+        let tasks: Vec<_> = deps
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let depends: Vec<String> = (0..i)
+                    .filter(|&j| row[j])
+                    .map(|j| format!("t{j}"))
+                    .collect();
+                let mut t = json!({"name": format!("t{i}"), "image": "i", "command": ["c"],
+                    "dependsOn": depends,
+                    "retries": {"limit": retries[i], "backoff": {"initialSeconds": 1}}});
+                if timeouts[i] {
+                    t["timeoutSeconds"] = json!(5);
+                }
+                t
+            })
+            .collect();
+        json!({"tasks": tasks, "activeDeadlineSeconds": 500})
+    }
+
+    proptest! {
+        /// A driver that keeps state outside the process rebuilds the engine from the recorded
+        /// status at any moment: the rebuilt engine records the same status and, fed the same
+        /// events, does exactly what the original does.
+        #[test]
+        fn restore_at_any_point_continues_identically(
+            n in 1usize..7,
+            edges in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 7), 7),
+            retries in proptest::collection::vec(0u32..3, 7),
+            timeouts in proptest::collection::vec(any::<bool>(), 7),
+            choices in proptest::collection::vec(0u8..6, 60),
+        ) {
+            let spec: crate::api::WorkflowSpec =
+                serde_json::from_value(spec(&edges[..n], &retries[..n], &timeouts[..n])).unwrap();
+            let dag = Arc::new(compile(&spec, "spec").unwrap());
+            let params = bind_params(&dag, &BTreeMap::new(), "spec.params").unwrap();
+            let mut now = Timestamp::from_second(1_800_000_000).unwrap();
+            let mut engine = Engine::new(Arc::clone(&dag), params.clone());
+            engine.start(now);
+            // When each running attempt started: a Kubernetes driver reads it off the Job.
+            let mut started: BTreeMap<(TaskId, u32), Timestamp> = BTreeMap::new();
+            let mut running: Vec<(TaskId, u32)> = Vec::new();
+            fn record(
+                actions: Vec<Action>,
+                now: Timestamp,
+                started: &mut BTreeMap<(TaskId, u32), Timestamp>,
+                running: &mut Vec<(TaskId, u32)>,
+            ) {
+                for action in actions {
+                    match action {
+                        Action::Start(l) => {
+                            started.insert((l.task, l.attempt), now);
+                            running.push((l.task, l.attempt));
+                        }
+                        Action::Kill { task, attempt, .. } => running.retain(|r| *r != (task, attempt)),
+                    }
+                }
+            }
+            record(engine.take_actions(), now, &mut started, &mut running);
+            for choice in choices {
+                if engine.is_finished() {
+                    break;
+                }
+                let status = engine.run_status();
+                let starts = started.clone();
+                let mut copy = Engine::restore(Arc::clone(&dag), params.clone(), &status, now,
+                    |task, attempt| starts.get(&(task, attempt)).copied());
+                prop_assert_eq!(copy.run_status(), status.clone());
+                prop_assert_eq!(copy.next_wakeup(), engine.next_wakeup());
+
+                now += SignedDuration::from_millis(700);
+                let pick = running.get(choice as usize % running.len().max(1)).copied();
+                match (choice, pick) {
+                    (0..=3, Some((task, attempt))) => {
+                        let outcome = match choice {
+                            0 | 1 => Outcome::Exited { code: 0, output: br#"{"k": 1}"#.to_vec() },
+                            2 => Outcome::Exited { code: 1, output: vec![] },
+                            _ => Outcome::Failed { reason: "JobLost".into(), message: "gone".into() },
+                        };
+                        running.retain(|r| *r != (task, attempt));
+                        engine.finish_attempt(task, attempt, outcome.clone(), now);
+                        copy.finish_attempt(task, attempt, outcome, now);
+                    }
+                    _ => {
+                        if let Some(at) = engine.next_wakeup() {
+                            now = now.max(at);
+                        }
+                    }
+                }
+                engine.tick(now);
+                copy.tick(now);
+                let (a, b) = (engine.take_actions(), copy.take_actions());
+                prop_assert_eq!(&a, &b);
+                record(a, now, &mut started, &mut running);
+                prop_assert_eq!(copy.run_status(), engine.run_status());
+            }
+        }
+    }
 }
