@@ -823,3 +823,38 @@ async fn two_hundred_tasks_and_what_they_cost() {
     );
     println!("  controller peak RSS: {} KiB", peak_kib);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_deadline_stops_running_jobs() {
+    let env = Env::new("deadline").await;
+    let mut workflow = chain("slow", &[("wait", "sleep 300"), ("after", "true")]);
+    workflow["spec"]["activeDeadlineSeconds"] = json!(2);
+    env.apply_workflow(&workflow).await;
+    env.create_run("slow-1", "slow", json!({})).await;
+    let status = env.wait_final("slow-1").await.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Failed));
+    assert_eq!(
+        status.conditions[0].reason.as_deref(),
+        Some("DeadlineExceeded")
+    );
+    assert_eq!(status.tasks[0].reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(status.tasks[1].phase, ork::api::TaskPhase::Cancelled);
+    let kubelet = env.kubelet.as_ref().unwrap();
+    let jobs = env.jobs();
+    eventually(
+        "the running Job to be deleted and its process killed",
+        LONG,
+        || {
+            let jobs = jobs.clone();
+            let idle = kubelet.running().is_empty();
+            async move {
+                let left = jobs
+                    .list(&ListParams::default().labels("ork.dev/run=slow-1"))
+                    .await
+                    .ok()?;
+                (idle && left.items.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+}
