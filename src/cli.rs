@@ -154,15 +154,9 @@ fn controller(
     log_format: LogFormat,
 ) -> ExitCode {
     init_logging(log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let counters = Arc::new(crate::kubernetes::client::ApiCounters::default());
@@ -335,15 +329,9 @@ fn run(
     };
     let progress = Arc::new(Mutex::new(Progress::new(style, human, plan.dag.len())));
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let refresher = (style == Style::Live).then(|| {
@@ -391,6 +379,13 @@ fn run(
         Some(RunPhase::Cancelled) => ExitCode::from(130),
         _ => ExitCode::from(1),
     }
+}
+
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -96,7 +96,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     let definition = match pin(&run, &old, &ctx, &namespace, &uid).await? {
         Pinning::Ready(definition) => definition,
         Pinning::Rejected(reason, message) => {
-            let status = rejected_status(&run, &old, reason, &message, now);
+            let status = held_status(&run, &old, RunPhase::Failed, reason, &message, now);
             if status != old {
                 write_status(&runs, &run, &status).await?;
                 publish(&ctx, &run, EventType::Warning, reason, &message).await;
@@ -104,7 +104,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             return Ok(Action::await_change());
         }
         Pinning::Waiting(reason, message) => {
-            let status = waiting_status(&run, &old, reason, &message, now);
+            let status = held_status(&run, &old, RunPhase::Pending, reason, &message, now);
             if status != old {
                 write_status(&runs, &run, &status).await?;
             }
@@ -410,45 +410,30 @@ fn succeeded_condition(
     }
 }
 
-fn rejected_status(
+/// The status of a run that cannot go on: `Failed` for good (a bad definition), or `Pending`
+/// while something it needs is missing.
+fn held_status(
     run: &Run,
     old: &RunStatus,
+    phase: RunPhase,
     reason: &str,
     message: &str,
     now: Timestamp,
 ) -> RunStatus {
+    let condition = if phase == RunPhase::Failed {
+        ConditionStatus::False
+    } else {
+        ConditionStatus::Unknown
+    };
     RunStatus {
-        phase: Some(RunPhase::Failed),
-        finished_at: old.finished_at.or(Some(now)),
+        phase: Some(phase),
+        finished_at: if phase.is_final() {
+            old.finished_at.or(Some(now))
+        } else {
+            old.finished_at
+        },
         observed_generation: run.metadata.generation,
-        conditions: vec![succeeded_condition(
-            old,
-            ConditionStatus::False,
-            reason,
-            message,
-            now,
-        )],
-        ..old.clone()
-    }
-}
-
-fn waiting_status(
-    run: &Run,
-    old: &RunStatus,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> RunStatus {
-    RunStatus {
-        phase: Some(RunPhase::Pending),
-        observed_generation: run.metadata.generation,
-        conditions: vec![succeeded_condition(
-            old,
-            ConditionStatus::Unknown,
-            reason,
-            message,
-            now,
-        )],
+        conditions: vec![succeeded_condition(old, condition, reason, message, now)],
         ..old.clone()
     }
 }
