@@ -62,15 +62,30 @@ pub enum Command {
         /// Kubeconfig file; by default in-cluster config, then $KUBECONFIG or ~/.kube/config.
         #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
         kubeconfig: Option<PathBuf>,
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "ORK_NAMESPACE", value_name = "NS")]
-        namespace: Option<String>,
+        /// Watch only these namespaces (repeat, or comma-separate; default: all namespaces).
+        #[arg(long, env = "ORK_NAMESPACES", value_name = "NS", value_delimiter = ',')]
+        namespace: Vec<String>,
         /// Runs reconciled at once.
         #[arg(long, env = "ORK_CONCURRENCY", default_value_t = 16)]
         concurrency: u16,
         /// Log format; `auto` is text on a terminal and JSON otherwise.
         #[arg(long, env = "ORK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
         log_format: LogFormat,
+        /// Serve /healthz, /readyz and /metrics here; `off` to serve nothing.
+        #[arg(long, env = "ORK_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+        metrics_address: String,
+        /// Reconcile only while holding a Lease, so several replicas can run.
+        #[arg(long, env = "ORK_LEADER_ELECT")]
+        leader_elect: bool,
+        /// Name of the leader Lease.
+        #[arg(long, env = "ORK_LEASE_NAME", default_value = "ork-controller")]
+        lease_name: String,
+        /// Namespace of the leader Lease (default: $POD_NAMESPACE, else `default`).
+        #[arg(long, env = "ORK_LEASE_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// Seconds a lease lasts without renewal; a standby takes over within about this long.
+        #[arg(long, env = "ORK_LEASE_SECONDS", default_value_t = 15)]
+        lease_seconds: u64,
     },
 }
 
@@ -123,7 +138,41 @@ pub fn main(cli: Cli) -> ExitCode {
             namespace,
             concurrency,
             log_format,
-        } => controller(kubeconfig, namespace, concurrency, log_format),
+            metrics_address,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            lease_seconds,
+        } => {
+            init_logging(log_format);
+            let http_address = match metrics_address.as_str() {
+                "off" | "" => None,
+                text => match text.parse() {
+                    Ok(address) => Some(address),
+                    Err(e) => {
+                        eprintln!("error: --metrics-address {text:?}: {e}");
+                        return ExitCode::from(EXIT_INVALID);
+                    }
+                },
+            };
+            let leader_election = leader_elect.then(|| crate::kubernetes::LeaderElection {
+                lease_name,
+                lease_namespace: lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "default".into()),
+                identity: std::env::var("POD_NAME")
+                    .or_else(|_| std::env::var("HOSTNAME"))
+                    .unwrap_or_else(|_| format!("ork-{}", std::process::id())),
+                lease_seconds: lease_seconds.max(2),
+            });
+            let settings = crate::kubernetes::Settings {
+                namespaces: namespace,
+                concurrency: concurrency.max(1),
+                http_address,
+                leader_election,
+            };
+            controller(kubeconfig, settings)
+        }
     }
 }
 
@@ -147,38 +196,29 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-fn controller(
-    kubeconfig: Option<PathBuf>,
-    namespace: Option<String>,
-    concurrency: u16,
-    log_format: LogFormat,
-) -> ExitCode {
-    init_logging(log_format);
+fn controller(kubeconfig: Option<PathBuf>, settings: crate::kubernetes::Settings) -> ExitCode {
     let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let counters = Arc::new(crate::kubernetes::client::ApiCounters::default());
+        let metrics = Arc::new(crate::kubernetes::Metrics::default());
         let client =
-            crate::kubernetes::client::client(kubeconfig.as_deref(), Arc::clone(&counters)).await?;
-        let settings = crate::kubernetes::Settings {
-            namespace,
-            concurrency: concurrency.max(1),
-        };
-        crate::kubernetes::run(client, settings, interrupted()).await?;
-        let counts: Vec<String> = counters
-            .snapshot()
+            crate::kubernetes::client::client(kubeconfig.as_deref(), Arc::clone(&metrics)).await?;
+        let result =
+            crate::kubernetes::run(client, settings, Arc::clone(&metrics), interrupted()).await;
+        let counts: Vec<String> = metrics
+            .requests_by_verb()
             .into_iter()
-            .filter(|(_, n)| *n > 0)
             .map(|(verb, n)| format!("{verb}={n}"))
             .collect();
         tracing::info!(requests = %counts.join(" "), "API requests made");
-        Ok::<(), crate::kubernetes::Error>(())
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!(error = %e, "controller stopped");
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

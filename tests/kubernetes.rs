@@ -35,6 +35,8 @@ struct Env {
     work: tempfile::TempDir,
     kubelet: Option<KubeletHandle>,
     controller: Option<Child>,
+    /// The controller's /healthz, /readyz and /metrics port.
+    http_port: u16,
 }
 
 impl Env {
@@ -54,29 +56,39 @@ impl Env {
             work,
             kubelet: Some(kubelet),
             controller: None,
+            http_port: free_port(),
         };
         env.start_controller();
         env
     }
 
     fn start_controller(&mut self) {
+        let child = self.spawn_controller(self.http_port, &[], "main");
+        self.controller = Some(child);
+    }
+
+    /// An `ork controller` for this namespace, logging to the shared log, named `identity`.
+    fn spawn_controller(&self, http_port: u16, extra: &[&str], identity: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.controller_log())
             .unwrap();
-        let child = Command::new(ORK)
+        Command::new(ORK)
             .arg("controller")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--namespace", &self.ns, "--log-format", "json"])
+            .arg("--metrics-address")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .args(extra)
             .env("ORK_LOG", "info")
+            .env("POD_NAME", identity)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start ork controller");
-        self.controller = Some(child);
+            .expect("start ork controller")
     }
 
     fn controller_log(&self) -> PathBuf {
@@ -225,6 +237,14 @@ impl Drop for Env {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// `kubectl apply --server-side` of `crds/`, once per test binary, waiting until established.
@@ -857,4 +877,174 @@ async fn the_run_deadline_stops_running_jobs() {
         },
     )
     .await;
+}
+
+/// `GET path` on a local port: `(status code, body)`, or `None` if nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// The value of an unlabelled metric, or of the first sample whose labels contain `labels`.
+fn metric(body: &str, name: &str, labels: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.starts_with(name)
+                && l[name.len()..].starts_with([' ', '{'])
+                && (labels.is_empty() || l.contains(labels))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let env = Env::new("metrics").await;
+    let port = env.http_port;
+    eventually("/readyz to answer 200", LONG, || {
+        let ready = http_get(port, "/readyz").is_some_and(|(code, _)| code == 200);
+        async move { ready.then_some(()) }
+    })
+    .await;
+    assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
+    assert_eq!(http_get(port, "/nope").map(|(c, _)| c), Some(404));
+    env.apply_workflow(&chain("measured", &[("a", "true"), ("b", "exit 1")]))
+        .await;
+    env.create_run("measured-1", "measured", json!({})).await;
+    env.wait_final("measured-1").await;
+    let body = eventually("the run's tasks in /metrics", LONG, || {
+        let body = http_get(port, "/metrics").map(|(_, b)| b);
+        async move {
+            let body = body?;
+            (metric(&body, "ork_tasks_finished_total", "result=\"failed\"")? >= 1.0).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(
+        metric(&body, "ork_tasks_finished_total", "result=\"succeeded\""),
+        Some(1.0)
+    );
+    assert_eq!(metric(&body, "ork_tasks_started_total", ""), Some(2.0));
+    assert_eq!(metric(&body, "ork_runs", "phase=\"Failed\""), Some(1.0));
+    assert_eq!(metric(&body, "ork_jobs_in_flight", ""), Some(0.0));
+    assert_eq!(metric(&body, "ork_leader", ""), Some(1.0));
+    assert!(metric(&body, "ork_reconciles_total", "kind=\"run\",outcome=\"ok\"").unwrap() >= 1.0);
+    assert!(
+        metric(
+            &body,
+            "ork_reconcile_duration_seconds_count",
+            "kind=\"workflow\""
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &body,
+            "ork_api_requests_total",
+            "verb=\"apply\",result=\"2xx\""
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert!(
+        body.contains("# TYPE ork_reconcile_duration_seconds histogram"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_leader_dies() {
+    let mut env = Env::new("leader").await;
+    env.kill_controller();
+    let lease = [
+        "--leader-elect",
+        "--lease-name",
+        "ork-test",
+        "--lease-seconds",
+        "3",
+    ];
+    let mut lease_args: Vec<&str> = lease.to_vec();
+    lease_args.extend(["--lease-namespace", env.ns.as_str()]);
+    let ports = [free_port(), free_port()];
+    let mut replicas: Vec<Option<Child>> = vec![
+        Some(env.spawn_controller(ports[0], &lease_args, "replica-a")),
+        Some(env.spawn_controller(ports[1], &lease_args, "replica-b")),
+    ];
+    let leader_of = |ports: &[u16]| -> Vec<bool> {
+        ports
+            .iter()
+            .map(|p| {
+                http_get(*p, "/metrics")
+                    .and_then(|(_, b)| metric(&b, "ork_leader", ""))
+                    .is_some_and(|v| v == 1.0)
+            })
+            .collect()
+    };
+    let leader = eventually("one replica to lead", LONG, || {
+        let leading = leader_of(&ports);
+        async move {
+            (leading.iter().filter(|l| **l).count() == 1)
+                .then(|| leading.iter().position(|l| *l).unwrap())
+        }
+    })
+    .await;
+    let standby = 1 - leader;
+    assert_eq!(
+        http_get(ports[standby], "/readyz").map(|(c, _)| c),
+        Some(200),
+        "a standby is ready"
+    );
+
+    let step = |v: &str| format!("sleep 1; echo '{{\"v\": \"{v}\"}}' > $ORK_OUTPUT");
+    let (a, b, c) = (step("a"), step("b"), step("c"));
+    env.apply_workflow(&chain("relay", &[("a", &a), ("b", &b), ("c", &c)]))
+        .await;
+    env.create_run("relay-1", "relay", json!({})).await;
+    env.wait_task_running("relay-1", "b").await;
+    if let Some(mut child) = replicas[leader].take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let killed = std::time::Instant::now();
+    eventually("the standby to take over", LONG, || {
+        let leads = leader_of(&ports[standby..=standby])[0];
+        async move { leads.then_some(()) }
+    })
+    .await;
+    let failover = killed.elapsed();
+    let status = env.wait_final("relay-1").await.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded));
+    for task in &status.tasks {
+        assert_eq!(task.attempts, 1, "{}", task.name);
+    }
+    let mut names: Vec<String> = env
+        .jobs_of("relay-1")
+        .await
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["relay-1-a-1", "relay-1-b-1", "relay-1-c-1"],
+        "no duplicate Jobs"
+    );
+    println!(
+        "leader killed -> standby leading after {:.1}s (lease 3s)",
+        failover.as_secs_f64()
+    );
+    for child in replicas.iter_mut().flatten() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -1,46 +1,18 @@
-//! The Kubernetes client, with every request the controller makes counted by verb.
+//! The Kubernetes client, with every request the controller makes counted by verb and result.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use super::error::Error;
-
-/// API verbs as Kubernetes audit logs name them, plus `apply` for server-side apply patches.
-pub const VERBS: [&str; 9] = [
-    "get", "list", "watch", "create", "update", "patch", "apply", "delete", "other",
-];
-
-/// Requests sent, by verb.
-#[derive(Debug, Default)]
-pub struct ApiCounters {
-    counts: [AtomicU64; VERBS.len()],
-}
-
-impl ApiCounters {
-    fn record(&self, verb: &str) {
-        let i = VERBS
-            .iter()
-            .position(|v| *v == verb)
-            .unwrap_or(VERBS.len() - 1);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `(verb, count)` for every verb.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        VERBS
-            .iter()
-            .zip(&self.counts)
-            .map(|(v, c)| (*v, c.load(Ordering::Relaxed)))
-            .collect()
-    }
-}
+use super::metrics::Metrics;
 
 /// The verb of a request, from its method, path and query.
 pub fn verb_of<B>(req: &Request<B>) -> &'static str {
@@ -84,9 +56,9 @@ fn names_an_object(path: &str) -> bool {
     rest.len() >= 2
 }
 
-/// A tower layer that counts each request.
+/// A tower layer that counts each request by verb and result.
 #[derive(Clone)]
-pub struct CountLayer(pub Arc<ApiCounters>);
+pub struct CountLayer(pub Arc<Metrics>);
 
 impl<S> tower::Layer<S> for CountLayer {
     type Service = Counted<S>;
@@ -94,7 +66,7 @@ impl<S> tower::Layer<S> for CountLayer {
     fn layer(&self, inner: S) -> Counted<S> {
         Counted {
             inner,
-            counters: Arc::clone(&self.0),
+            metrics: Arc::clone(&self.0),
         }
     }
 }
@@ -103,32 +75,43 @@ impl<S> tower::Layer<S> for CountLayer {
 #[derive(Clone)]
 pub struct Counted<S> {
     inner: S,
-    counters: Arc<ApiCounters>,
+    metrics: Arc<Metrics>,
 }
 
-impl<S, B> tower::Service<Request<B>> for Counted<S>
+impl<S, B, RB> tower::Service<Request<B>> for Counted<S>
 where
-    S: tower::Service<Request<B>>,
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.counters.record(verb_of(&req));
-        self.inner.call(req)
+        let verb = verb_of(&req);
+        let metrics = Arc::clone(&self.metrics);
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await;
+            let result = match &response {
+                Ok(r) if r.status().is_success() => "2xx",
+                Ok(r) if r.status().is_client_error() => "4xx",
+                Ok(r) if r.status().is_server_error() => "5xx",
+                Ok(_) => "other",
+                Err(_) => "error",
+            };
+            metrics.request(verb, result);
+            response
+        })
     }
 }
 
 /// A client from `kubeconfig`, or from the environment (in-cluster, `KUBECONFIG`, `~/.kube`).
-pub async fn client(
-    kubeconfig: Option<&Path>,
-    counters: Arc<ApiCounters>,
-) -> Result<Client, Error> {
+pub async fn client(kubeconfig: Option<&Path>, metrics: Arc<Metrics>) -> Result<Client, Error> {
     let config = match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
@@ -142,7 +125,7 @@ pub async fn client(
             .map_err(|e| Error::Config(e.to_string()))?,
     };
     let builder = ClientBuilder::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
-    Ok(builder.with_layer(&CountLayer(counters)).build())
+    Ok(builder.with_layer(&CountLayer(metrics)).build())
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@ pub enum Error {
         what: &'static str,
         source: serde_json::Error,
     },
-    #[error("kubeconfig: {0}")]
+    #[error("configuration: {0}")]
     Config(String),
+    #[error("leader election: {0}")]
+    Lease(String),
 }
 
 impl Error {

@@ -21,6 +21,8 @@ pub struct RunIndex<K> {
     live: Children<K>,
     /// Filled during a re-list, swapped in when it completes.
     relisting: Option<Children<K>>,
+    /// Whether a full list has completed at least once.
+    listed: bool,
 }
 
 impl<K> Default for RunIndex<K> {
@@ -28,6 +30,7 @@ impl<K> Default for RunIndex<K> {
         Self {
             live: HashMap::new(),
             relisting: None,
+            listed: false,
         }
     }
 }
@@ -62,6 +65,7 @@ impl<K: Resource> RunIndex<K> {
                 if let Some(fresh) = self.relisting.take() {
                     self.live = fresh;
                 }
+                self.listed = true;
             }
         }
     }
@@ -72,6 +76,11 @@ impl<K: Resource> RunIndex<K> {
             .get(&(namespace.to_string(), run.to_string()))
             .map(|c| c.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether the cache has been filled by a full list.
+    pub fn listed(&self) -> bool {
+        self.listed
     }
 
     /// Number of runs with children.

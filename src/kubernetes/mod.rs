@@ -8,8 +8,11 @@ pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod http;
 pub mod index;
 pub mod job;
+pub mod leader;
+pub mod metrics;
 pub mod names;
 pub mod observe;
 mod run_reconciler;
@@ -17,4 +20,6 @@ mod workflow_reconciler;
 
 pub use controller::{Settings, run};
 pub use error::Error;
+pub use leader::LeaderElection;
+pub use metrics::Metrics;
 pub use workflow_reconciler::workflow_status;

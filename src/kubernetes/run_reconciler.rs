@@ -567,9 +567,9 @@ async fn announce(ctx: &Context, run: &Run, old: &RunStatus, new: &RunStatus) {
         .map(|t| (t.name.as_str(), t.phase))
         .collect();
     for task in &new.tasks {
-        if task.phase == TaskPhase::Failed
-            && before.get(task.name.as_str()) != Some(&TaskPhase::Failed)
-        {
+        let was = before.get(task.name.as_str()).copied();
+        ctx.metrics.task_changed(was, task.phase);
+        if task.phase == TaskPhase::Failed && was != Some(TaskPhase::Failed) {
             let text = format!(
                 "task {} failed: {}",
                 task.name,
