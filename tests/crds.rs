@@ -1,11 +1,20 @@
-//! `crds/` must be exactly what the binary generates from the API types.
-//! To refresh after changing the types: `ORK_UPDATE_CRDS=1 cargo test --test crds`.
+//! `crds/` and the chart's copy must be exactly what the binary generates from the API types.
+//! To refresh both after changing the types: `ORK_UPDATE_CRDS=1 cargo test --test crds`.
 
 use std::path::Path;
 
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    check_dir("crds");
+}
+
+#[test]
+fn the_charts_crds_match_the_types() {
+    check_dir("charts/ork/crds");
+}
+
+fn check_dir(path: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     let files = ork::kubernetes::crd::crd_files().expect("render CRDs");
     if std::env::var_os("ORK_UPDATE_CRDS").is_some() {
         std::fs::create_dir_all(&dir).unwrap();
@@ -28,7 +37,7 @@ fn committed_crds_match_the_types() {
         let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap();
         assert!(
             on_disk == yaml,
-            "crds/{name} is stale; run: ORK_UPDATE_CRDS=1 cargo test --test crds"
+            "{path}/{name} is stale; run: ORK_UPDATE_CRDS=1 cargo test --test crds"
         );
     }
 }

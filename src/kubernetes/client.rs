@@ -99,6 +99,11 @@ where
             let response = response.await;
             let result = match &response {
                 Ok(r) if r.status().is_success() => "2xx",
+                // The client errors a controller meets in normal work, and 403 (a missing RBAC
+                // rule), are told apart.
+                Ok(r) if r.status() == 403 => "403",
+                Ok(r) if r.status() == 404 => "404",
+                Ok(r) if r.status() == 409 => "409",
                 Ok(r) if r.status().is_client_error() => "4xx",
                 Ok(r) if r.status().is_server_error() => "5xx",
                 Ok(_) => "other",
