@@ -11,7 +11,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -23,7 +22,7 @@ use support::kubelet::Kubelet;
 const ORK: &str = env!("CARGO_BIN_EXE_ork");
 
 /// The two tests' controllers must not watch each other's runs: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -287,7 +286,7 @@ async fn cluster() -> Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaced_install_is_enough_and_every_rule_is_needed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Cluster { admin, client } = cluster().await;
     let system = cluster::create_test_namespace(&client, "rbac-sys").await;
     let team = cluster::create_test_namespace(&client, "rbac-team").await;
@@ -453,7 +452,7 @@ async fn namespaced_install_is_enough_and_every_rule_is_needed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_wide_install_runs_the_examples() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Cluster { admin, client } = cluster().await;
     let system = cluster::create_test_namespace(&client, "rbac-cw-sys").await;
     let team = cluster::create_test_namespace(&client, "rbac-cw-team").await;
