@@ -176,13 +176,6 @@ fn controller(kubeconfig: &Path, args: &[String], port: u16, log: &Path) -> Chil
         .expect("start the controller")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 fn forbidden_requests(port: u16) -> f64 {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -324,7 +317,7 @@ async fn namespaced_install_is_enough_and_every_rule_is_needed() {
     .collect();
 
     // With the chart's rules: the examples run to completion.
-    let port = free_port();
+    let port = cluster::free_port();
     let mut ctrl = controller(&sa_config, &args, port, &work.path().join("ok.log"));
     let result = run_one(&admin, &client, &team, port, "fine").await;
     for example in ["hello.yaml", "diamond.yaml", "retries.yaml"] {
@@ -420,7 +413,7 @@ async fn namespaced_install_is_enough_and_every_rule_is_needed() {
             let mut reduced = role.clone();
             reduced["rules"].as_array_mut().unwrap().remove(i);
             kubectl(&admin, &["apply", "-f", "-"], Some(&reduced.to_string()));
-            let port = free_port();
+            let port = cluster::free_port();
             let log = work.path().join(format!("without-{i}.log"));
             let mut ctrl = controller(&sa_config, &args, port, &log);
             let name = format!("without-{}-{i}", role["metadata"]["name"].as_str().unwrap());
@@ -484,7 +477,7 @@ async fn cluster_wide_install_runs_the_examples() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let port = free_port();
+    let port = cluster::free_port();
     let mut ctrl = controller(&sa_config, &args, port, &work.path().join("cw.log"));
     let result = run_one(&admin, &client, &team, port, "everywhere").await;
     kubectl(

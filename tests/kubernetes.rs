@@ -56,7 +56,7 @@ impl Env {
             work,
             kubelet: Some(kubelet),
             controller: None,
-            http_port: free_port(),
+            http_port: cluster::free_port(),
         };
         env.start_controller();
         env
@@ -237,14 +237,6 @@ impl Drop for Env {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// `kubectl apply --server-side` of `crds/`, once per test binary, waiting until established.
@@ -975,7 +967,7 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     ];
     let mut lease_args: Vec<&str> = lease.to_vec();
     lease_args.extend(["--lease-namespace", env.ns.as_str()]);
-    let ports = [free_port(), free_port()];
+    let ports = [cluster::free_port(), cluster::free_port()];
     let mut replicas: Vec<Option<Child>> = vec![
         Some(env.spawn_controller(ports[0], &lease_args, "replica-a")),
         Some(env.spawn_controller(ports[1], &lease_args, "replica-b")),

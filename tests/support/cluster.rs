@@ -179,3 +179,11 @@ pub async fn delete_test_namespace(client: &Client, name: &str) {
         eprintln!("deleting namespace {name}: {err}");
     }
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
