@@ -1,1 +1,153 @@
-fn main() {}
+//! Compile-time and engine benchmarks: `cargo bench --bench compile`.
+//!
+//! Prints, for chains, wide fan-outs and random DAGs of 1k, 10k and 100k tasks: the time to parse
+//! the YAML manifest, to validate and compile it, and to drive the engine through the whole run
+//! with every attempt succeeding at once (the engine's own cost per task, no processes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use ork::api::{InputSpec, TaskSpec, WorkflowSpec};
+use ork::compile::{bind_params, compile};
+use ork::engine::{Action, Engine, Outcome};
+
+/// A tiny deterministic generator, so every run measures the same DAGs.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Task `i`, depending on `deps` and reading an output of the first of them.
+fn task(i: usize, deps: Vec<usize>) -> TaskSpec {
+    let inputs = deps
+        .first()
+        .map(|&d| InputSpec {
+            name: "UP".into(),
+            from_task: Some(format!("t{d}")),
+            output: Some("v".into()),
+            ..InputSpec::default()
+        })
+        .into_iter()
+        .collect();
+    TaskSpec {
+        name: format!("t{i}"),
+        image: Some("busybox".into()),
+        command: vec!["true".into()],
+        depends_on: deps.into_iter().map(|d| format!("t{d}")).collect(),
+        inputs,
+        ..TaskSpec::default()
+    }
+}
+
+fn spec(shape: &str, n: usize) -> WorkflowSpec {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let tasks = (0..n)
+        .map(|i| match (shape, i) {
+            (_, 0) => task(0, vec![]),
+            ("chain", i) => task(i, vec![i - 1]),
+            ("fan-out", i) => task(i, vec![0]),
+            // 1 to 3 dependencies among the 50 tasks before, and now and then a far one
+            (_, i) => {
+                let mut deps: Vec<usize> = (0..1 + rng.below(3))
+                    .map(|_| i - 1 - rng.below(i.min(50) as u64) as usize)
+                    .collect();
+                if rng.below(10) == 0 {
+                    deps.push(rng.below(i as u64) as usize);
+                }
+                deps.sort_unstable();
+                deps.dedup();
+                task(i, deps)
+            }
+        })
+        .collect();
+    WorkflowSpec {
+        tasks,
+        ..WorkflowSpec::default()
+    }
+}
+
+fn manifest_yaml(spec: &WorkflowSpec) -> String {
+    let doc = serde_json::json!({
+        "apiVersion": "ork.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "bench"},
+        "spec": spec,
+    });
+    serde_saphyr::to_string(&doc).expect("serialize manifest")
+}
+
+/// Runs the whole DAG through the engine, every attempt succeeding at once with `{"v": 1}`.
+fn simulate(engine: &mut Engine) -> usize {
+    let now = Timestamp::UNIX_EPOCH;
+    let mut events = 0;
+    engine.start(now);
+    let mut pending = engine.take_actions();
+    while let Some(action) = pending.pop() {
+        if let Action::Start(launch) = action {
+            let output = br#"{"v": 1}"#.to_vec();
+            let outcome = Outcome::Exited { code: 0, output };
+            engine.finish_attempt(launch.task, launch.attempt, outcome, now);
+            events += 1;
+            pending.extend(engine.take_actions());
+            engine.take_changes();
+        }
+    }
+    assert!(engine.is_finished());
+    events
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:>9.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    println!(
+        "{:<8} {:>7} {:>9} {:>12} {:>12} {:>12} {:>14}",
+        "shape", "tasks", "edges", "parse YAML", "compile", "engine run", "engine/task"
+    );
+    for shape in ["chain", "fan-out", "random"] {
+        for n in [1_000, 10_000, 100_000] {
+            let spec = spec(shape, n);
+            let edges: usize = spec.tasks.iter().map(|t| t.depends_on.len()).sum();
+            let yaml = manifest_yaml(&spec);
+
+            let started = Instant::now();
+            let docs = ork::manifest::parse_documents(&yaml, "bench.yaml").expect("parse");
+            let parse = started.elapsed();
+            assert_eq!(docs.len(), 1);
+
+            // Best of three: compiling is what the controller does once per run.
+            let mut compile_time = Duration::MAX;
+            let mut dag = None;
+            for _ in 0..3 {
+                let started = Instant::now();
+                let compiled = compile(&spec, "spec").expect("valid workflow");
+                compile_time = compile_time.min(started.elapsed());
+                dag = Some(compiled);
+            }
+            let dag = Arc::new(dag.expect("compiled"));
+            let params = bind_params(&dag, &BTreeMap::new(), "spec.params").expect("no params");
+
+            let mut engine = Engine::new(Arc::clone(&dag), params);
+            let started = Instant::now();
+            let events = simulate(&mut engine);
+            let run = started.elapsed();
+            assert_eq!(events, n);
+            println!(
+                "{shape:<8} {n:>7} {edges:>9} {} {} {} {:>11.2} µs",
+                ms(parse),
+                ms(compile_time),
+                ms(run),
+                run.as_secs_f64() * 1e6 / n as f64
+            );
+        }
+    }
+}
