@@ -439,11 +439,23 @@ fn held_status(
 }
 
 /// Writes the status subresource, on condition that the Run is still the version it was
-/// computed from.
+/// computed from. A merge patch: fields left out stay as they are, so the pinned definition,
+/// which never changes once recorded, is sent only the first time.
 async fn write_status(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<(), Error> {
+    let mut body = serde_json::to_value(status).map_err(|source| Error::Encode {
+        what: "the run status",
+        source,
+    })?;
+    let pinned_before = run.status.as_ref().and_then(|s| s.workflow.as_ref());
+    if pinned_before.is_some()
+        && pinned_before == status.workflow.as_ref()
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.remove("workflow");
+    }
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": run.resource_version()},
-        "status": status,
+        "status": body,
     });
     api.patch_status(
         &run.name_any(),
