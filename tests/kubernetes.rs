@@ -385,10 +385,10 @@ async fn examples_run_on_the_cluster_as_they_run_locally() {
     assert_eq!(
         names,
         [
-            "retries-1-after-1",
-            "retries-1-third-time-lucky-1",
-            "retries-1-third-time-lucky-2",
-            "retries-1-third-time-lucky-3"
+            "retries-1.after.1",
+            "retries-1.third-time-lucky.1",
+            "retries-1.third-time-lucky.2",
+            "retries-1.third-time-lucky.3"
         ]
     );
     let job = &jobs[0];
@@ -406,7 +406,7 @@ async fn examples_run_on_the_cluster_as_they_run_locally() {
     ] {
         assert!(job.labels().contains_key(label), "{label}");
     }
-    let timeout_job = env.jobs().get("timeout-1-too-slow-1").await.unwrap();
+    let timeout_job = env.jobs().get("timeout-1.too-slow.1").await.unwrap();
     assert_eq!(timeout_job.spec.unwrap().active_deadline_seconds, Some(1));
 
     // `kubectl get` shows the printer columns.
@@ -486,7 +486,7 @@ async fn a_controller_killed_mid_run_converges_without_duplicates() {
     names.sort();
     assert_eq!(
         names,
-        ["steps-1-a-1", "steps-1-b-1", "steps-1-c-1"],
+        ["steps-1.a.1", "steps-1.b.1", "steps-1.c.1"],
         "one Job per attempt"
     );
     // Every Job made exactly one Pod: nothing was started twice.
@@ -677,7 +677,7 @@ async fn a_job_that_disappears_is_a_failed_attempt() {
     env.create_run("fragile-1", "fragile", json!({})).await;
     env.wait_task_running("fragile-1", "t").await;
     env.jobs()
-        .delete("fragile-1-t-1", &DeleteParams::background())
+        .delete("fragile-1.t.1", &DeleteParams::background())
         .await
         .unwrap();
     let status = env.wait_final("fragile-1").await.status.unwrap();
@@ -1028,7 +1028,7 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     names.sort();
     assert_eq!(
         names,
-        ["relay-1-a-1", "relay-1-b-1", "relay-1-c-1"],
+        ["relay-1.a.1", "relay-1.b.1", "relay-1.c.1"],
         "no duplicate Jobs"
     );
     println!(
@@ -1039,4 +1039,52 @@ async fn a_standby_takes_over_when_the_leader_dies() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_run_never_adopts_its_predecessors_jobs() {
+    let env = Env::new("recreate").await;
+    let marker = env.work.path().join("ran-once");
+    let script = format!(
+        "if [ -e {m} ]; then echo '{{\"n\": 2}}' > $ORK_OUTPUT; else touch {m}; echo '{{\"n\": 1}}' > $ORK_OUTPUT; fi",
+        m = marker.display()
+    );
+    env.apply_workflow(&chain("twice", &[("a", &script)])).await;
+    env.create_run("twice-1", "twice", json!({})).await;
+    let first = env.wait_final("twice-1").await.status.unwrap();
+    assert_eq!(first.tasks[0].outputs.as_ref().unwrap()["n"], 1);
+    // Orphan the Jobs, as a garbage collector that has not caught up would leave them.
+    env.kubectl_ok(
+        &["delete", "run.ork.dev", "twice-1", "--cascade=orphan"],
+        None,
+    );
+    let runs = env.runs();
+    eventually("the first Run to be gone", LONG, || {
+        let runs = runs.clone();
+        async move { runs.get_opt("twice-1").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    env.create_run("twice-1", "twice", json!({})).await;
+    // The name of its first Job is taken: it waits rather than adopting the old result.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = env.runs().get("twice-1").await.unwrap();
+    let phase = waiting.status.as_ref().and_then(|s| s.phase);
+    assert!(
+        !phase.is_some_and(RunPhase::is_final),
+        "must not finish on the old Job: {phase:?}"
+    );
+    env.jobs()
+        .delete(
+            &ork::kubernetes::names::job_name("twice-1", "a", 1),
+            &DeleteParams::background(),
+        )
+        .await
+        .unwrap();
+    let second = env.wait_final("twice-1").await.status.unwrap();
+    assert_eq!(second.phase, Some(RunPhase::Succeeded));
+    assert_eq!(
+        second.tasks[0].outputs.as_ref().unwrap()["n"],
+        2,
+        "ran anew"
+    );
 }

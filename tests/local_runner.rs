@@ -531,3 +531,16 @@ fn validate_lists_every_problem() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.yaml"));
 }
+
+#[test]
+fn env_from_secrets_is_invalid_input_locally() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = workflow(
+        "  tasks:\n  - name: t\n    command: ['true']\n    env: [{name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}]\n",
+    );
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let out = ork(work.path(), &["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "nothing runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"PASSWORD\" uses valueFrom"), "{stderr}");
+}

@@ -95,6 +95,9 @@ pub struct PinnedWorkflow {
     /// or deleting the Workflow does not change a run that has begun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<WorkflowSpec>,
+    /// The run's parameters as they were when it started, pinned like the definition.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 /// Phase of a run.

@@ -51,6 +51,9 @@ impl Default for Settings {
     }
 }
 
+/// Compiled pinned definitions and bound parameters, by run UID.
+type CompiledRuns = HashMap<String, (Arc<Dag>, BoundParams)>;
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -58,7 +61,7 @@ pub struct Context {
     jobs: Arc<RwLock<RunIndex<Job>>>,
     pods: Arc<RwLock<RunIndex<Pod>>>,
     /// Compiled pinned definitions by run UID: a run is compiled once, not on every reconcile.
-    dags: Mutex<HashMap<String, (Arc<Dag>, BoundParams)>>,
+    dags: Arc<Mutex<CompiledRuns>>,
     pub recorder: Recorder,
 }
 
@@ -203,6 +206,7 @@ async fn watch_namespace(
         .inspect_ok(move |event| index(&pod_index, &pod_probes, event))
         .touched_objects();
 
+    let dags = Arc::new(Mutex::new(HashMap::new()));
     let reporter = Reporter {
         controller: "ork".into(),
         instance: std::env::var("HOSTNAME").ok(),
@@ -212,17 +216,25 @@ async fn watch_namespace(
         metrics: Arc::clone(&metrics),
         jobs,
         pods,
-        dags: Mutex::new(HashMap::new()),
+        dags: Arc::clone(&dags),
         recorder: Recorder::new(client.clone(), reporter),
     });
 
     let config = ControllerConfig::default().concurrency(concurrency);
     let (run_store, run_writer) = reflector::store();
-    let run_probes = Arc::clone(&probes);
+    let (run_probes, run_dags) = (Arc::clone(&probes), Arc::clone(&dags));
     let run_events = watcher::watcher(api::<Run>(&client, ns), watcher::Config::default())
         .default_backoff()
         .reflect(run_writer)
-        .inspect_ok(move |event| once_listed(&run_probes, event))
+        .inspect_ok(move |event| {
+            once_listed(&run_probes, event);
+            // A deleted Run is never reconciled again: drop its compiled definition here.
+            if let Event::Delete(run) = event
+                && let (Some(uid), Ok(mut dags)) = (run.metadata.uid.as_ref(), run_dags.lock())
+            {
+                dags.remove(uid);
+            }
+        })
         .touched_objects();
     let (workflow_store, workflow_writer) = reflector::store();
     let workflow_probes = Arc::clone(&probes);

@@ -7,6 +7,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{kind} {name} has no namespace")]
     NoNamespace { kind: &'static str, name: String },
+    #[error("{kind} {name} has no uid")]
+    NoUid { kind: &'static str, name: String },
     #[error("cannot encode {what}: {source}")]
     Encode {
         what: &'static str,

@@ -119,7 +119,7 @@ mod tests {
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["apiVersion"], "batch/v1");
         assert_eq!(json["kind"], "Job");
-        assert_eq!(json["metadata"]["name"], "etl-abc-load-2");
+        assert_eq!(json["metadata"]["name"], "etl-abc.load.2");
         assert_eq!(json["metadata"]["namespace"], "team");
         let labels = &json["metadata"]["labels"];
         assert_eq!(labels["ork.dev/run"], "etl-abc");

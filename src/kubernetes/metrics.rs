@@ -59,15 +59,19 @@ impl Metrics {
         }
     }
 
-    /// Counts task transitions recorded by a status write.
-    pub fn task_changed(&self, before: Option<TaskPhase>, after: TaskPhase) {
-        if before == Some(after) {
+    /// Counts what a status write recorded for one task: attempts started, and the final
+    /// phase if it just reached one. `before` is the task as recorded earlier.
+    pub fn task_changed(&self, before: Option<(TaskPhase, u32)>, after: (TaskPhase, u32)) {
+        let (was, attempts_before) = before.unwrap_or((TaskPhase::Pending, 0));
+        let (phase, attempts) = after;
+        self.tasks_started.fetch_add(
+            u64::from(attempts.saturating_sub(attempts_before)),
+            Ordering::Relaxed,
+        );
+        if was == phase {
             return;
         }
-        if after == TaskPhase::Running && before != Some(TaskPhase::Running) {
-            self.tasks_started.fetch_add(1, Ordering::Relaxed);
-        }
-        let result = match after {
+        let result = match phase {
             TaskPhase::Succeeded => "succeeded",
             TaskPhase::Failed => "failed",
             TaskPhase::Skipped => "skipped",

@@ -29,17 +29,19 @@ pub fn attempt_labels(run: &str, task: &str, attempt: u32) -> BTreeMap<String, S
     ])
 }
 
-/// The Job of attempt `attempt` of `task` in run `run`: `RUN-TASK-ATTEMPT` when that fits in 63
-/// characters; otherwise the front of `RUN-TASK`, a hash of the whole, and the attempt.
+/// The Job of attempt `attempt` of `task` in run `run`: `RUN.TASK.ATTEMPT`. Task names cannot
+/// contain dots, so no two (run, task, attempt) share a name, whatever dashes they hold. Past
+/// 63 characters (the Job name labels its Pods), the front of `RUN.TASK` is kept with a hash
+/// of the whole: `FRONT-HASH.ATTEMPT`.
 pub fn job_name(run: &str, task: &str, attempt: u32) -> String {
-    let plain = format!("{run}-{task}-{attempt}");
+    let plain = format!("{run}.{task}.{attempt}");
     if plain.len() <= MAX_LABEL_LEN {
         return plain;
     }
-    let tail = format!("-{:08x}-{attempt}", fnv1a(&format!("{run}/{task}")) as u32);
+    let tail = format!("-{:08x}.{attempt}", fnv1a(&format!("{run}/{task}")) as u32);
     let room = MAX_LABEL_LEN - tail.len();
-    let front = format!("{run}-{task}");
-    let front = front[..room].trim_end_matches('-');
+    let front = format!("{run}.{task}");
+    let front = front[..room].trim_end_matches(['-', '.']);
     format!("{front}{tail}")
 }
 
@@ -57,18 +59,29 @@ mod tests {
 
     #[test]
     fn job_names_are_deterministic_labels() {
-        assert_eq!(job_name("etl-x7k2p", "extract", 1), "etl-x7k2p-extract-1");
+        assert_eq!(job_name("etl-x7k2p", "extract", 1), "etl-x7k2p.extract.1");
+        // dashes cannot make two runs' Jobs collide
+        assert_ne!(
+            job_name("build", "test-unit", 1),
+            job_name("build-test", "unit", 1)
+        );
         let run = "r".repeat(63);
         let task = "t".repeat(63);
         let a = job_name(&run, &task, 12);
         assert_eq!(a, job_name(&run, &task, 12));
         assert!(a.len() <= 63, "{a}");
-        assert!(a.ends_with("-12"));
-        assert_eq!(dns_label_error(&a), None);
+        assert!(a.ends_with(".12"));
+        assert!(
+            a.split('.').all(|label| dns_label_error(label).is_none()),
+            "{a}"
+        );
         assert_ne!(a, job_name(&run, &"u".repeat(63), 12));
         assert_ne!(job_name(&run, &task, 1), job_name(&run, &task, 2));
-        // a cut that lands on a dash does not leave a double dash
-        let name = job_name(&format!("{}-x", "a".repeat(40)), &"b".repeat(30), 1);
-        assert!(!name.contains("--"), "{name}");
+        // a cut that lands on a dash or a dot leaves neither at the end of the front
+        for run in [format!("{}-x", "a".repeat(40)), "a".repeat(43)] {
+            let name = job_name(&run, &"b".repeat(30), 1);
+            assert!(!name.contains("--") && !name.contains(".-"), "{name}");
+            assert!(name.len() <= 63, "{name}");
+        }
     }
 }

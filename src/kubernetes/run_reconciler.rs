@@ -81,10 +81,31 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     // ---- fetch: the run's children, from the watch-fed indexes ----
     let jobs = ctx.jobs_of(&namespace, &name);
     let pods = ctx.pods_of(&namespace, &name);
+    // A Job of this name owned by someone else is an earlier Run of the same name that the
+    // garbage collector has not removed yet: never adopted, never overwritten.
     let jobs_by_name: HashMap<&str, &Job> = jobs
         .iter()
         .filter_map(|j| Some((j.metadata.name.as_deref()?, j.as_ref())))
         .collect();
+    let pods_by_job: HashMap<&str, Vec<&Pod>> = pods.iter().fold(HashMap::new(), |mut map, pod| {
+        if let Some(job_uid) = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.as_str())
+        {
+            map.entry(job_uid).or_default().push(pod.as_ref());
+        }
+        map
+    });
+    let pods_of = |job: &Job| -> Vec<&Pod> {
+        job.metadata
+            .uid
+            .as_deref()
+            .and_then(|uid| pods_by_job.get(uid))
+            .cloned()
+            .unwrap_or_default()
+    };
 
     if old.phase.is_some_and(RunPhase::is_final) {
         delete_leftovers(&jobs_api, &jobs, &pods, &old, &uid).await?;
@@ -130,7 +151,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         |task, attempt| {
             let job = jobs_by_name.get(job_name(&name, &dag.task(task).name, attempt).as_str())?;
             let created = job.metadata.creation_timestamp.as_ref()?;
-            Some(created.0)
+            owned_by(job, &uid).then_some(created.0)
         },
     );
     if engine.phase() == RunPhase::Pending {
@@ -149,23 +170,22 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
                 unsure = true;
             }
             Some(job) => {
-                let attempt_label = attempt.to_string();
-                let its_pods: Vec<&Pod> = pods
-                    .iter()
-                    .map(AsRef::as_ref)
-                    .filter(|p| {
-                        label(*p, LABEL_TASK) == Some(recorded.name.as_str())
-                            && label(*p, LABEL_ATTEMPT) == Some(attempt_label.as_str())
-                    })
-                    .collect();
-                let mut outcome = attempt_outcome(job, &its_pods);
+                let mut outcome = attempt_outcome(job, &pods_of(job));
                 if outcome.is_none() && job_finished(job) {
                     // The Job's verdict came before its Pod's result: read the Pods afresh.
                     let selector = format!("job-name={job_name}");
                     let fresh = pods_api
                         .list(&ListParams::default().labels(&selector))
                         .await?;
-                    let fresh: Vec<&Pod> = fresh.items.iter().collect();
+                    let fresh: Vec<&Pod> = fresh
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            p.owner_references()
+                                .iter()
+                                .any(|o| Some(&o.uid) == job.metadata.uid.as_ref())
+                        })
+                        .collect();
                     outcome = attempt_outcome(job, &fresh).or_else(|| job_verdict(job));
                 }
                 if let Some(outcome) = outcome {
@@ -191,23 +211,24 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     engine.tick(now);
 
     // ---- apply: the Jobs the engine asked for ----
-    let owner = run
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::NoNamespace {
-            kind: "Run",
-            name: name.clone(),
-        })?;
+    let owner = run.controller_owner_ref(&()).ok_or_else(|| Error::NoUid {
+        kind: "Run",
+        name: name.clone(),
+    })?;
     let mut kills = Vec::new();
     let mut creates = Vec::new();
+    let mut name_taken = false;
     for action in engine.take_actions() {
         match action {
             EngineAction::Start(launch) => {
                 let task = dag.task(launch.task);
                 let job_name = job_name(&name, &task.name, launch.attempt);
-                if jobs_by_name.contains_key(job_name.as_str()) {
-                    continue; // made by an earlier reconcile whose status write did not land
+                match jobs_by_name.get(job_name.as_str()) {
+                    // made by an earlier reconcile whose status write did not land
+                    Some(job) if owned_by(job, &uid) => {}
+                    Some(_) => name_taken = true,
+                    None => creates.push(build_job(&owner, &namespace, &identity, task, &launch)),
                 }
-                creates.push(build_job(&owner, &namespace, &identity, task, &launch));
             }
             // A Job stops itself at its activeDeadlineSeconds and stays for inspection.
             EngineAction::Kill {
@@ -236,6 +257,10 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         .buffer_unordered(API_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
+    if name_taken {
+        // Record nothing until the earlier Run's Jobs are gone; then this decision is remade.
+        return Ok(Action::requeue(UNSURE_RETRY));
+    }
 
     // ---- status: one write, only when something changed ----
     let mut status = engine.run_status();
@@ -321,6 +346,7 @@ async fn pin(
                         name: Some(reference.name.clone()),
                         generation: workflow.metadata.generation,
                         spec: Some(workflow.spec),
+                        params: run.spec.params.clone(),
                     },
                     "spec",
                 ),
@@ -340,6 +366,7 @@ async fn pin(
                 name: None,
                 generation: None,
                 spec: Some(inline.clone()),
+                params: run.spec.params.clone(),
             },
             "spec.workflow",
         ),
@@ -367,7 +394,8 @@ async fn pin(
             return Ok(Pinning::Rejected("InvalidSpec", list.join("; ")));
         }
     };
-    let params = match bind_params(&dag, &run.spec.params, "spec.params") {
+    // The parameters are pinned with the definition: editing spec.params later changes nothing.
+    let params = match bind_params(&dag, &pinned.params, "spec.params") {
         Ok(params) => params,
         Err(problems) => {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -467,7 +495,7 @@ async fn write_status(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<(
 }
 
 /// Deletes the Jobs of attempts that `status` records as over while their Pod may still run:
-/// superseded by a later attempt, or stopped (run deadline, cancellation) — e.g. after a
+/// superseded by a later attempt, or stopped by the run's deadline — e.g. after a
 /// crash between recording the stop and deleting the Job. Judged from the recorded status only,
 /// so a stale view errs towards keeping a Job.
 async fn delete_leftovers(
@@ -478,7 +506,7 @@ async fn delete_leftovers(
     uid: &str,
 ) -> Result<(), Error> {
     // A timed-out attempt's Job stops itself (activeDeadlineSeconds).
-    const STOPPED: [&str; 2] = ["DeadlineExceeded", "Cancelled"];
+    const STOPPED: [&str; 1] = ["DeadlineExceeded"];
     let recorded: HashMap<&str, &TaskStatus> =
         status.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
     for job in jobs {
@@ -573,15 +601,15 @@ async fn announce(ctx: &Context, run: &Run, old: &RunStatus, new: &RunStatus) {
         let text = format!("started {} tasks", new.tasks.len());
         publish(ctx, run, EventType::Normal, "Started", &text).await;
     }
-    let before: HashMap<&str, TaskPhase> = old
+    let before: HashMap<&str, (TaskPhase, u32)> = old
         .tasks
         .iter()
-        .map(|t| (t.name.as_str(), t.phase))
+        .map(|t| (t.name.as_str(), (t.phase, t.attempts)))
         .collect();
     for task in &new.tasks {
         let was = before.get(task.name.as_str()).copied();
-        ctx.metrics.task_changed(was, task.phase);
-        if task.phase == TaskPhase::Failed && was != Some(TaskPhase::Failed) {
+        ctx.metrics.task_changed(was, (task.phase, task.attempts));
+        if task.phase == TaskPhase::Failed && was.map(|w| w.0) != Some(TaskPhase::Failed) {
             let text = format!(
                 "task {} failed: {}",
                 task.name,

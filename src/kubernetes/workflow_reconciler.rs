@@ -52,6 +52,13 @@ pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Act
         name: name.clone(),
     })?;
     let old = workflow.status.clone().unwrap_or_default();
+    // Compiled already for this generation (our own status write triggers a reconcile too).
+    if old.observed_generation.is_some()
+        && old.observed_generation == workflow.metadata.generation
+        && !old.conditions.is_empty()
+    {
+        return Ok(Action::await_change());
+    }
     let status = workflow_status(&workflow, &old);
     if status != old {
         let api: Api<Workflow> = Api::namespaced(ctx.client.clone(), &namespace);

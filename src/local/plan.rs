@@ -73,6 +73,26 @@ pub fn plan_run(
             .map(|p| format!("{spec_origin}: {p}"))
             .collect::<Vec<_>>()
     })?;
+    // The local runner has no Secrets or ConfigMaps to read `valueFrom` from: say so up front.
+    let origin = spec_origin.as_str();
+    let unsupported: Vec<String> = dag
+        .tasks()
+        .flat_map(|(_, task)| {
+            task.env
+                .iter()
+                .filter(|e| e.value_from.is_some())
+                .map(move |e| {
+                    format!(
+                        "{origin}: task {:?}: env {:?} uses valueFrom, which only the \
+                         Kubernetes controller can resolve",
+                        task.name, e.name
+                    )
+                })
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(unsupported);
+    }
     let params = bind_params(&dag, &run.spec.params, "spec.params").map_err(|problems| {
         problems
             .iter()
@@ -140,6 +160,7 @@ fn resolve_workflow<'a>(
                         name: Some(reference.name.clone()),
                         generation: workflow.metadata.generation,
                         spec: None,
+                        params: BTreeMap::new(),
                     },
                 )),
                 None => Err(vec![format!(

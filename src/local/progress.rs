@@ -297,12 +297,21 @@ fn one_line(text: &str, max: usize) -> String {
 }
 
 fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    let Ok(text) = std::fs::read(path) else {
+    use std::io::{Read, Seek, SeekFrom};
+    // Only the end matters: a huge log is not read whole.
+    let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    // Only the end matters; a huge log should not be read into lines whole.
-    let start = text.len().saturating_sub(4096);
-    let text = String::from_utf8_lossy(&text[start..]);
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut tail = Vec::new();
+    if file
+        .seek(SeekFrom::Start(len.saturating_sub(4096)))
+        .is_err()
+        || file.read_to_end(&mut tail).is_err()
+    {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&tail);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
