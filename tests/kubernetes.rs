@@ -1088,3 +1088,34 @@ async fn a_recreated_run_never_adopts_its_predecessors_jobs() {
         "ran anew"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_too_large_for_one_object_fails_the_run_instead_of_hanging() {
+    let env = Env::new("huge").await;
+    // 300 tasks with ~4 KB of output each: about 1.2 MB of status, over the 1 MB limit.
+    let script =
+        "printf '{\"pad\": \"%s\"}' \"$(head -c 3900 /dev/zero | tr '\\0' x)\" > $ORK_OUTPUT";
+    let tasks: Vec<Value> = (0..300)
+        .map(|i| json!({"name": format!("t{i}"), "command": ["sh", "-c", script]}))
+        .collect();
+    env.apply_workflow(&json!({
+        "apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "huge"},
+        "spec": {"defaults": {"image": "busybox"}, "parallelism": 40, "tasks": tasks},
+    }))
+    .await;
+    env.create_run("huge-1", "huge", json!({})).await;
+    let status = env.wait_final("huge-1").await.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Failed));
+    let condition = &status.conditions[0];
+    assert_eq!(condition.reason.as_deref(), Some("StatusTooLarge"));
+    assert!(
+        condition.message.as_deref().unwrap().contains("bytes"),
+        "{condition:?}"
+    );
+    let kubelet = env.kubelet.as_ref().unwrap();
+    eventually("what was still running to be stopped", LONG, || {
+        let idle = kubelet.running().is_empty();
+        async move { idle.then_some(()) }
+    })
+    .await;
+}

@@ -41,6 +41,9 @@ use crate::task_env::RunIdentity;
 const WAIT_RETRY: Duration = Duration::from_secs(10);
 /// How soon to look again when a child was not in the cache yet.
 const UNSURE_RETRY: Duration = Duration::from_secs(2);
+/// Largest status a Run may hold: etcd takes objects up to 1.5 MiB, and the spec and metadata
+/// need room too.
+const MAX_STATUS_BYTES: usize = 1_000_000;
 /// Requests one reconcile sends at once (Jobs to create or delete).
 const API_CONCURRENCY: usize = 16;
 /// Even with nothing due, a running run is looked at this often (a safety net, not a clock).
@@ -266,6 +269,27 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     let mut status = engine.run_status();
     status.workflow = Some(definition.pinned);
     status.observed_generation = run.metadata.generation;
+    let size = serde_json::to_vec(&status).map_or(0, |bytes| bytes.len());
+    if size > MAX_STATUS_BYTES {
+        // One object holds the whole status; past etcd's limit every write would fail and the
+        // run would hang. Stop it with a status that fits and says why.
+        let message = format!(
+            "the run's status would be {size} bytes, over the {MAX_STATUS_BYTES} a Run may hold \
+             (tasks, outputs and the pinned definition together); split the workflow or write \
+             smaller outputs"
+        );
+        let status = held_status(
+            &run,
+            &old,
+            RunPhase::Failed,
+            "StatusTooLarge",
+            &message,
+            now,
+        );
+        write_status(&runs, &run, &status).await?;
+        publish(&ctx, &run, EventType::Warning, "StatusTooLarge", &message).await;
+        return Ok(Action::await_change());
+    }
     if status != old {
         write_status(&runs, &run, &status).await?;
         announce(&ctx, &run, &old, &status).await;
@@ -495,7 +519,8 @@ async fn write_status(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<(
 }
 
 /// Deletes the Jobs of attempts that `status` records as over while their Pod may still run:
-/// superseded by a later attempt, or stopped by the run's deadline — e.g. after a
+/// superseded by a later attempt, stopped by the run's deadline, or left running by a run that
+/// ended without them — e.g. after a
 /// crash between recording the stop and deleting the Job. Judged from the recorded status only,
 /// so a stale view errs towards keeping a Job.
 async fn delete_leftovers(
@@ -525,7 +550,10 @@ async fn delete_leftovers(
             .as_ref()
             .is_some_and(|s| s.active_deadline_seconds.is_some());
         let superseded = record.attempts > attempt && !stops_itself;
+        // A run that ended (e.g. StatusTooLarge) records nothing more: stop what still runs.
+        let orphaned = status.phase.is_some_and(RunPhase::is_final) && !record.phase.is_final();
         let over = superseded
+            || orphaned
             || (record.attempts == attempt
                 && record.phase.is_final()
                 && record
