@@ -203,6 +203,18 @@ impl Env {
         .await
     }
 
+    /// The names of a run's Jobs, sorted.
+    async fn job_names(&self, run: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .jobs_of(run)
+            .await
+            .iter()
+            .map(|j| j.name_any())
+            .collect();
+        names.sort();
+        names
+    }
+
     async fn jobs_of(&self, run: &str) -> Vec<Job> {
         let selector = format!("ork.dev/run={run}");
         self.jobs()
@@ -477,13 +489,7 @@ async fn a_controller_killed_mid_run_converges_without_duplicates() {
         assert_eq!(task.attempts, 1, "{}", task.name);
         assert_eq!(task.outputs.as_ref().unwrap()["v"], task.name.as_str());
     }
-    let mut names: Vec<String> = env
-        .jobs_of("steps-1")
-        .await
-        .iter()
-        .map(|j| j.name_any())
-        .collect();
-    names.sort();
+    let names = env.job_names("steps-1").await;
     assert_eq!(
         names,
         ["steps-1.a.1", "steps-1.b.1", "steps-1.c.1"],
@@ -1019,13 +1025,7 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     for task in &status.tasks {
         assert_eq!(task.attempts, 1, "{}", task.name);
     }
-    let mut names: Vec<String> = env
-        .jobs_of("relay-1")
-        .await
-        .iter()
-        .map(|j| j.name_any())
-        .collect();
-    names.sort();
+    let names = env.job_names("relay-1").await;
     assert_eq!(
         names,
         ["relay-1.a.1", "relay-1.b.1", "relay-1.c.1"],

@@ -22,4 +22,3 @@ pub use controller::{Settings, run};
 pub use error::Error;
 pub use leader::LeaderElection;
 pub use metrics::Metrics;
-pub use workflow_reconciler::workflow_status;
