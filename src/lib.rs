@@ -7,6 +7,7 @@
 //! - [`task_env`]: what a task sees (environment, `$(VAR)` expansion), identical in every driver.
 //! - [`driver`]: the `Database` / `Executor` seams and the `Scheduler` loop that joins them.
 //! - [`local`]: the local driver behind `ork run`: in-memory database, process executor.
+//! - [`text`]: bounding names, lists and messages taken from input before they are echoed.
 
 pub mod api;
 pub mod cli;
@@ -18,3 +19,4 @@ pub mod local;
 pub mod manifest;
 pub mod problem;
 pub mod task_env;
+pub mod text;
