@@ -30,6 +30,9 @@ pub struct StatusUpdate {
     pub task: TaskId,
     pub attempt: u32,
     pub outcome: Outcome,
+    /// When it ended (not when the report was read): the engine orders it among its timers by
+    /// this time, so a success just before a timeout stays a success.
+    pub at: Timestamp,
 }
 
 /// Where run state is kept.
@@ -100,10 +103,12 @@ impl<D: Database, E: Executor, C: Clock> Scheduler<D, E, C> {
             }
             let sleep = tokio::time::sleep(until(wakeup, self.clock.now()));
             tokio::select! {
+                // Reports first: one already waiting ended before a timer that is due now.
+                biased;
                 update = self.executor.next_update(), if self.executor.active() > 0 => {
                     if let Some(update) = update {
-                        let now = self.clock.now();
-                        self.engine.finish_attempt(update.task, update.attempt, update.outcome, now);
+                        let at = update.at.min(self.clock.now());
+                        self.engine.finish_attempt(update.task, update.attempt, update.outcome, at);
                     }
                 }
                 () = sleep, if wakeup.is_some() => self.engine.tick(self.clock.now()),

@@ -14,8 +14,10 @@ impl Engine {
     /// The engine of a run whose state was recorded as `status`.
     ///
     /// Tasks the status does not mention are Pending. A Running task's attempt timeout counts
-    /// from `attempt_started(task, attempt)` when the driver knows it (e.g. from the Job), and
-    /// from `now` otherwise; a backing-off task retries at its recorded `nextAttemptAt`.
+    /// from `attempt_started(task, attempt)`, when the attempt really started (on Kubernetes,
+    /// its Pod's start, from which the kubelet counts the Pod's own deadline, so the two
+    /// agree); `None` means it has not started yet, and no timeout runs. A backing-off task
+    /// retries at its recorded `nextAttemptAt`.
     pub fn restore(
         dag: Arc<Dag>,
         params: BoundParams,
@@ -104,10 +106,16 @@ impl Engine {
             match stage {
                 Stage::Running => {
                     engine.tally.running += 1;
-                    if let Some(timeout) = task.timeout {
-                        let since = attempt_started(id, attempt).unwrap_or(now);
+                    if let (Some(timeout), Some(since)) =
+                        (task.timeout, attempt_started(id, attempt))
+                    {
                         let at = later(since, timeout);
-                        engine.push_timer(at, TimerKind::AttemptTimeout, id, attempt);
+                        if at <= now {
+                            // Already past its deadline: being stopped, as when the timer fired.
+                            engine.mark_stopping(id, attempt, at);
+                        } else {
+                            engine.push_timer(at, TimerKind::AttemptTimeout, id, attempt);
+                        }
                     }
                 }
                 Stage::Backoff => {
@@ -152,7 +160,7 @@ mod tests {
     use serde_json::json;
 
     use crate::compile::{TaskId, bind_params, compile};
-    use crate::engine::{Action, Engine, Outcome};
+    use crate::engine::{Action, Engine, KillReason, Outcome};
 
     /// A random DAG: task i may depend on any task before it.
     fn spec(deps: &[Vec<bool>], retries: &[u32], timeouts: &[bool]) -> serde_json::Value {
@@ -210,6 +218,8 @@ mod tests {
                             started.insert((l.task, l.attempt), now);
                             running.push((l.task, l.attempt));
                         }
+                        // A timed-out attempt runs until its end is reported.
+                        Action::Kill { reason: KillReason::Timeout, .. } => {}
                         Action::Kill { task, attempt, .. } => running.retain(|r| *r != (task, attempt)),
                     }
                 }

@@ -16,11 +16,15 @@ use crate::compile::{BoundParams, Dag, InputSource, TaskId};
 pub enum Action {
     /// Start attempt `attempt` of a task.
     Start(Launch),
-    /// Stop a running attempt; the engine has already recorded its end.
+    /// Stop a running attempt. After a run deadline or a cancellation the engine has already
+    /// recorded the attempt's end; after a timeout the attempt stays Running, holding its
+    /// parallelism slot, until the driver reports it gone (see [`Engine::finish_attempt`]).
     Kill {
         task: TaskId,
         attempt: u32,
         reason: KillReason,
+        /// When the engine decided to stop it: the attempt's deadline for a timeout.
+        at: Timestamp,
     },
 }
 
@@ -73,6 +77,9 @@ pub(super) struct TaskState {
     pub(super) outputs: Option<Map<String, Value>>,
     /// When the next attempt is due, while backing off.
     pub(super) retry_at: Option<Timestamp>,
+    /// The running attempt's deadline, once it has passed: the attempt is being stopped and
+    /// its end, when the driver reports it, is a timeout unless it succeeded in time.
+    pub(super) stopping: Option<Timestamp>,
     /// Dependencies that have not succeeded yet.
     pub(super) waiting_on: u32,
     pub(super) dirty: bool,
@@ -141,6 +148,7 @@ impl Engine {
                 message: None,
                 outputs: None,
                 retry_at: None,
+                stopping: None,
                 waiting_on: dag.parents(id).len() as u32,
                 dirty: false,
             })
@@ -200,17 +208,35 @@ impl Engine {
         self.schedule(now);
     }
 
-    /// Records how attempt `attempt` of `task` ended. Reports about attempts the engine has
-    /// already closed (timed out, killed, superseded) are ignored: a late success can never
-    /// overwrite a timeout.
-    pub fn finish_attempt(&mut self, task: TaskId, attempt: u32, outcome: Outcome, now: Timestamp) {
+    /// Records how attempt `attempt` of `task` ended, at `at`: when it really ended (e.g. the
+    /// container's `finishedAt`), which may be earlier than when the driver noticed. Timers due
+    /// by then fire first, so the order of events is the order in which they happened: a task
+    /// that succeeded before its timeout succeeded, whenever its report arrives, and one that
+    /// ran past it timed out. Nothing starts here: new attempts start in [`tick`](Self::tick),
+    /// at the driver's present time, so nothing starts after the run's deadline.
+    ///
+    /// Reports about attempts the engine has already closed (killed by the run deadline or a
+    /// cancellation, superseded) are ignored. The report of an attempt being stopped for its
+    /// timeout is the confirmation that it is gone: only then is the timeout recorded, the
+    /// parallelism slot freed and the retry's back-off started.
+    pub fn finish_attempt(&mut self, task: TaskId, attempt: u32, outcome: Outcome, at: Timestamp) {
+        self.fire_timers(at);
         let Some(state) = self.tasks.get(task.index()) else {
             return;
         };
         if state.stage != Stage::Running || state.attempts != attempt {
             return;
         }
+        let stopping = state.stopping;
         self.tally.running -= 1;
+        self.tasks[task.index()].stopping = None;
+        let outcome = match (stopping, outcome) {
+            (None, outcome) => outcome,
+            // It ended by itself before its deadline; the report came late.
+            (Some(deadline), outcome) if at <= deadline && !looks_killed(&outcome) => outcome,
+            (Some(_), _) => Outcome::TimedOut,
+        };
+        let now = at;
         match outcome {
             Outcome::Exited { code: 0, output } => match parse_output(&output) {
                 Ok(outputs) => self.succeed(task, outputs, now),
@@ -228,11 +254,18 @@ impl Engine {
                 self.attempt_failed(task, None, &reason, message, now)
             }
         }
+        self.settle(now);
+    }
+
+    /// Fires every timer due at `now` (attempt timeouts, retries, the run deadline), then starts
+    /// what can start.
+    pub fn tick(&mut self, now: Timestamp) {
+        self.fire_timers(now);
         self.schedule(now);
     }
 
-    /// Fires every timer due at `now`: attempt timeouts, retries and the run deadline.
-    pub fn tick(&mut self, now: Timestamp) {
+    /// Fires the timers due at `now`, each at its own time, in time order. Starts nothing.
+    fn fire_timers(&mut self, now: Timestamp) {
         while let Some(Reverse(timer)) = self.timers.peek().copied() {
             if timer.at > now || self.is_finished() {
                 break;
@@ -242,21 +275,21 @@ impl Engine {
                 continue; // stale: the attempt already ended
             }
             match timer.kind {
-                TimerKind::RunDeadline => self.deadline_exceeded(now),
+                TimerKind::RunDeadline => self.deadline_exceeded(timer.at),
                 TimerKind::AttemptTimeout => {
-                    self.tally.running -= 1;
+                    // The attempt keeps its slot until the driver reports it gone.
                     self.actions.push(Action::Kill {
                         task: timer.task,
                         attempt: timer.attempt,
                         reason: KillReason::Timeout,
+                        at: timer.at,
                     });
-                    let message = self.timeout_message(timer.task, timer.attempt);
-                    self.attempt_failed(timer.task, None, "Timeout", message, now);
+                    self.mark_stopping(timer.task, timer.attempt, timer.at);
+                    self.mark(timer.task);
                 }
                 TimerKind::RetryDue => self.enqueue(timer.task),
             }
         }
-        self.schedule(now);
     }
 
     /// When [`tick`](Self::tick) next has something to do, if ever. Exact: timers of attempts
@@ -280,6 +313,25 @@ impl Engine {
             "the run was cancelled",
         );
         self.finish_run(RunPhase::Cancelled, "Cancelled", now);
+    }
+
+    /// Records that the running attempt passed its deadline `at` and is being stopped.
+    pub(super) fn mark_stopping(&mut self, task: TaskId, attempt: u32, at: Timestamp) {
+        let seconds = self.dag.task(task).timeout.map_or(0, |d| d.as_secs());
+        let state = &mut self.tasks[task.index()];
+        state.stopping = Some(at);
+        state.message = Some(format!(
+            "attempt {attempt} exceeded its timeout of {seconds}s; stopping it"
+        ));
+    }
+
+    /// Attempts past their timeout that the driver has not reported gone yet, with their
+    /// deadlines: a driver that keeps no state of its own (Kubernetes) stops these.
+    pub fn stopping(&self) -> impl Iterator<Item = (TaskId, u32, Timestamp)> + '_ {
+        self.tasks.iter().enumerate().filter_map(|(i, state)| {
+            let at = state.stopping?;
+            Some((TaskId(i as u32), state.attempts, at))
+        })
     }
 
     /// Actions queued since the last call, in order.
@@ -314,6 +366,11 @@ impl Engine {
                 Err(message) => self.fail_for_good(task, None, "InputUnresolved", message, now),
             }
         }
+        self.settle(now);
+    }
+
+    /// Ends the run at `now` once every task is final, and drops stale timers.
+    fn settle(&mut self, now: Timestamp) {
         if self.phase == RunPhase::Running && self.finished_tasks() == self.tasks.len() as u32 {
             let phase = if self.tally.failed > 0 {
                 RunPhase::Failed
@@ -496,6 +553,7 @@ impl Engine {
                         task,
                         attempt: state.attempts,
                         reason: kill,
+                        at: now,
                     });
                     if kill == KillReason::DeadlineExceeded {
                         TaskPhase::Failed
@@ -525,6 +583,7 @@ impl Engine {
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Done;
         state.retry_at = None;
+        state.stopping = None;
         state.phase = phase;
         state.finished_at = Some(now);
         state.reason = Some(reason.into());
@@ -565,7 +624,7 @@ impl Engine {
             TimerKind::RetryDue => Stage::Backoff,
         };
         let state = &self.tasks[timer.task.index()];
-        state.attempts == timer.attempt && state.stage == stage
+        state.attempts == timer.attempt && state.stage == stage && state.stopping.is_none()
     }
 
     /// Drops stale timers from the front of the heap so [`next_wakeup`](Self::next_wakeup) is
@@ -601,6 +660,18 @@ impl Engine {
             self.changed.push(task);
         }
     }
+}
+
+/// Whether an attempt's end looks like the kill ork asked for (SIGTERM or SIGKILL, as shells
+/// and the kubelet report them), rather than an end of its own.
+fn looks_killed(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Exited {
+            code: 137 | 143,
+            ..
+        } | Outcome::TimedOut
+    )
 }
 
 /// `now + delay`, saturating at the end of time: a timer that far out never fires, where plain

@@ -145,6 +145,7 @@ impl Harness {
                     task,
                     attempt,
                     reason,
+                    ..
                 } => out.push(Act::Kill(self.name(task), attempt, reason)),
             }
         }
@@ -156,9 +157,12 @@ impl Harness {
         self.acts()
     }
 
+    /// A report of how an attempt ended at `secs`, read at once, as drivers do: the report,
+    /// then a tick at the same time, which starts what can start.
     fn report(&mut self, task: &str, attempt: u32, outcome: Outcome, secs: f64) -> Vec<Act> {
         let id = self.id(task);
         self.engine.finish_attempt(id, attempt, outcome, at(secs));
+        self.engine.tick(at(secs));
         self.acts()
     }
 
@@ -583,7 +587,7 @@ fn a_retry_that_succeeds_clears_the_failure() {
 #[test]
 fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
     // Who notices that the last attempt ran out of time: the engine's own timer, or the driver
-    // (e.g. the Job's activeDeadlineSeconds) reporting TimedOut first.
+    // (e.g. the Pod's own deadline) reporting TimedOut first.
     for engine_notices in [true, false] {
         let what = if engine_notices {
             "engine timer"
@@ -600,9 +604,32 @@ fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
         assert_eq!(h.phase("a"), TaskPhase::Running);
 
         assert_eq!(h.tick(10.0), [kill("a", 1, KillReason::Timeout)], "{what}");
+        // Being stopped: still Running and holding its slot until the driver says it is gone.
+        let a = h.status("a");
+        assert_eq!(a.phase, TaskPhase::Running);
+        assert!(
+            a.message
+                .unwrap()
+                .contains("attempt 1 exceeded its timeout of 10s; stopping it")
+        );
+        assert_eq!(h.engine.running(), 1);
+        assert_eq!(
+            h.wakeup(),
+            None,
+            "{what}: nothing is due until the kill is confirmed"
+        );
+        assert_eq!(
+            h.engine.stopping().collect::<Vec<_>>(),
+            [(h.id("a"), 1, at(10.0))]
+        );
+        h.changes();
+
+        // The killed attempt's success after its deadline cannot count: it is the timeout.
+        assert_eq!(h.ok("a", 1, r#"{"x": 1}"#, 10.5), [], "{what}");
         let a = h.status("a");
         assert_eq!(a.phase, TaskPhase::Pending);
         assert_eq!(a.reason.as_deref(), Some("Timeout"));
+        assert_eq!(a.outputs, None);
         assert_eq!(a.exit_code, None);
         assert!(
             a.message
@@ -610,29 +637,30 @@ fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
                 .contains("attempt 1 exceeded its timeout of 10s")
         );
         assert_eq!(h.engine.running(), 0);
-        h.changes();
+        assert_eq!(h.engine.stopping().count(), 0);
 
-        // The killed attempt's late success cannot overwrite the timeout.
-        assert_eq!(h.ok("a", 1, r#"{"x": 1}"#, 10.5), [], "{what}");
-        assert_eq!(h.changes(), Vec::<String>::new());
-        assert_eq!(h.reason("a").as_deref(), Some("Timeout"));
-        assert_eq!(h.status("a").outputs, None);
-
-        assert_eq!(h.wakeup(), Some(at(11.0)), "{what}: retry after 1s");
-        assert_eq!(h.tick(11.0), [start("a", 2)]);
         assert_eq!(
             h.wakeup(),
-            Some(at(21.0)),
+            Some(at(11.5)),
+            "{what}: retry 1s after the attempt was gone"
+        );
+        assert_eq!(h.tick(11.5), [start("a", 2)]);
+        assert_eq!(
+            h.wakeup(),
+            Some(at(21.5)),
             "{what}: the retry gets its own timeout"
         );
-        assert_eq!(h.tick(20.5), []);
+        assert_eq!(h.tick(21.0), []);
 
         if engine_notices {
-            assert_eq!(h.tick(21.0), [kill("a", 2, KillReason::Timeout)]);
+            assert_eq!(h.tick(21.5), [kill("a", 2, KillReason::Timeout)]);
+            assert_eq!(h.phase("a"), TaskPhase::Running);
+            // Killed: SIGTERM's exit code, after the deadline.
+            assert_eq!(h.exit("a", 2, 143, 21.6), []);
         } else {
-            assert_eq!(h.report("a", 2, Outcome::TimedOut, 20.9), []);
+            assert_eq!(h.report("a", 2, Outcome::TimedOut, 21.4), []);
             // The engine's own timer for the attempt is now stale.
-            assert_eq!(h.tick(21.0), []);
+            assert_eq!(h.tick(21.5), []);
         }
         let a = h.status("a");
         assert_eq!(a.phase, TaskPhase::Failed, "{what}");
@@ -644,13 +672,114 @@ fn timeout_kills_at_exactly_start_plus_timeout_and_is_retried() {
                 .unwrap()
                 .contains("attempt 2 exceeded its timeout of 10s")
         );
-        // Late success after the final timeout is ignored too.
-        assert_eq!(h.ok("a", 2, "", 21.5), [], "{what}");
+        // A late report after the final timeout is ignored.
+        assert_eq!(h.ok("a", 2, "", 22.5), [], "{what}");
         assert_eq!(h.phase("a"), TaskPhase::Failed, "{what}");
         assert_eq!(h.phase("b"), TaskPhase::Skipped);
         assert_eq!(h.engine.phase(), RunPhase::Failed);
         assert_eq!(h.wakeup(), None);
     }
+}
+
+#[test]
+fn an_attempt_that_ended_before_its_deadline_keeps_its_outcome_however_late_the_report() {
+    // (what happened, when it ended, what is recorded): the report is read at 12.0, after the
+    // timer at 10.0 has fired.
+    let cases = [
+        (exited(0, r#"{"x": 1}"#), 9.0, "Completed"),
+        (exited(0, r#"{"x": 1}"#), 10.0, "Completed"),
+        (exited(3, ""), 9.5, "Error"),
+        (exited(143, ""), 10.0, "Timeout"),
+        (exited(0, ""), 10.001, "Timeout"),
+        (
+            Outcome::Failed {
+                reason: "OOMKilled".into(),
+                message: "out of memory".into(),
+            },
+            9.9,
+            "OOMKilled",
+        ),
+    ];
+    for (outcome, ended, reason) in cases {
+        let what = format!("{outcome:?} at {ended}");
+        let mut h = Harness::new(json!({"tasks": [
+            {"name": "a", "timeoutSeconds": 10},
+            {"name": "b", "dependsOn": ["a"]},
+        ]}));
+        h.start(0.0);
+        // The driver read the time first, then the report that had come in meanwhile.
+        assert_eq!(h.tick(12.0), [kill("a", 1, KillReason::Timeout)], "{what}");
+        let id = h.id("a");
+        h.engine.finish_attempt(id, 1, outcome, at(ended));
+        h.engine.tick(at(12.0));
+        assert_eq!(h.reason("a").as_deref(), Some(reason), "{what}");
+        assert_eq!(h.status("a").finished_at, Some(at(ended)), "{what}");
+        let b = if reason == "Completed" {
+            TaskPhase::Running
+        } else {
+            TaskPhase::Skipped
+        };
+        assert_eq!(h.phase("b"), b, "{what}");
+        if reason == "Completed" {
+            assert_eq!(
+                h.status("b").started_at,
+                Some(at(12.0)),
+                "{what}: starts when the driver acts, not when the report says"
+            );
+        }
+    }
+}
+
+#[test]
+fn reports_are_ordered_among_timers_by_when_they_happened() {
+    // The run's deadline is at 10. A success at 9 read at 12 still counts, and its dependent
+    // does not start: by the time it could, the deadline has passed.
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 10, "tasks": [
+        {"name": "a"},
+        {"name": "b", "dependsOn": ["a"]},
+    ]}));
+    h.start(0.0);
+    let id = h.id("a");
+    h.engine.finish_attempt(id, 1, exited(0, ""), at(9.0));
+    h.engine.tick(at(12.0));
+    assert_eq!(h.acts(), [], "nothing starts after the deadline");
+    assert_eq!(h.phase("a"), TaskPhase::Succeeded);
+    assert_eq!(h.status("a").finished_at, Some(at(9.0)));
+    assert_eq!(h.phase("b"), TaskPhase::Cancelled);
+    assert_eq!(
+        h.status("b").finished_at,
+        Some(at(10.0)),
+        "cancelled at the deadline"
+    );
+    assert_eq!(h.engine.phase(), RunPhase::Failed);
+    assert_eq!(h.engine.run_status().finished_at, Some(at(10.0)));
+
+    // A success read after the deadline that happened after it is too late.
+    let mut h = Harness::new(json!({"activeDeadlineSeconds": 10, "tasks": [{"name": "a"}]}));
+    h.start(0.0);
+    let id = h.id("a");
+    h.engine.finish_attempt(id, 1, exited(0, ""), at(11.0));
+    h.engine.tick(at(12.0));
+    assert_eq!(h.acts(), [kill("a", 1, KillReason::DeadlineExceeded)]);
+    assert_eq!(h.phase("a"), TaskPhase::Failed);
+    assert_eq!(h.reason("a").as_deref(), Some("DeadlineExceeded"));
+}
+
+#[test]
+fn a_retry_waits_until_the_timed_out_attempt_is_gone() {
+    // Parallelism 1: the timed-out attempt's slot is not free until the kill is confirmed.
+    let mut h = Harness::new(json!({"parallelism": 1, "tasks": [
+        {"name": "a", "timeoutSeconds": 5, "retries": {"limit": 1, "backoff": {"initialSeconds": 0}}},
+        {"name": "x"},
+    ]}));
+    assert_eq!(h.start(0.0), [start("a", 1)]);
+    assert_eq!(h.tick(5.0), [kill("a", 1, KillReason::Timeout)]);
+    // Killing takes a while (SIGTERM, grace, SIGKILL): nothing else runs meanwhile.
+    assert_eq!(h.tick(7.0), []);
+    assert_eq!(h.engine.running(), 1);
+    assert_eq!(h.exit("a", 1, 137, 8.0), [start("x", 1)]);
+    assert_eq!(h.reason("a").as_deref(), Some("Timeout"));
+    assert_eq!(h.ok("x", 1, "", 9.0), [start("a", 2)]);
 }
 
 #[test]
@@ -745,7 +874,13 @@ fn stale_and_bogus_reports_are_ignored() {
             let before = h.engine.run_status();
             let wakeup = h.wakeup();
             let id = raw_id.map_or_else(|| h.id(task), TaskId);
-            h.engine.finish_attempt(id, attempt, outcome, at(2.5));
+            // Before anything else falls due, so only the report itself could change anything.
+            let when = if let Stage::Retrying = stage {
+                2.5
+            } else {
+                1.5
+            };
+            h.engine.finish_attempt(id, attempt, outcome, at(when));
             assert_eq!(h.acts(), [], "{what}");
             assert_eq!(h.changes(), Vec::<String>::new(), "{what}");
             assert_eq!(h.engine.run_status(), before, "{what}");
@@ -1081,6 +1216,10 @@ fn late_tick_fires_everything_that_is_due() {
             kill("b", 1, KillReason::Timeout)
         ]
     );
+    assert_eq!(h.engine.running(), 2, "until their ends are reported");
+    assert_eq!(h.exit("a", 1, 143, 20.1), []);
+    assert_eq!(h.exit("b", 1, 143, 20.2), []);
+    assert_eq!(h.reason("a").as_deref(), Some("Timeout"));
     assert_eq!(h.engine.phase(), RunPhase::Failed);
     assert_eq!(
         h.engine.succeeded_condition().reason.as_deref(),
@@ -1822,6 +1961,7 @@ impl Sim<'_> {
                     task,
                     attempt,
                     reason,
+                    ..
                 } => {
                     self.stats.kills += 1;
                     let Some(i) = self
@@ -1842,6 +1982,13 @@ impl Sim<'_> {
                                 timeout.map(|t| flight.started_ms + t as i64 * 1000),
                                 "timeout kill not at start + timeout"
                             );
+                            // It keeps running (and its slot) until the kill takes: SIGTERM's
+                            // exit a little later, unless it ends by itself at this instant.
+                            if flight.outcome.is_none() || flight.done_ms > now {
+                                flight.outcome = Some(exited(143, ""));
+                                flight.done_ms = now + self.rng.below(1_500) as i64;
+                            }
+                            continue;
                         }
                         KillReason::DeadlineExceeded => {
                             let Some(Interrupt::Deadline(s)) = self.run.interrupt else {
@@ -2011,6 +2158,8 @@ impl Sim<'_> {
                 "stale report changed status"
             );
         }
+        // As a driver does after each report: start what can start now.
+        self.engine.tick(at_ms(self.now_ms));
         self.after_event()
     }
 }

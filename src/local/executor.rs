@@ -14,7 +14,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::compile::{Dag, TaskId};
-use crate::driver::{DriverError, Executor, StatusUpdate};
+use jiff::Timestamp;
+
+use crate::driver::{Clock, DriverError, Executor, StatusUpdate, SystemClock};
 use crate::engine::{Launch, MAX_OUTPUT_BYTES, Outcome};
 use crate::task_env::{RunIdentity, expand, ork_env};
 
@@ -154,12 +156,13 @@ impl Executor for ProcessExecutor {
                 let updates = self.updates_tx.clone();
                 let grace = self.kill_grace;
                 tokio::spawn(async move {
-                    let outcome = supervise(child, pid, kill_rx, grace, &files.output).await;
+                    let (outcome, at) = supervise(child, pid, kill_rx, grace, &files.output).await;
                     // The receiver lives as long as the executor; nothing to do if it is gone.
                     let _ = updates.send(StatusUpdate {
                         task,
                         attempt,
                         outcome,
+                        at,
                     });
                 });
             }
@@ -172,6 +175,7 @@ impl Executor for ProcessExecutor {
                     task,
                     attempt,
                     outcome,
+                    at: SystemClock.now(),
                 });
             }
         }
@@ -200,14 +204,15 @@ impl Executor for ProcessExecutor {
 
 /// Waits for the attempt to end, killing its process group on request: SIGTERM, then SIGKILL
 /// after `grace`. Whatever the attempt left running in its group is killed when it ends, as a
-/// container's processes end with the container.
+/// container's processes end with the container. Returns how it ended and when the process
+/// exited.
 async fn supervise(
     mut child: Child,
     group: Pid,
     kill: oneshot::Receiver<()>,
     grace: Duration,
     output: &Path,
-) -> Outcome {
+) -> (Outcome, Timestamp) {
     let status = tokio::select! {
         status = child.wait() => status,
         _ = kill => {
@@ -221,9 +226,10 @@ async fn supervise(
             }
         }
     };
+    let ended = SystemClock.now();
     // ESRCH (nothing left in the group) is the common case.
     let _ = killpg(group, Signal::SIGKILL);
-    match status {
+    let outcome = match status {
         Ok(status) => Outcome::Exited {
             code: exit_code(status),
             output: read_output(output).await,
@@ -232,7 +238,8 @@ async fn supervise(
             reason: "Error".into(),
             message: format!("cannot wait for the process: {e}"),
         },
-    }
+    };
+    (outcome, ended)
 }
 
 /// The exit code, or 128 + the signal number for a process killed by a signal (as shells and
