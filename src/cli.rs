@@ -86,6 +86,14 @@ pub enum Command {
         /// Seconds a lease lasts without renewal; a standby takes over within about this long.
         #[arg(long, env = "ORK_LEASE_SECONDS", default_value_t = 15)]
         lease_seconds: u64,
+        /// Seconds an attempt waits for an image that cannot be pulled before it fails; 0 waits
+        /// for ever.
+        #[arg(long, env = "ORK_IMAGE_PULL_TIMEOUT", default_value_t = 300)]
+        image_pull_timeout: u32,
+        /// Delete each finished Job (and its Pod, with its logs) this many seconds after it
+        /// finishes (`ttlSecondsAfterFinished`); by default Jobs stay until their Run is deleted.
+        #[arg(long, env = "ORK_JOB_TTL_SECONDS", value_name = "SECONDS")]
+        job_ttl_seconds: Option<u32>,
     },
 }
 
@@ -143,6 +151,8 @@ pub fn main(cli: Cli) -> ExitCode {
             lease_name,
             lease_namespace,
             lease_seconds,
+            image_pull_timeout,
+            job_ttl_seconds,
         } => {
             init_logging(log_format);
             let http_address = match metrics_address.as_str() {
@@ -165,11 +175,18 @@ pub fn main(cli: Cli) -> ExitCode {
                     .unwrap_or_else(|_| format!("ork-{}", std::process::id())),
                 lease_seconds: lease_seconds.max(2),
             });
+            let run = crate::kubernetes::decide::Config {
+                image_pull_timeout: (image_pull_timeout > 0)
+                    .then(|| jiff::SignedDuration::from_secs(i64::from(image_pull_timeout))),
+                job_ttl_seconds: job_ttl_seconds.map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
+                ..crate::kubernetes::decide::Config::default()
+            };
             let settings = crate::kubernetes::Settings {
                 namespaces: namespace,
                 concurrency: concurrency.max(1),
                 http_address,
                 leader_election,
+                run,
             };
             controller(kubeconfig, settings)
         }

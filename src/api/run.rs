@@ -168,6 +168,14 @@ pub struct TaskStatus {
     /// When the next attempt starts, while the task waits out its retry back-off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Timestamp>,
+    /// The Job of the latest attempt, once it exists (Kubernetes only):
+    /// `kubectl logs job/NAME` shows the attempt's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// When the Pod of the latest attempt started on a node (Kubernetes only): the attempt's
+    /// timeout counts from here, as the kubelet's does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_started_at: Option<Timestamp>,
 }
 
 /// A Kubernetes-style condition.

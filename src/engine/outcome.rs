@@ -13,8 +13,18 @@ pub enum Outcome {
     /// The attempt ran past its timeout and was stopped by the driver's own mechanism
     /// (e.g. the Job's `activeDeadlineSeconds`).
     TimedOut,
+    /// The process exited non-zero for a reason the driver knows better than "Error" (e.g.
+    /// `OOMKilled`); `reason` is a CamelCase word for the status.
+    Terminated {
+        code: i32,
+        reason: String,
+        message: String,
+    },
     /// The attempt could not run or was lost; `reason` is a CamelCase word for the status.
     Failed { reason: String, message: String },
+    /// The attempt can never run as asked (the API server refused its Job, say): retrying
+    /// cannot help, so the task fails for good whatever its retry policy.
+    Refused { reason: String, message: String },
 }
 
 /// Checks an attempt's output against the contract: empty, or one JSON object of at most

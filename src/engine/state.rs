@@ -250,8 +250,16 @@ impl Engine {
                 let message = self.timeout_message(task, attempt);
                 self.attempt_failed(task, None, "Timeout", message, now)
             }
+            Outcome::Terminated {
+                code,
+                reason,
+                message,
+            } => self.attempt_failed(task, Some(code), &reason, message, now),
             Outcome::Failed { reason, message } => {
                 self.attempt_failed(task, None, &reason, message, now)
+            }
+            Outcome::Refused { reason, message } => {
+                self.fail_for_good(task, None, &reason, message, now)
             }
         }
         self.settle(now);
@@ -411,6 +419,21 @@ impl Engine {
             attempt,
             inputs,
         }));
+    }
+
+    /// The launch of `task`'s current attempt, for a driver that must start it again (its Job
+    /// was recorded but never made): the same inputs, resolved from the recorded outputs.
+    pub fn relaunch(&self, task: TaskId) -> Option<Launch> {
+        let state = self.tasks.get(task.index())?;
+        if state.stage != Stage::Running {
+            return None;
+        }
+        let inputs = self.resolve_inputs(task).ok()?;
+        Some(Launch {
+            task,
+            attempt: state.attempts,
+            inputs,
+        })
     }
 
     fn resolve_inputs(&self, task: TaskId) -> Result<Vec<(String, Value)>, String> {

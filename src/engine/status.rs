@@ -21,6 +21,8 @@ impl Engine {
             message: state.message.clone(),
             outputs: state.outputs.clone(),
             next_attempt_at: state.retry_at,
+            job: None,
+            pod_started_at: None,
         }
     }
 

@@ -1,31 +1,34 @@
 //! Wiring: watches, indexes and the two controllers (Runs and Workflows).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::context::{Backoff, Context};
+use super::decide::Config;
 use super::error::Error;
 use super::http::{self, Probes};
-use super::index::RunIndex;
+use super::index::{RunIndex, slim_job, slim_pod, slim_run};
 use super::leader::{self, LeaderElection};
 use super::metrics::Metrics;
 use super::names::{LABEL_RUN, managed_selector};
 use super::{run_reconciler, workflow_reconciler};
 use crate::api::{Run, Workflow};
-use crate::compile::{BoundParams, Dag};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -38,6 +41,8 @@ pub struct Settings {
     pub http_address: Option<SocketAddr>,
     /// Run only while holding this lease.
     pub leader_election: Option<LeaderElection>,
+    /// How runs are carried out (image pull timeout, Job TTL, …).
+    pub run: Config,
 }
 
 impl Default for Settings {
@@ -47,52 +52,7 @@ impl Default for Settings {
             concurrency: 16,
             http_address: None,
             leader_election: None,
-        }
-    }
-}
-
-/// Compiled pinned definitions and bound parameters, by run UID.
-type CompiledRuns = HashMap<String, (Arc<Dag>, BoundParams)>;
-
-/// Shared by every reconcile.
-pub struct Context {
-    pub client: Client,
-    pub metrics: Arc<Metrics>,
-    jobs: Arc<RwLock<RunIndex<Job>>>,
-    pods: Arc<RwLock<RunIndex<Pod>>>,
-    /// Compiled pinned definitions by run UID: a run is compiled once, not on every reconcile.
-    dags: Arc<Mutex<CompiledRuns>>,
-    pub recorder: Recorder,
-}
-
-impl Context {
-    pub(super) fn jobs_of(&self, namespace: &str, run: &str) -> Vec<Arc<Job>> {
-        self.jobs
-            .read()
-            .map(|i| i.children(namespace, run))
-            .unwrap_or_default()
-    }
-
-    pub(super) fn pods_of(&self, namespace: &str, run: &str) -> Vec<Arc<Pod>> {
-        self.pods
-            .read()
-            .map(|i| i.children(namespace, run))
-            .unwrap_or_default()
-    }
-
-    pub(super) fn cached(&self, uid: &str) -> Option<(Arc<Dag>, BoundParams)> {
-        self.dags.lock().ok()?.get(uid).cloned()
-    }
-
-    pub(super) fn remember(&self, uid: &str, dag: Arc<Dag>, params: BoundParams) {
-        if let Ok(mut dags) = self.dags.lock() {
-            dags.insert(uid.to_string(), (dag, params));
-        }
-    }
-
-    pub(super) fn forget(&self, uid: &str) {
-        if let Ok(mut dags) = self.dags.lock() {
-            dags.remove(uid);
+            run: Config::default(),
         }
     }
 }
@@ -139,11 +99,15 @@ pub async fn run(
         } else {
             settings.namespaces.iter().cloned().map(Some).collect()
         };
+        let watch_settings = WatchSettings {
+            concurrency: settings.concurrency,
+            run: settings.run.clone(),
+        };
         let controllers = namespaces.into_iter().map(move |ns| {
             watch_namespace(
                 client.clone(),
                 ns,
-                settings.concurrency,
+                watch_settings.clone(),
                 Arc::clone(&metrics),
                 Arc::clone(&probes),
                 stop.clone(),
@@ -181,7 +145,7 @@ pub async fn run(
 async fn watch_namespace(
     client: Client,
     namespace: Option<String>,
-    concurrency: u16,
+    settings: WatchSettings,
     metrics: Arc<Metrics>,
     probes: Arc<Probes>,
     shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
@@ -192,58 +156,103 @@ async fn watch_namespace(
     let managed = watcher::Config::default().labels(&managed_selector());
     let jobs = Arc::new(RwLock::new(RunIndex::default()));
     let pods = Arc::new(RwLock::new(RunIndex::default()));
+    // Reconciles wait until both child caches have been filled once.
+    let (synced_tx, synced_rx) = watch::channel(false);
+    let synced_tx = Arc::new(synced_tx);
+    let listed = Arc::new(AtomicUsize::new(0));
 
-    let (job_index, job_probes) = (Arc::clone(&jobs), Arc::clone(&probes));
+    let (job_index, job_probes, job_synced, job_listed) = (
+        Arc::clone(&jobs),
+        Arc::clone(&probes),
+        Arc::clone(&synced_tx),
+        Arc::clone(&listed),
+    );
     let job_events = watcher::watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
-        .modify(|job| job.managed_fields_mut().clear())
-        .inspect_ok(move |event| index(&job_index, &job_probes, event))
+        .modify(slim_job)
+        .inspect_ok(move |event| {
+            if index(&job_index, &job_probes, event)
+                && job_listed.fetch_add(1, Ordering::SeqCst) == 1
+            {
+                let _ = job_synced.send(true);
+            }
+        })
         .touched_objects();
-    let (pod_index, pod_probes) = (Arc::clone(&pods), Arc::clone(&probes));
+    let (pod_index, pod_probes, pod_synced, pod_listed) = (
+        Arc::clone(&pods),
+        Arc::clone(&probes),
+        Arc::clone(&synced_tx),
+        Arc::clone(&listed),
+    );
     let pod_events = watcher::watcher(api::<Pod>(&client, ns), managed)
         .default_backoff()
-        .modify(|pod| pod.managed_fields_mut().clear())
-        .inspect_ok(move |event| index(&pod_index, &pod_probes, event))
+        .modify(slim_pod)
+        .inspect_ok(move |event| {
+            if index(&pod_index, &pod_probes, event)
+                && pod_listed.fetch_add(1, Ordering::SeqCst) == 1
+            {
+                let _ = pod_synced.send(true);
+            }
+        })
         .touched_objects();
 
-    let dags = Arc::new(Mutex::new(HashMap::new()));
     let reporter = Reporter {
         controller: "ork".into(),
         instance: std::env::var("HOSTNAME").ok(),
     };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        metrics: Arc::clone(&metrics),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::clone(&metrics),
+        Recorder::new(client.clone(), reporter),
+        settings.run.clone(),
         jobs,
         pods,
-        dags: Arc::clone(&dags),
-        recorder: Recorder::new(client.clone(), reporter),
-    });
+        synced_rx,
+    ));
 
-    let config = ControllerConfig::default().concurrency(concurrency);
-    let (run_store, run_writer) = reflector::store();
-    let (run_probes, run_dags) = (Arc::clone(&probes), Arc::clone(&dags));
-    let run_events = watcher::watcher(api::<Run>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .reflect(run_writer)
-        .inspect_ok(move |event| {
-            once_listed(&run_probes, event);
-            // A deleted Run is never reconciled again: drop its compiled definition here.
-            if let Event::Delete(run) = event
-                && let (Some(uid), Ok(mut dags)) = (run.metadata.uid.as_ref(), run_dags.lock())
-            {
-                dags.remove(uid);
+    let config = ControllerConfig::default().concurrency(settings.concurrency);
+    // Each object is read behind a guard: one that ork's types cannot hold is reported on
+    // itself and skipped, instead of failing the watch for every Run in the cluster.
+    let (run_store, run_writer) = reflector::store::<DeserializeGuard<Run>>();
+    let (run_probes, run_ctx) = (Arc::clone(&probes), Arc::clone(&ctx));
+    let run_events = watcher::watcher(
+        api::<DeserializeGuard<Run>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(slim_run)
+    .reflect(run_writer)
+    .inspect_ok(move |event| {
+        once_listed(&run_probes, event);
+        // A deleted Run is never reconciled again: drop what is kept about it here.
+        if let Event::Delete(run) = event
+            && let Some(uid) = run.meta().uid.as_ref()
+        {
+            run_ctx.forget(uid);
+        }
+    })
+    .touched_objects();
+
+    // A Workflow appearing or changing wakes the Runs waiting for it.
+    let (wake_tx, wake_rx) =
+        futures::channel::mpsc::unbounded::<ObjectRef<DeserializeGuard<Run>>>();
+    let (workflow_store, workflow_writer) = reflector::store::<DeserializeGuard<Workflow>>();
+    let (workflow_probes, waiting_runs) = (Arc::clone(&probes), run_store.clone());
+    let workflow_events = watcher::watcher(
+        api::<DeserializeGuard<Workflow>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(workflow_writer)
+    .inspect_ok(move |event| {
+        once_listed(&workflow_probes, event);
+        if let Event::Apply(workflow) | Event::InitApply(workflow) = event {
+            for run in runs_waiting_for(&waiting_runs, workflow) {
+                let _ = wake_tx.unbounded_send(run);
             }
-        })
-        .touched_objects();
-    let (workflow_store, workflow_writer) = reflector::store();
-    let workflow_probes = Arc::clone(&probes);
-    let workflow_events =
-        watcher::watcher(api::<Workflow>(&client, ns), watcher::Config::default())
-            .default_backoff()
-            .reflect(workflow_writer)
-            .inspect_ok(move |event| once_listed(&workflow_probes, event))
-            .touched_objects();
+        }
+    })
+    .touched_objects();
     metrics.watch_runs(run_store.clone());
     let run_controller = Controller::for_stream(run_events, run_store);
     let workflow_controller = Controller::for_stream(workflow_events, workflow_store);
@@ -252,8 +261,9 @@ async fn watch_namespace(
         .owns_stream(job_events)
         .watches_stream(pod_events, |pod: Pod| {
             let run = pod.metadata.labels.as_ref()?.get(LABEL_RUN)?.clone();
-            Some(ObjectRef::<Run>::new(&run).within(pod.metadata.namespace.as_deref()?))
+            Some(ObjectRef::new(&run).within(pod.metadata.namespace.as_deref()?))
         })
+        .reconcile_on(wake_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(timed_run_reconcile, retry_later, Arc::clone(&ctx))
         .for_each(|result| {
@@ -278,14 +288,57 @@ async fn watch_namespace(
     Ok(())
 }
 
-fn index<K: Resource + Clone>(index: &RwLock<RunIndex<K>>, probes: &Probes, event: &Event<K>) {
-    if let Ok(mut index) = index.write() {
-        let first_list_done = matches!(event, Event::InitDone) && !index.listed();
-        index.apply(event);
-        if first_list_done {
-            probes.synced();
-        }
+/// What every controller of this process shares, beyond the client.
+#[derive(Clone)]
+struct WatchSettings {
+    concurrency: u16,
+    run: Config,
+}
+
+/// Runs in the Workflow's namespace that reference it and have not started: the ones its
+/// appearance can wake.
+fn runs_waiting_for(
+    runs: &reflector::Store<DeserializeGuard<Run>>,
+    workflow: &DeserializeGuard<Workflow>,
+) -> Vec<ObjectRef<DeserializeGuard<Run>>> {
+    let meta = workflow.meta();
+    let (Some(name), Some(namespace)) = (meta.name.as_deref(), meta.namespace.as_deref()) else {
+        return Vec::new();
+    };
+    runs.state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|run| {
+            run.metadata.namespace.as_deref() == Some(namespace)
+                && run
+                    .spec
+                    .workflow_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+                && run
+                    .status
+                    .as_ref()
+                    .is_none_or(|s| s.workflow.as_ref().is_none_or(|w| w.spec.is_none()))
+        })
+        .map(|run| ObjectRef::new(&run.name_any()).within(namespace))
+        .collect()
+}
+
+/// Applies one watch event to an index; true when it completed the index's first full list.
+fn index<K: Resource + Clone>(
+    index: &RwLock<RunIndex<K>>,
+    probes: &Probes,
+    event: &Event<K>,
+) -> bool {
+    let Ok(mut index) = index.write() else {
+        return false;
+    };
+    let first_list_done = matches!(event, Event::InitDone) && !index.listed();
+    index.apply(event);
+    if first_list_done {
+        probes.synced();
     }
+    first_list_done
 }
 
 /// Counts a cache as filled at its first complete list (later re-lists do not count again).
@@ -295,31 +348,69 @@ fn once_listed<K>(probes: &Probes, event: &Event<K>) {
     }
 }
 
-async fn timed_run_reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn timed_run_reconcile(
+    run: Arc<DeserializeGuard<Run>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
+    let key = object_key(run.as_ref());
     let result = run_reconciler::reconcile(run, Arc::clone(&ctx)).await;
     ctx.metrics
         .reconciled("run", result.is_ok(), started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
     result
 }
 
 async fn timed_workflow_reconcile(
-    workflow: Arc<Workflow>,
+    workflow: Arc<DeserializeGuard<Workflow>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
+    let key = object_key(workflow.as_ref());
     let result = workflow_reconciler::reconcile(workflow, Arc::clone(&ctx)).await;
     ctx.metrics
         .reconciled("workflow", result.is_ok(), started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
     result
 }
 
-/// A failed reconcile is retried: at once after losing a write race, later otherwise.
-fn retry_later<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    if error.is_conflict() {
-        Action::requeue(Duration::from_millis(50))
+fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A failed reconcile is retried with a back-off of its own per object: soon after losing a
+/// write race, later and later after anything else (throttling, a server error, the network),
+/// never in a fixed loop. A success starts the back-off over.
+fn retry_later<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = object_key(obj.as_ref());
+    let backoff = if error.is_conflict() {
+        Backoff {
+            base: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+        }
     } else {
-        warn!(error = %error, "reconcile failed; retrying in 5s");
-        Action::requeue(Duration::from_secs(5))
+        Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
+    };
+    let delay = ctx.failed(&key, backoff);
+    if !error.is_conflict() {
+        warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed");
     }
+    Action::requeue(delay)
 }

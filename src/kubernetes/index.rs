@@ -5,10 +5,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use kube::core::DeserializeGuard;
 use kube::runtime::watcher::Event;
 
 use super::names::LABEL_RUN;
+use crate::api::{Run, RunPhase};
 
 /// `(namespace, run name)`.
 pub type RunKey = (String, String);
@@ -89,6 +94,80 @@ impl<K: Resource> RunIndex<K> {
     }
 }
 
+/// Keeps of a Job only what the controller reads: its identity, labels, owners, creation and
+/// deletion times and its conditions. Everything else (the Pod template, annotations, managed
+/// fields) would only cost memory, for every Job of every run.
+pub fn slim_job(job: &mut Job) {
+    slim_meta(&mut job.metadata);
+    job.spec = None;
+    if let Some(status) = job.status.as_mut() {
+        *status = JobStatus {
+            conditions: status.conditions.take(),
+            start_time: status.start_time.take(),
+            ..JobStatus::default()
+        };
+    }
+}
+
+/// Keeps of a Pod only what the controller reads: identity, owners, deletion, and the status
+/// of its phase, start, scheduling and containers' states (no spec).
+pub fn slim_pod(pod: &mut Pod) {
+    slim_meta(&mut pod.metadata);
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        let scheduled = status.conditions.take().map(|cs| {
+            cs.into_iter()
+                .filter(|c| c.type_ == "PodScheduled")
+                .collect()
+        });
+        let containers = status.container_statuses.take().map(|cs| {
+            cs.into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    state: c.state,
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        });
+        *status = PodStatus {
+            phase: status.phase.take(),
+            reason: status.reason.take(),
+            message: status.message.take(),
+            start_time: status.start_time.take(),
+            conditions: scheduled,
+            container_statuses: containers,
+            ..PodStatus::default()
+        };
+    }
+}
+
+/// A finished Run keeps nothing the controller reads beyond its phase: its task list and pinned
+/// definition are dropped from the cache (not from the API server).
+pub fn slim_run(guard: &mut DeserializeGuard<Run>) {
+    match &mut guard.0 {
+        Ok(run) => {
+            run.metadata.managed_fields = None;
+            if let Some(status) = run.status.as_mut()
+                && status.phase.is_some_and(RunPhase::is_final)
+            {
+                status.tasks = Vec::new();
+                if let Some(pinned) = status.workflow.as_mut() {
+                    pinned.spec = None;
+                    pinned.params.clear();
+                }
+            }
+        }
+        Err(invalid) => invalid.metadata.managed_fields = None,
+    }
+}
+
+fn slim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.finalizers = None;
+    meta.generate_name = None;
+}
+
 fn keys<K: Resource>(obj: &K) -> Option<(RunKey, String)> {
     let meta = obj.meta();
     let run = meta.labels.as_ref()?.get(LABEL_RUN)?;
@@ -106,7 +185,6 @@ fn insert<K: Resource + Clone>(map: &mut Children<K>, obj: &K) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::batch::v1::Job;
 
     fn job(ns: &str, run: &str, name: &str) -> Job {
         serde_json::from_value(serde_json::json!({
@@ -159,5 +237,62 @@ mod tests {
         );
         index.apply(&Event::InitDone);
         assert_eq!(names(&index, "a", "r1"), ["new"]);
+    }
+
+    #[test]
+    fn caches_keep_only_what_is_read() {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "r.t.1", "namespace": "a", "uid": "j1",
+                "labels": {"ork.dev/run": "r"}, "annotations": {"big": "x".repeat(10_000)},
+                "ownerReferences": [{"apiVersion": "ork.dev/v1alpha1", "kind": "Run", "name": "r",
+                                     "uid": "u", "controller": true}],
+                "managedFields": [{"manager": "m"}]},
+            "spec": {"template": {"spec": {"containers": [{"name": "task", "image": "i",
+                "env": [{"name": "BIG", "value": "y".repeat(10_000)}]}]}}},
+            "status": {"active": 1, "startTime": "2026-11-26T00:00:00Z",
+                       "conditions": [{"type": "Complete", "status": "True"}]}
+        }))
+        .unwrap();
+        slim_job(&mut job);
+        let kept = serde_json::to_string(&job).unwrap();
+        assert!(kept.len() < 500, "{kept}");
+        assert_eq!(job.metadata.uid.as_deref(), Some("j1"));
+        assert_eq!(
+            job.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(
+            job.status
+                .as_ref()
+                .unwrap()
+                .conditions
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "a", "labels": {"ork.dev/run": "r"},
+                         "deletionTimestamp": "2026-11-26T00:00:09Z"},
+            "spec": {"containers": [{"name": "task", "image": "i"}]},
+            "status": {"phase": "Pending", "startTime": "2026-11-26T00:00:00Z",
+                "podIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "False"},
+                               {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+                "containerStatuses": [{"name": "task", "image": "i", "imageID": "sha", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull"}}}]}
+        }))
+        .unwrap();
+        slim_pod(&mut pod);
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(pod.spec, None);
+        assert!(pod.metadata.deletion_timestamp.is_some());
+        assert_eq!(status.pod_ip, None);
+        assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
+        let container = &status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(container.name, "task");
+        assert_eq!(container.image, "");
+        assert!(container.state.as_ref().unwrap().waiting.is_some());
     }
 }

@@ -16,13 +16,18 @@ pub const OUTPUT_PATH: &str = "/dev/termination-log";
 /// Name of the one container of a task Pod.
 pub const CONTAINER: &str = "task";
 
-/// The Job that runs `launch`, owned by the Run.
+/// The Job that runs `launch`, owned by the Run. The task's timeout is the Pod's own
+/// `activeDeadlineSeconds`, which the kubelet counts from the Pod's start, as the engine does:
+/// time spent waiting for a node does not count, and a Pod stopped by its deadline stays, with
+/// its logs. `ttl_seconds` lets Kubernetes delete the finished Job (and its Pod) that long
+/// after it finishes.
 pub fn build_job(
     owner: &OwnerReference,
     namespace: &str,
     identity: &RunIdentity,
     task: &CompiledTask,
     launch: &Launch,
+    ttl_seconds: Option<i32>,
 ) -> Job {
     let labels = attempt_labels(&identity.run, &task.name, launch.attempt);
     // The kubelet expands `$(VAR)` in env values; ork's own values must arrive verbatim.
@@ -57,7 +62,7 @@ pub fn build_job(
         spec: Some(JobSpec {
             // ork does the retries; the Job runs exactly one Pod.
             backoff_limit: Some(0),
-            active_deadline_seconds: task.timeout.map(|t| t.as_secs()),
+            ttl_seconds_after_finished: ttl_seconds,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -65,6 +70,7 @@ pub fn build_job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    active_deadline_seconds: task.timeout.map(|t| t.as_secs()),
                     service_account_name: task.service_account_name.clone(),
                     containers: vec![container],
                     ..PodSpec::default()
@@ -115,7 +121,7 @@ mod tests {
             attempt: 2,
             inputs: vec![("DAY".into(), serde_json::json!("a$b"))],
         };
-        let job = build_job(&owner(), "team", &identity, task, &launch);
+        let job = build_job(&owner(), "team", &identity, task, &launch, Some(600));
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["apiVersion"], "batch/v1");
         assert_eq!(json["kind"], "Job");
@@ -128,8 +134,14 @@ mod tests {
         assert_eq!(labels["app.kubernetes.io/managed-by"], "ork");
         assert_eq!(json["metadata"]["ownerReferences"][0]["controller"], true);
         assert_eq!(json["spec"]["backoffLimit"], 0);
-        assert_eq!(json["spec"]["activeDeadlineSeconds"], 30);
+        assert_eq!(json["spec"]["ttlSecondsAfterFinished"], 600);
+        assert_eq!(
+            json["spec"].get("activeDeadlineSeconds"),
+            None,
+            "the timeout counts from the Pod's start"
+        );
         let pod = &json["spec"]["template"];
+        assert_eq!(pod["spec"]["activeDeadlineSeconds"], 30);
         assert_eq!(pod["metadata"]["labels"], *labels);
         assert_eq!(pod["spec"]["restartPolicy"], "Never");
         assert_eq!(pod["spec"]["serviceAccountName"], "runner");

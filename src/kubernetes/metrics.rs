@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 
 use crate::api::{Run, RunPhase, TaskPhase};
@@ -37,7 +38,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     leader: AtomicBool,
     /// The Run caches of every controller (one per watched namespace).
-    run_stores: Mutex<Vec<Store<Run>>>,
+    run_stores: Mutex<Vec<Store<DeserializeGuard<Run>>>>,
 }
 
 impl Metrics {
@@ -108,7 +109,7 @@ impl Metrics {
         self.leader.load(Ordering::Relaxed)
     }
 
-    pub fn watch_runs(&self, store: Store<Run>) {
+    pub fn watch_runs(&self, store: Store<DeserializeGuard<Run>>) {
         if let Ok(mut stores) = self.run_stores.lock() {
             stores.push(store);
         }
@@ -231,7 +232,12 @@ impl Metrics {
             .map(|s| s.clone())
             .unwrap_or_default();
         for store in stores {
-            for run in store.state() {
+            // An unreadable Run is reported as Failed on itself.
+            for guard in store.state() {
+                let Ok(run) = &guard.0 else {
+                    *phases.entry("Failed").or_default() += 1;
+                    continue;
+                };
                 let status = run.status.as_ref();
                 let phase = match status.and_then(|s| s.phase).unwrap_or(RunPhase::Pending) {
                     RunPhase::Pending => "Pending",

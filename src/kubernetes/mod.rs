@@ -5,11 +5,15 @@
 //! subresource and the "executor" is the Job controller plus the kubelet.
 
 pub mod client;
+pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod decide;
+pub mod definition;
 pub mod error;
 pub mod http;
 pub mod index;
+mod invalid;
 pub mod job;
 pub mod leader;
 pub mod metrics;

@@ -1,70 +1,52 @@
-//! Reconciling a Run, as a pipeline: fetch the Run and its children from the indexes, pin and
-//! validate the definition, rebuild the engine from the recorded status, feed it what the Jobs
-//! and Pods say, apply the Jobs it asks for, and write the status once.
+//! Reconciling a Run: observe (the Run, its definition, its Jobs and Pods from the watch-fed
+//! caches), decide ([`decide`], pure), then carry the plan out — the status first, carrying
+//! the resourceVersion it was computed from, so a decision made on a stale view is refused
+//! (409) before it has created anything; then the Jobs, with a plain create; then deletions;
+//! then Events.
 //!
 //! Level-triggered: every step starts from what is observed, never from why the reconcile was
 //! triggered. Job names are deterministic and a Job that exists is never created again, so a
-//! controller killed at any point converges without duplicates; the status write carries the
-//! resourceVersion it was computed from, so a decision made on a stale view is rejected and
-//! retried instead of overwriting newer results.
+//! controller killed at any point converges without duplicates.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, stream};
-use jiff::Timestamp;
+use futures::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::Event as KubeEvent;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::controller::Context;
-use super::error::Error;
-use super::job::build_job;
-use super::names::{FIELD_MANAGER, LABEL_ATTEMPT, LABEL_TASK, job_name};
-use super::observe::{attempt_outcome, job_verdict};
-use crate::api::{
-    Condition, ConditionStatus, PinnedWorkflow, Run, RunPhase, RunStatus, TaskPhase, TaskStatus,
-    Workflow,
-};
-use crate::compile::names::MAX_LABEL_LEN;
-use crate::compile::{BoundParams, Dag, bind_params, compile};
+use super::context::Context;
+use super::decide::{Memory, Note, Observed, Plan, decide};
+use super::definition::resolve;
+use super::error::{Error, api_code};
+use super::invalid;
+use crate::api::{Run, RunStatus, TaskPhase};
 use crate::driver::{Clock, SystemClock};
-use crate::engine::{Action as EngineAction, Engine, KillReason, Outcome};
-use crate::task_env::RunIdentity;
+use crate::text;
 
-/// How often a run that waits for something outside ork (its Workflow) looks again.
-const WAIT_RETRY: Duration = Duration::from_secs(10);
-/// How soon to look again when a child was not in the cache yet.
-const UNSURE_RETRY: Duration = Duration::from_secs(2);
-/// Largest status a Run may hold: etcd takes objects up to 1.5 MiB, and the spec and metadata
-/// need room too.
-const MAX_STATUS_BYTES: usize = 1_000_000;
 /// Requests one reconcile sends at once (Jobs to create or delete).
 const API_CONCURRENCY: usize = 16;
-/// Even with nothing due, a running run is looked at this often (a safety net, not a clock).
-const RESYNC: Duration = Duration::from_secs(300);
+/// Jobs without a Pod whose reason is read in one reconcile.
+const MAX_EVENT_READS: usize = 4;
+/// How long the reason a Job has no Pod is trusted before it is read again.
+const FAILED_CREATE_TTL: Duration = Duration::from_secs(30);
+/// A Job without a Pod for this long has its Events read for the reason.
+const NO_POD_PATIENCE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
 
-/// A validated, pinned definition.
-struct Definition {
-    dag: Arc<Dag>,
-    params: BoundParams,
-    pinned: PinnedWorkflow,
-}
-
-enum Pinning {
-    Ready(Box<Definition>),
-    /// The run can never start: `(reason, message)`.
-    Rejected(&'static str, String),
-    /// Something the run needs does not exist yet.
-    Waiting(&'static str, String),
-}
-
-pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Run>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let run = match &guard.0 {
+        Ok(run) => run,
+        Err(invalid) => return invalid::report_run(invalid, &ctx).await,
+    };
     let name = run.name_any();
     let namespace = run.namespace().ok_or_else(|| Error::NoNamespace {
         kind: "Run",
@@ -75,419 +57,179 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         ctx.forget(&uid);
         return Ok(Action::await_change());
     }
-    let runs: Api<Run> = Api::namespaced(ctx.client.clone(), &namespace);
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let old = run.status.clone().unwrap_or_default();
-    let now = SystemClock.now();
+    ctx.wait_synced().await;
 
-    // ---- fetch: the run's children, from the watch-fed indexes ----
+    // ---- observe ----
+    let definition = resolve(run, &ctx).await?;
     let jobs = ctx.jobs_of(&namespace, &name);
     let pods = ctx.pods_of(&namespace, &name);
-    // A Job of this name owned by someone else is an earlier Run of the same name that the
-    // garbage collector has not removed yet: never adopted, never overwritten.
-    let jobs_by_name: HashMap<&str, &Job> = jobs
-        .iter()
-        .filter_map(|j| Some((j.metadata.name.as_deref()?, j.as_ref())))
-        .collect();
-    let pods_by_job: HashMap<&str, Vec<&Pod>> = pods.iter().fold(HashMap::new(), |mut map, pod| {
-        if let Some(job_uid) = pod
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.as_str())
-        {
-            map.entry(job_uid).or_default().push(pod.as_ref());
-        }
-        map
-    });
-    let pods_of = |job: &Job| -> Vec<&Pod> {
-        job.metadata
-            .uid
-            .as_deref()
-            .and_then(|uid| pods_by_job.get(uid))
-            .cloned()
-            .unwrap_or_default()
-    };
+    read_failed_creates(&ctx, run, &jobs, &pods).await;
+    let memory = ctx.memory(&uid, &jobs);
+    let now = SystemClock.now();
 
-    if old.phase.is_some_and(RunPhase::is_final) {
-        delete_leftovers(&jobs_api, &jobs, &pods, &old, &uid).await?;
-        ctx.forget(&uid);
-        return Ok(Action::await_change());
-    }
-
-    // ---- validate: pin the definition the first time, then always use the pinned one ----
-    let definition = match pin(&run, &old, &ctx, &namespace, &uid).await? {
-        Pinning::Ready(definition) => definition,
-        Pinning::Rejected(reason, message) => {
-            let status = held_status(&run, &old, RunPhase::Failed, reason, &message, now);
-            if status != old {
-                write_status(&runs, &run, &status).await?;
-                publish(&ctx, &run, EventType::Warning, reason, &message).await;
-            }
-            return Ok(Action::await_change());
-        }
-        Pinning::Waiting(reason, message) => {
-            let status = held_status(&run, &old, RunPhase::Pending, reason, &message, now);
-            if status != old {
-                write_status(&runs, &run, &status).await?;
-            }
-            return Ok(Action::requeue(WAIT_RETRY));
-        }
-    };
-    let identity = RunIdentity {
-        workflow: definition
-            .pinned
-            .name
-            .clone()
-            .unwrap_or_else(|| name.clone()),
-        run: name.clone(),
-    };
-
-    // ---- build: the engine as recorded, then what the children say ----
-    let dag = Arc::clone(&definition.dag);
-    let mut engine = Engine::restore(
-        Arc::clone(&dag),
-        definition.params,
-        &old,
+    // ---- decide ----
+    let plan = decide(&Observed {
+        run,
+        definition: &definition,
+        jobs: &jobs,
+        pods: &pods,
+        memory: &memory,
         now,
-        |task, attempt| {
-            let job = jobs_by_name.get(job_name(&name, &dag.task(task).name, attempt).as_str())?;
-            let created = job.metadata.creation_timestamp.as_ref()?;
-            owned_by(job, &uid).then_some(created.0)
-        },
-    );
-    if engine.phase() == RunPhase::Pending {
-        engine.start(now);
-    }
-    let mut unsure = false;
-    for recorded in old.tasks.iter().filter(|t| t.phase == TaskPhase::Running) {
-        let Some(task) = dag.id(&recorded.name) else {
-            continue;
-        };
-        let attempt = recorded.attempts;
-        let job_name = job_name(&name, &recorded.name, attempt);
-        match jobs_by_name.get(job_name.as_str()) {
-            Some(job) if !owned_by(job, &uid) => {
-                // A Job of an earlier Run of the same name, not yet garbage-collected.
-                unsure = true;
-            }
-            Some(job) => {
-                let mut outcome = attempt_outcome(job, &pods_of(job));
-                if outcome.is_none() && job_finished(job) {
-                    // The Job's verdict came before its Pod's result: read the Pods afresh.
-                    let selector = format!("job-name={job_name}");
-                    let fresh = pods_api
-                        .list(&ListParams::default().labels(&selector))
-                        .await?;
-                    let fresh: Vec<&Pod> = fresh
-                        .items
-                        .iter()
-                        .filter(|p| {
-                            p.owner_references()
-                                .iter()
-                                .any(|o| Some(&o.uid) == job.metadata.uid.as_ref())
-                        })
-                        .collect();
-                    outcome = attempt_outcome(job, &fresh).or_else(|| job_verdict(job));
-                }
-                if let Some(outcome) = outcome {
-                    engine.finish_attempt(task, attempt, outcome, now);
-                }
-            }
-            None => {
-                // The cache may simply lag behind a Job created a moment ago: ask the API server.
-                if jobs_api.get_opt(&job_name).await?.is_some() {
-                    unsure = true;
-                } else {
-                    let message =
-                        format!("Job {job_name} disappeared while attempt {attempt} was running");
-                    let outcome = Outcome::Failed {
-                        reason: "JobLost".into(),
-                        message,
-                    };
-                    engine.finish_attempt(task, attempt, outcome, now);
-                }
-            }
-        }
-    }
-    engine.tick(now);
+        config: &ctx.config,
+    });
 
-    // ---- apply: the Jobs the engine asked for ----
-    let owner = run.controller_owner_ref(&()).ok_or_else(|| Error::NoUid {
-        kind: "Run",
-        name: name.clone(),
-    })?;
-    let mut kills = Vec::new();
-    let mut creates = Vec::new();
-    let mut name_taken = false;
-    for action in engine.take_actions() {
-        match action {
-            EngineAction::Start(launch) => {
-                let task = dag.task(launch.task);
-                let job_name = job_name(&name, &task.name, launch.attempt);
-                match jobs_by_name.get(job_name.as_str()) {
-                    // made by an earlier reconcile whose status write did not land
-                    Some(job) if owned_by(job, &uid) => {}
-                    Some(_) => name_taken = true,
-                    None => creates.push(build_job(&owner, &namespace, &identity, task, &launch)),
-                }
-            }
-            // A Job stops itself at its activeDeadlineSeconds and stays for inspection.
-            EngineAction::Kill {
-                reason: KillReason::Timeout,
-                ..
-            } => {}
-            EngineAction::Kill { task, attempt, .. } => {
-                kills.push(job_name(&name, &dag.task(task).name, attempt));
-            }
+    // ---- act ----
+    execute(plan, run, &namespace, &uid, &memory, &ctx).await
+}
+
+/// Carries out a plan: status, creations, deletions, Events, in that order.
+async fn execute(
+    plan: Plan,
+    run: &Run,
+    namespace: &str,
+    uid: &str,
+    memory: &Memory,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let runs: Api<Run> = Api::namespaced(ctx.client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let old = run.status.clone().unwrap_or_default();
+    if let Some(status) = &plan.status {
+        match write_status(&runs, run, status).await {
+            Ok(()) => {}
+            Err(e) if permanent(&e) => return status_refused(&runs, run, &e, ctx).await,
+            Err(e) => return Err(e),
         }
+        count_tasks(ctx, &old, status);
+        // Rejections now recorded as the attempts' outcomes are not needed any more.
+        let running: std::collections::HashSet<&str> = status
+            .tasks
+            .iter()
+            .filter(|t| t.phase == TaskPhase::Running)
+            .filter_map(|t| t.job.as_deref())
+            .collect();
+        let creating: std::collections::HashSet<&str> = plan
+            .create
+            .iter()
+            .filter_map(|j| j.metadata.name.as_deref())
+            .collect();
+        ctx.keep_rejections(uid, |job| running.contains(job) || creating.contains(job));
     }
-    let applies: Vec<_> = creates
-        .into_iter()
+
+    // Only once the status that asks for them is recorded.
+    let mut again = plan.requeue;
+    let mut soon = |d: Duration| again = Some(again.map_or(d, |a| a.min(d)));
+    // Owned futures: a stream of futures borrowing from here would not be `Send`.
+    let creations: Vec<_> = plan
+        .create
+        .iter()
         .map(|job| {
-            let api = jobs_api.clone();
-            async move {
-                let name = job.metadata.name.clone().unwrap_or_default();
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                api.patch(&name, &params, &Patch::Apply(&job))
-                    .await
-                    .map(drop)
-            }
+            let (api, job, uid) = (jobs.clone(), job.clone(), uid.to_string());
+            async move { create_job(&api, &job, &uid).await }
         })
         .collect();
-    stream::iter(applies)
+    let outcomes: Vec<Created> = stream::iter(creations)
         .buffer_unordered(API_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    if name_taken {
-        // Record nothing until the earlier Run's Jobs are gone; then this decision is remade.
-        return Ok(Action::requeue(UNSURE_RETRY));
+        .collect()
+        .await;
+    let mut transient = None;
+    for outcome in outcomes {
+        match outcome {
+            Created::Ok(name) => ctx.created(uid, &name),
+            Created::NameTaken => soon(Duration::from_secs(2)),
+            Created::Rejected(name, message) => {
+                warn!(run = %run.name_any(), job = %name, %message, "the API server refused a Job");
+                ctx.rejected(uid, &name, message);
+                // Recorded as the attempt's outcome by the next reconcile, at once.
+                soon(Duration::ZERO);
+            }
+            Created::Failed(e) => transient = Some(e),
+        }
+    }
+    if !memory.rejected.is_empty() {
+        soon(Duration::ZERO);
     }
 
-    // ---- status: one write, only when something changed ----
-    let mut status = engine.run_status();
-    status.workflow = Some(definition.pinned);
-    status.observed_generation = run.metadata.generation;
-    let size = serde_json::to_vec(&status).map_or(0, |bytes| bytes.len());
-    if size > MAX_STATUS_BYTES {
-        // One object holds the whole status; past etcd's limit every write would fail and the
-        // run would hang. Stop it with a status that fits and says why.
-        let message = format!(
-            "the run's status would be {size} bytes, over the {MAX_STATUS_BYTES} a Run may hold \
-             (tasks, outputs and the pinned definition together); split the workflow or write \
-             smaller outputs"
-        );
-        let status = held_status(
-            &run,
-            &old,
-            RunPhase::Failed,
-            "StatusTooLarge",
-            &message,
-            now,
-        );
-        write_status(&runs, &run, &status).await?;
-        publish(&ctx, &run, EventType::Warning, "StatusTooLarge", &message).await;
-        return Ok(Action::await_change());
-    }
-    if status != old {
-        write_status(&runs, &run, &status).await?;
-        announce(&ctx, &run, &old, &status).await;
-    }
-
-    // ---- stop what the recorded status says is over: only after it is recorded ----
-    let deletes: Vec<_> = kills
-        .into_iter()
+    let deletions: Vec<_> = plan
+        .delete
+        .iter()
         .map(|name| {
-            let api = jobs_api.clone();
+            let (api, name) = (jobs.clone(), name.clone());
             async move { delete_job(&api, &name).await }
         })
         .collect();
-    stream::iter(deletes)
+    let deletions: Vec<Result<(), Error>> = stream::iter(deletions)
         .buffer_unordered(API_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    delete_leftovers(&jobs_api, &jobs, &pods, &status, &uid).await?;
+        .collect()
+        .await;
+    for result in deletions {
+        if let Err(e) = result {
+            transient = Some(e);
+        }
+    }
 
-    if engine.is_finished() {
-        ctx.forget(&uid);
-        return Ok(Action::await_change());
+    // Last, so an Event never announces what did not happen.
+    for note in &plan.events {
+        publish(ctx, run, note).await;
     }
-    let mut wait = engine
-        .next_wakeup()
-        .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
-        .unwrap_or(RESYNC)
-        .min(RESYNC);
-    if unsure {
-        wait = wait.min(UNSURE_RETRY);
+    if let Some(e) = transient {
+        return Err(e);
     }
-    Ok(Action::requeue(wait.max(Duration::from_millis(10))))
+    if plan.finished {
+        ctx.forget(uid);
+    }
+    Ok(match again {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
+    })
 }
 
-/// The run's definition: the pinned copy once there is one, else the Workflow (or the inline
-/// spec) as it is now, validated and compiled.
-async fn pin(
-    run: &Run,
-    status: &RunStatus,
-    ctx: &Context,
-    namespace: &str,
-    uid: &str,
-) -> Result<Pinning, Error> {
-    let name = run.name_any();
-    if name.len() > MAX_LABEL_LEN {
-        return Ok(Pinning::Rejected(
-            "InvalidSpec",
-            format!(
-                "metadata.name: run names are limited to {MAX_LABEL_LEN} characters, as they \
-                 label the run's Jobs and Pods"
-            ),
-        ));
-    }
-    let recorded = status.workflow.as_ref().filter(|p| p.spec.is_some());
-    if let Some(pinned) = recorded
-        && let Some((dag, params)) = ctx.cached(uid)
-    {
-        return Ok(Pinning::Ready(Box::new(Definition {
-            dag,
-            params,
-            pinned: pinned.clone(),
-        })));
-    }
-    let (pinned, base) = match (recorded, &run.spec.workflow_ref, &run.spec.workflow) {
-        (Some(pinned), _, _) => {
-            let base = if pinned.name.is_some() {
-                "spec"
+/// How one Job creation went.
+enum Created {
+    Ok(String),
+    /// Another object's Job has the name (an earlier Run of the same name): wait for it to go.
+    NameTaken,
+    /// The API server refused it for good (invalid, forbidden, denied by admission).
+    Rejected(String, String),
+    /// Worth retrying (conflict, throttling, server error, network).
+    Failed(Error),
+}
+
+/// Creates a Job; one that already exists is fine when this run owns it (an earlier reconcile
+/// made it and the cache has not shown it yet), and never touched when another object does.
+async fn create_job(api: &Api<Job>, job: &Job, uid: &str) -> Created {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), job).await {
+        Ok(_) => Created::Ok(name),
+        Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(&name).await {
+            Ok(Some(existing))
+                if existing
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == uid) =>
+            {
+                Created::Ok(name)
+            }
+            Ok(Some(_)) => Created::NameTaken,
+            // Gone again in between: the next reconcile creates it.
+            Ok(None) => Created::NameTaken,
+            Err(e) => Created::Failed(e.into()),
+        },
+        Err(e) => {
+            let error = Error::from(e);
+            if permanent(&error) {
+                Created::Rejected(name, error.api_message())
             } else {
-                "spec.workflow"
-            };
-            (pinned.clone(), base)
-        }
-        (None, Some(reference), None) => {
-            let workflows: Api<Workflow> = Api::namespaced(ctx.client.clone(), namespace);
-            match workflows.get_opt(&reference.name).await? {
-                Some(workflow) => (
-                    PinnedWorkflow {
-                        name: Some(reference.name.clone()),
-                        generation: workflow.metadata.generation,
-                        spec: Some(workflow.spec),
-                        params: run.spec.params.clone(),
-                    },
-                    "spec",
-                ),
-                None => {
-                    return Ok(Pinning::Waiting(
-                        "WorkflowNotFound",
-                        format!(
-                            "Workflow {:?} does not exist in namespace {namespace}",
-                            reference.name
-                        ),
-                    ));
-                }
+                Created::Failed(error)
             }
         }
-        (None, None, Some(inline)) => (
-            PinnedWorkflow {
-                name: None,
-                generation: None,
-                spec: Some(inline.clone()),
-                params: run.spec.params.clone(),
-            },
-            "spec.workflow",
-        ),
-        (None, _, _) => {
-            return Ok(Pinning::Rejected(
-                "InvalidSpec",
-                "spec: exactly one of workflowRef or workflow must be set".into(),
-            ));
-        }
-    };
-    let Some(spec) = pinned.spec.as_ref() else {
-        return Ok(Pinning::Rejected(
-            "InvalidSpec",
-            "no workflow definition".into(),
-        ));
-    };
-    let origin = match &pinned.name {
-        Some(workflow) => format!("Workflow {workflow}: "),
-        None => String::new(),
-    };
-    let dag = match compile(spec, base) {
-        Ok(dag) => Arc::new(dag),
-        Err(problems) => {
-            let list: Vec<String> = problems.iter().map(|p| format!("{origin}{p}")).collect();
-            return Ok(Pinning::Rejected("InvalidSpec", list.join("; ")));
-        }
-    };
-    // The parameters are pinned with the definition: editing spec.params later changes nothing.
-    let params = match bind_params(&dag, &pinned.params, "spec.params") {
-        Ok(params) => params,
-        Err(problems) => {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Ok(Pinning::Rejected("InvalidSpec", list.join("; ")));
-        }
-    };
-    // Cache only a definition that is already recorded: a first pin whose status write loses
-    // a race may be re-read from a newer Workflow.
-    if recorded.is_some() {
-        ctx.remember(uid, Arc::clone(&dag), params.clone());
-    }
-    Ok(Pinning::Ready(Box::new(Definition {
-        dag,
-        params,
-        pinned,
-    })))
-}
-
-fn succeeded_condition(
-    old: &RunStatus,
-    status: ConditionStatus,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> Condition {
-    let previous = old.conditions.iter().find(|c| c.type_ == "Succeeded");
-    let unchanged =
-        previous.is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason));
-    Condition {
-        type_: "Succeeded".into(),
-        status,
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        last_transition_time: if unchanged {
-            previous.and_then(|c| c.last_transition_time)
-        } else {
-            Some(now)
-        },
-        observed_generation: None,
     }
 }
 
-/// The status of a run that cannot go on: `Failed` for good (a bad definition), or `Pending`
-/// while something it needs is missing.
-fn held_status(
-    run: &Run,
-    old: &RunStatus,
-    phase: RunPhase,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> RunStatus {
-    let condition = if phase == RunPhase::Failed {
-        ConditionStatus::False
-    } else {
-        ConditionStatus::Unknown
-    };
-    RunStatus {
-        phase: Some(phase),
-        finished_at: if phase.is_final() {
-            old.finished_at.or(Some(now))
-        } else {
-            old.finished_at
-        },
-        observed_generation: run.metadata.generation,
-        conditions: vec![succeeded_condition(old, condition, reason, message, now)],
-        ..old.clone()
-    }
+/// Whether an API error will not go away by retrying: a 4xx other than 409 (conflict) and
+/// 429 (throttled).
+fn permanent(error: &Error) -> bool {
+    api_code(error).is_some_and(|code| (400..500).contains(&code) && code != 409 && code != 429)
 }
 
 /// Writes the status subresource, on condition that the Run is still the version it was
@@ -518,69 +260,44 @@ async fn write_status(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<(
     Ok(())
 }
 
-/// Deletes the Jobs of attempts that `status` records as over while their Pod may still run:
-/// superseded by a later attempt, stopped by the run's deadline, or left running by a run that
-/// ended without them — e.g. after a
-/// crash between recording the stop and deleting the Job. Judged from the recorded status only,
-/// so a stale view errs towards keeping a Job.
-async fn delete_leftovers(
-    api: &Api<Job>,
-    jobs: &[Arc<Job>],
-    pods: &[Arc<Pod>],
-    status: &RunStatus,
-    uid: &str,
-) -> Result<(), Error> {
-    // A timed-out attempt's Job stops itself (activeDeadlineSeconds).
-    const STOPPED: [&str; 1] = ["DeadlineExceeded"];
-    let recorded: HashMap<&str, &TaskStatus> =
-        status.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
-    for job in jobs {
-        let (Some(task), Some(attempt)) = (
-            label(job.as_ref(), LABEL_TASK),
-            label(job.as_ref(), LABEL_ATTEMPT).and_then(|a| a.parse::<u32>().ok()),
-        ) else {
-            continue;
-        };
-        let Some(record) = recorded.get(task) else {
-            continue;
-        };
-        // A Job with a deadline stops by itself; it stays, for inspection.
-        let stops_itself = job
-            .spec
-            .as_ref()
-            .is_some_and(|s| s.active_deadline_seconds.is_some());
-        let superseded = record.attempts > attempt && !stops_itself;
-        // A run that ended (e.g. StatusTooLarge) records nothing more: stop what still runs.
-        let orphaned = status.phase.is_some_and(RunPhase::is_final) && !record.phase.is_final();
-        let over = superseded
-            || orphaned
-            || (record.attempts == attempt
-                && record.phase.is_final()
-                && record
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| STOPPED.contains(&r)));
-        let job_name = job.name_any();
-        let pod_done = pods
-            .iter()
-            .any(|p| label(p.as_ref(), "job-name") == Some(job_name.as_str()) && pod_terminated(p));
-        if over
-            && owned_by(job, uid)
-            && !job_finished(job)
-            && !pod_done
-            && job.metadata.deletion_timestamp.is_none()
-        {
-            delete_job(api, &job_name).await?;
-        }
-    }
-    Ok(())
-}
-
-fn pod_terminated(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Succeeded" || p == "Failed")
+/// The API server refused the status for good (a schema it breaks, say): the run fails with
+/// a status small enough to be taken, saying why, instead of retrying for ever.
+async fn status_refused(
+    api: &Api<Run>,
+    run: &Run,
+    error: &Error,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let message = text::cap_message(format!(
+        "the API server refused the run's status: {}",
+        error.api_message()
+    ));
+    warn!(run = %run.name_any(), %message, "status refused");
+    let now = SystemClock.now();
+    let patch = serde_json::json!({
+        "status": {
+            "phase": "Failed",
+            "finishedAt": now,
+            "conditions": [{
+                "type": "Succeeded", "status": "False", "reason": "StatusRejected",
+                "message": message, "lastTransitionTime": now,
+            }],
+        },
+    });
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    let note = Note {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "StatusRejected",
+        note: message,
+        job: None,
+    };
+    publish(ctx, run, &note).await;
+    Ok(Action::await_change())
 }
 
 async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), Error> {
@@ -591,80 +308,119 @@ async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), Error> {
     match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            let error = Error::from(e);
+            if permanent(&error) {
+                // Retrying cannot help (e.g. a missing RBAC rule): say so, do not loop.
+                warn!(job = name, error = %error, "cannot delete a Job");
+                Ok(())
+            } else {
+                Err(error)
+            }
+        }
     }
 }
 
-fn owned_by(job: &Job, uid: &str) -> bool {
-    job.owner_references()
+/// For running attempts whose Job has had no Pod for a while, reads why (the Job's latest
+/// `FailedCreate` Event: a quota, an admission webhook, a missing service account), a few per
+/// reconcile and each at most every [`FAILED_CREATE_TTL`].
+async fn read_failed_creates(
+    ctx: &Context,
+    run: &Run,
+    jobs: &[Arc<Job>],
+    pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+) {
+    let uid = run.uid().unwrap_or_default();
+    let now = SystemClock.now();
+    let with_pods: std::collections::HashSet<&str> = pods
         .iter()
-        .any(|o| o.controller == Some(true) && o.uid == uid)
-}
-
-fn job_finished(job: &Job) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        })
-}
-
-fn label<'a, K: Resource + ?Sized>(obj: &'a K, key: &str) -> Option<&'a str> {
-    obj.meta().labels.as_ref()?.get(key).map(String::as_str)
-}
-
-/// Kubernetes Events for what changed: the run starting and ending, tasks failing for good.
-async fn announce(ctx: &Context, run: &Run, old: &RunStatus, new: &RunStatus) {
-    let message = new
-        .conditions
+        .flat_map(|p| p.owner_references().iter().map(|o| o.uid.as_str()))
+        .collect();
+    let running: std::collections::HashSet<&str> = run
+        .status
         .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default();
-    let was = old.phase.unwrap_or(RunPhase::Pending);
-    let is = new.phase.unwrap_or(RunPhase::Pending);
-    if was == RunPhase::Pending && is != RunPhase::Pending {
-        let text = format!("started {} tasks", new.tasks.len());
-        publish(ctx, run, EventType::Normal, "Started", &text).await;
+        .flat_map(|s| &s.tasks)
+        .filter(|t| t.phase == TaskPhase::Running)
+        .filter_map(|t| t.job.as_deref())
+        .collect();
+    let waiting = jobs.iter().filter(|job| {
+        let name = job.metadata.name.as_deref().unwrap_or_default();
+        let old_enough = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| now.duration_since(t.0) >= NO_POD_PATIENCE);
+        running.contains(name)
+            && old_enough
+            && !job
+                .metadata
+                .uid
+                .as_deref()
+                .is_some_and(|u| with_pods.contains(u))
+            && !ctx.failed_create_is_fresh(&uid, name, FAILED_CREATE_TTL)
+    });
+    let namespace = run.namespace().unwrap_or_default();
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &namespace);
+    for job in waiting.take(MAX_EVENT_READS) {
+        let (Some(name), Some(job_uid)) =
+            (job.metadata.name.as_deref(), job.metadata.uid.as_deref())
+        else {
+            continue;
+        };
+        let selector = format!("involvedObject.uid={job_uid},reason=FailedCreate");
+        match events.list(&ListParams::default().fields(&selector)).await {
+            Ok(list) => {
+                let latest = list
+                    .items
+                    .iter()
+                    .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+                    .and_then(|e| e.message.clone());
+                if let Some(why) = latest {
+                    ctx.failed_create(&uid, name, text::cap(why, 1024));
+                }
+            }
+            Err(e) => warn!(job = name, error = %e, "cannot read the Job's events"),
+        }
     }
-    let before: HashMap<&str, (TaskPhase, u32)> = old
+}
+
+/// Metrics for what a status write recorded.
+fn count_tasks(ctx: &Context, old: &RunStatus, new: &RunStatus) {
+    let before: std::collections::HashMap<&str, (TaskPhase, u32)> = old
         .tasks
         .iter()
         .map(|t| (t.name.as_str(), (t.phase, t.attempts)))
         .collect();
     for task in &new.tasks {
         let was = before.get(task.name.as_str()).copied();
-        ctx.metrics.task_changed(was, (task.phase, task.attempts));
-        if task.phase == TaskPhase::Failed && was.map(|w| w.0) != Some(TaskPhase::Failed) {
-            let text = format!(
-                "task {} failed: {}",
-                task.name,
-                task.message.as_deref().unwrap_or("no detail")
-            );
-            publish(ctx, run, EventType::Warning, "TaskFailed", &text).await;
+        if was != Some((task.phase, task.attempts)) {
+            ctx.metrics.task_changed(was, (task.phase, task.attempts));
         }
     }
-    if is.is_final() && !was.is_final() {
-        let (kind, reason) = match is {
-            RunPhase::Succeeded => (EventType::Normal, "Succeeded"),
-            RunPhase::Cancelled => (EventType::Normal, "Cancelled"),
-            _ => (EventType::Warning, "Failed"),
-        };
-        info!(run = %run.name_any(), phase = ?is, "{message}");
-        publish(ctx, run, kind, reason, &message).await;
+    if new.phase != old.phase
+        && let Some(phase) = new.phase
+        && phase.is_final()
+    {
+        info!(run = ?new.workflow.as_ref().and_then(|w| w.name.clone()), ?phase, "run finished");
     }
 }
 
-/// Best effort: a lost Event must not fail the reconcile.
-async fn publish(ctx: &Context, run: &Run, type_: EventType, reason: &str, note: &str) {
+/// Best effort: a lost Event must not fail the reconcile. A task's Event is related to its
+/// Job, so each failed task keeps an Event of its own.
+pub(super) async fn publish(ctx: &Context, run: &Run, note: &Note) {
+    let related = note.job.as_ref().map(|job| ObjectReference {
+        api_version: Some("batch/v1".into()),
+        kind: Some("Job".into()),
+        name: Some(job.clone()),
+        namespace: run.namespace(),
+        ..ObjectReference::default()
+    });
     let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
+        type_: note.type_,
+        reason: note.reason.into(),
+        note: Some(text::cap_message(note.note.clone())),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
         warn!(run = %run.name_any(), error = %e, "cannot publish event");

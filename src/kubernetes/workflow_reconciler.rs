@@ -4,13 +4,16 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 
-use super::controller::Context;
+use super::context::Context;
 use super::error::Error;
+use super::invalid;
 use crate::api::{Condition, ConditionStatus, Workflow, WorkflowStatus};
 use crate::compile::compile;
 use crate::driver::{Clock, SystemClock};
+use crate::text;
 
 /// The `Valid` condition and task count for `workflow`'s current generation.
 pub fn workflow_status(workflow: &Workflow, old: &WorkflowStatus) -> WorkflowStatus {
@@ -22,7 +25,11 @@ pub fn workflow_status(workflow: &Workflow, old: &WorkflowStatus) -> WorkflowSta
         ),
         Err(problems) => {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            (ConditionStatus::False, "Invalid", list.join("; "))
+            (
+                ConditionStatus::False,
+                "Invalid",
+                text::cap_message(list.join("; ")),
+            )
         }
     };
     let previous = old.conditions.iter().find(|c| c.type_ == "Valid");
@@ -45,7 +52,14 @@ pub fn workflow_status(workflow: &Workflow, old: &WorkflowStatus) -> WorkflowSta
     }
 }
 
-pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Workflow>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let workflow = match &guard.0 {
+        Ok(workflow) => workflow,
+        Err(invalid) => return invalid::report_workflow(invalid, &ctx).await,
+    };
     let name = workflow.name_any();
     let namespace = workflow.namespace().ok_or_else(|| Error::NoNamespace {
         kind: "Workflow",
@@ -59,8 +73,12 @@ pub async fn reconcile(workflow: Arc<Workflow>, ctx: Arc<Context>) -> Result<Act
     {
         return Ok(Action::await_change());
     }
-    let status = workflow_status(&workflow, &old);
-    if status != old {
+    // Linear, but a big workflow takes a moment: off the async threads.
+    let owned = workflow.clone();
+    let status = tokio::task::spawn_blocking(move || workflow_status(&owned, &old))
+        .await
+        .map_err(|e| Error::Internal(format!("compiling a workflow: {e}")))?;
+    if Some(&status) != workflow.status.as_ref() {
         let api: Api<Workflow> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({"status": status});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))

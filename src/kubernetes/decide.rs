@@ -1,0 +1,707 @@
+//! The Run reconcile's decision: from what was observed — the Run, its definition, its Jobs
+//! and Pods, what this controller did that the caches do not show yet, the time — to a
+//! [`Plan`]: the status to record, the Jobs to create and to delete, the Events to send and
+//! when to look again. Pure (no client, no clock), so every scenario is a table row; the
+//! reconciler only carries the plan out, in this order: status first (a decision that loses
+//! its write creates nothing), then Jobs, then deletions, then Events.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use super::definition::{Definition, Resolution};
+use super::job::build_job;
+use super::names::{LABEL_ATTEMPT, LABEL_TASK, job_name};
+use super::observe::{ObserveContext, job_finished, job_verdict, observe_attempt, pod_finished};
+use crate::api::{Condition, ConditionStatus, Run, RunPhase, RunStatus, TaskPhase, TaskStatus};
+use crate::compile::TaskId;
+use crate::engine::{Action, Engine, Outcome};
+use crate::task_env::RunIdentity;
+use crate::text;
+
+/// How long to wait before looking again when something is in flux (a predecessor's Job not
+/// yet collected, a Pod result not yet seen).
+const SOON: Duration = Duration::from_secs(2);
+/// Even with nothing due, an unfinished run is looked at this often (a safety net).
+const RESYNC: Duration = Duration::from_secs(300);
+/// How long a Job without a Pod goes before the reason is shown (and re-read).
+const NO_POD_RECHECK: Duration = Duration::from_secs(10);
+/// Failed tasks named in Events by one reconcile; the rest are counted in one more.
+const MAX_TASK_EVENTS: usize = 10;
+/// A Job that ended without its Pod in the cache: after this long the Pod is taken as gone
+/// and the Job's own verdict counts.
+const POD_RESULT_WAIT: SignedDuration = SignedDuration::from_secs(10);
+
+/// Settings of the decision.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long an image that cannot be pulled is waited for; `None`: for ever.
+    pub image_pull_timeout: Option<SignedDuration>,
+    /// How long after a timed-out attempt's deadline ork leaves the kubelet to stop it (keeping
+    /// the Pod and its logs) before deleting its Job.
+    pub stop_grace: SignedDuration,
+    /// `ttlSecondsAfterFinished` of the Jobs: finished Jobs (and their Pods) are deleted this
+    /// long after they finish; `None` keeps them until the Run is deleted.
+    pub job_ttl_seconds: Option<i32>,
+    /// Largest status a Run may hold, in bytes of JSON.
+    pub max_status_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            image_pull_timeout: Some(SignedDuration::from_secs(300)),
+            stop_grace: SignedDuration::from_secs(30),
+            job_ttl_seconds: None,
+            // etcd takes objects up to 1.5 MiB; the spec and metadata need room too.
+            max_status_bytes: 1_000_000,
+        }
+    }
+}
+
+/// What this controller did for the run that the caches may not show yet.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    /// Jobs created, not yet in the cache.
+    pub created: HashSet<String>,
+    /// Jobs the API server refused to create: name → its message.
+    pub rejected: HashMap<String, String>,
+    /// Jobs without a Pod: name → why (their latest `FailedCreate` Event).
+    pub failed_create: HashMap<String, String>,
+}
+
+/// Everything the decision is made from.
+pub struct Observed<'a> {
+    pub run: &'a Run,
+    pub definition: &'a Resolution,
+    /// Jobs labelled with the run's name, whoever owns them.
+    pub jobs: &'a [Arc<Job>],
+    /// Pods labelled with the run's name.
+    pub pods: &'a [Arc<Pod>],
+    pub memory: &'a Memory,
+    pub now: Timestamp,
+    pub config: &'a Config,
+}
+
+/// An Event to publish about the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub note: String,
+    /// The Job it is about, for task Events.
+    pub job: Option<String>,
+}
+
+/// What the reconciler carries out.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// The status to write; `None` when the recorded one is right.
+    pub status: Option<RunStatus>,
+    /// Jobs to create, after the status is written.
+    pub create: Vec<Job>,
+    /// Names of Jobs to delete, after the status is written.
+    pub delete: Vec<String>,
+    /// Events, sent last.
+    pub events: Vec<Note>,
+    /// When to look again; `None`: only when something changes.
+    pub requeue: Option<Duration>,
+    /// The run is over: what is kept about it can go.
+    pub finished: bool,
+}
+
+/// Decides what to do about a run.
+pub fn decide(o: &Observed<'_>) -> Plan {
+    let children = Children::new(o);
+    let old = o.run.status.clone().unwrap_or_default();
+    if old.phase.is_some_and(RunPhase::is_final) {
+        return Plan {
+            delete: children.active_jobs(|_| true),
+            finished: true,
+            ..Plan::default()
+        };
+    }
+    match o.definition {
+        Resolution::Rejected(reason, message) => {
+            held(o, &old, &children, RunPhase::Failed, reason, message)
+        }
+        Resolution::Waiting(reason, message) => {
+            held(o, &old, &children, RunPhase::Pending, reason, message)
+        }
+        Resolution::Ready(definition) => run(o, &old, &children, definition),
+    }
+}
+
+/// The run's Jobs and Pods, indexed.
+struct Children<'a> {
+    /// Jobs the run owns, by name.
+    owned: HashMap<&'a str, &'a Job>,
+    /// Names of Jobs labelled with the run's name that another object owns: an earlier Run of
+    /// the same name whose Jobs are not collected yet. Never adopted, never touched.
+    foreign: HashSet<&'a str>,
+    /// Pods by the UID of the Job that owns them.
+    pods: HashMap<&'a str, Vec<&'a Pod>>,
+}
+
+impl<'a> Children<'a> {
+    fn new(o: &Observed<'a>) -> Self {
+        let uid = o.run.metadata.uid.as_deref().unwrap_or_default();
+        let mut owned = HashMap::new();
+        let mut foreign = HashSet::new();
+        for job in o.jobs {
+            let Some(name) = job.metadata.name.as_deref() else {
+                continue;
+            };
+            if controller_uid(job.as_ref()) == Some(uid) {
+                owned.insert(name, job.as_ref());
+            } else {
+                foreign.insert(name);
+            }
+        }
+        let mut pods: HashMap<&str, Vec<&Pod>> = HashMap::new();
+        for pod in o.pods {
+            if let Some(job_uid) = controller_uid(pod.as_ref()) {
+                pods.entry(job_uid).or_default().push(pod.as_ref());
+            }
+        }
+        Self {
+            owned,
+            foreign,
+            pods,
+        }
+    }
+
+    fn pods_of(&self, job: &Job) -> &[&'a Pod] {
+        job.metadata
+            .uid
+            .as_deref()
+            .and_then(|uid| self.pods.get(uid))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// When the Pod of `job` started on a node.
+    fn started(&self, job: &Job) -> Option<Timestamp> {
+        self.pods_of(job)
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.start_time.as_ref())
+            .map(|t| t.0)
+            .min()
+    }
+
+    /// Whether `job` may still run something: not finished, not being deleted, its Pod not
+    /// finished.
+    fn is_active(&self, job: &Job) -> bool {
+        job.metadata.deletion_timestamp.is_none()
+            && !job_finished(job)
+            && !self.pods_of(job).iter().any(|p| pod_finished(p))
+    }
+
+    /// Names of the active owned Jobs for which `stop` holds, sorted.
+    fn active_jobs(&self, stop: impl Fn(&Job) -> bool) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .owned
+            .iter()
+            .filter(|(_, job)| self.is_active(job) && stop(job))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
+    obj.meta()
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+fn label<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta().labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// A run that cannot go on: Failed for good (a bad definition) or Pending while something it
+/// needs is missing.
+fn held(
+    o: &Observed<'_>,
+    old: &RunStatus,
+    children: &Children<'_>,
+    phase: RunPhase,
+    reason: &'static str,
+    message: &str,
+) -> Plan {
+    let status = held_status(o.run, old, phase, reason, message, o.now);
+    let changed = &status != old;
+    let mut plan = Plan {
+        status: changed.then_some(status),
+        ..Plan::default()
+    };
+    if phase.is_final() {
+        plan.finished = true;
+        plan.delete = children.active_jobs(|_| true);
+        if changed {
+            plan.events.push(Note {
+                type_: EventType::Warning,
+                reason,
+                note: text::cap_message(message.to_string()),
+                job: None,
+            });
+        }
+    } else {
+        // Woken when the Workflow appears; this is only a safety net.
+        plan.requeue = Some(RESYNC);
+    }
+    plan
+}
+
+/// The status of a run that cannot go on.
+fn held_status(
+    run: &Run,
+    old: &RunStatus,
+    phase: RunPhase,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> RunStatus {
+    let condition = if phase == RunPhase::Failed {
+        ConditionStatus::False
+    } else {
+        ConditionStatus::Unknown
+    };
+    RunStatus {
+        phase: Some(phase),
+        finished_at: if phase.is_final() {
+            old.finished_at.or(Some(now))
+        } else {
+            old.finished_at
+        },
+        observed_generation: run.metadata.generation,
+        conditions: vec![succeeded_condition(old, condition, reason, message, now)],
+        ..old.clone()
+    }
+}
+
+fn succeeded_condition(
+    old: &RunStatus,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> Condition {
+    let previous = old.conditions.iter().find(|c| c.type_ == "Succeeded");
+    let unchanged =
+        previous.is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason));
+    Condition {
+        type_: "Succeeded".into(),
+        status,
+        reason: Some(reason.into()),
+        message: Some(text::cap_message(message.to_string())),
+        last_transition_time: if unchanged {
+            previous.and_then(|c| c.last_transition_time)
+        } else {
+            Some(now)
+        },
+        observed_generation: None,
+    }
+}
+
+/// What one recorded running attempt's Job says.
+enum Seen {
+    /// It ended: how, and when.
+    Ended(Outcome, Timestamp),
+    /// It goes on; the reason it has not started yet, if any.
+    Going(Option<String>),
+    /// Its Job was recorded but never made (the controller stopped in between): make it.
+    Unmade,
+    /// Someone else's Job holds its name: wait.
+    NameTaken,
+}
+
+/// A run with a definition: the engine restored from the status, fed what the Jobs and Pods
+/// say, in the order it happened.
+fn run(
+    o: &Observed<'_>,
+    old: &RunStatus,
+    children: &Children<'_>,
+    definition: &Definition,
+) -> Plan {
+    let name = o.run.name_any();
+    let dag = &definition.dag;
+    let job_of = |task: TaskId, attempt: u32| job_name(&name, &dag.task(task).name, attempt);
+    let recorded: HashMap<&str, &TaskStatus> =
+        old.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
+    // When each attempt's Pod started: from the Pod while it is there, else as recorded (the
+    // Pod may be gone by now, deleted for its timeout, say).
+    let pod_started = |task: TaskId, attempt: u32| -> Option<Timestamp> {
+        let live = children
+            .owned
+            .get(job_of(task, attempt).as_str())
+            .and_then(|job| children.started(job));
+        live.or_else(|| {
+            recorded
+                .get(dag.task(task).name.as_str())
+                .filter(|t| t.attempts == attempt)
+                .and_then(|t| t.pod_started_at)
+        })
+    };
+    let mut engine = Engine::restore(
+        Arc::clone(dag),
+        definition.params.clone(),
+        old,
+        o.now,
+        pod_started,
+    );
+    if engine.phase() == RunPhase::Pending {
+        engine.start(o.now);
+    }
+
+    let mut requeue: Option<Duration> = None;
+    let mut soon = |d: Duration| requeue = Some(requeue.map_or(d, |r| r.min(d)));
+    let mut ends: Vec<(Timestamp, TaskId, u32, Outcome)> = Vec::new();
+    let mut waiting: HashMap<TaskId, String> = HashMap::new();
+    let mut unmade: Vec<TaskId> = Vec::new();
+    for task in old.tasks.iter().filter(|t| t.phase == TaskPhase::Running) {
+        let Some(id) = dag.id(&task.name) else {
+            continue;
+        };
+        let attempt = task.attempts;
+        let job = job_of(id, attempt);
+        match seen(o, children, task, &job) {
+            Seen::Ended(outcome, at) => ends.push((at, id, attempt, outcome)),
+            Seen::Going(why) => {
+                if let Some(why) = why {
+                    waiting.insert(id, why);
+                }
+                if children
+                    .owned
+                    .get(job.as_str())
+                    .is_some_and(|j| children.pods_of(j).is_empty())
+                {
+                    soon(NO_POD_RECHECK);
+                }
+                if children
+                    .owned
+                    .get(job.as_str())
+                    .is_some_and(|j| job_finished(j))
+                {
+                    // Ended, its Pod not in the cache yet.
+                    soon(SOON);
+                }
+            }
+            Seen::Unmade => unmade.push(id),
+            Seen::NameTaken => soon(SOON),
+        }
+    }
+    // In the order things happened, each at its own time; then the present.
+    ends.sort_by_key(|(at, id, attempt, _)| (*at, *id, *attempt));
+    for (at, id, attempt, outcome) in ends {
+        engine.finish_attempt(id, attempt, outcome, at);
+    }
+    engine.tick(o.now);
+
+    let owner = o.run.controller_owner_ref(&());
+    let identity = RunIdentity {
+        workflow: definition
+            .pinned
+            .name
+            .clone()
+            .unwrap_or_else(|| name.clone()),
+        run: name.clone(),
+    };
+    let namespace = o.run.namespace().unwrap_or_default();
+    let mut create = Vec::new();
+    let mut launches: Vec<_> = engine
+        .take_actions()
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Start(launch) => Some(launch),
+            // Stopping follows from the status and the engine's state, below.
+            Action::Kill { .. } => None,
+        })
+        .collect();
+    launches.extend(unmade.into_iter().filter_map(|id| engine.relaunch(id)));
+    if let Some(owner) = &owner {
+        for launch in &launches {
+            let job = job_of(launch.task, launch.attempt);
+            if children.foreign.contains(job.as_str()) {
+                soon(SOON);
+                continue;
+            }
+            let task = dag.task(launch.task);
+            create.push(build_job(
+                owner,
+                &namespace,
+                &identity,
+                task,
+                launch,
+                o.config.job_ttl_seconds,
+            ));
+        }
+    }
+    let creating: HashSet<String> = create
+        .iter()
+        .filter_map(|j| j.metadata.name.clone())
+        .collect();
+
+    // ---- the status ----
+    let mut status = engine.run_status();
+    status.workflow = Some(definition.pinned.clone());
+    status.observed_generation = o.run.metadata.generation;
+    let stopping: HashMap<TaskId, Timestamp> =
+        engine.stopping().map(|(id, _, at)| (id, at)).collect();
+    for (i, task) in status.tasks.iter_mut().enumerate() {
+        let id = TaskId(i as u32);
+        if task.attempts == 0 {
+            continue;
+        }
+        let job = job_of(id, task.attempts);
+        task.pod_started_at = pod_started(id, task.attempts);
+        let exists = children.owned.contains_key(job.as_str()) || o.memory.created.contains(&job);
+        let before = recorded.get(task.name.as_str());
+        task.job = if exists {
+            Some(job)
+        } else {
+            before
+                .filter(|b| b.attempts == task.attempts)
+                .and_then(|b| b.job.clone())
+        };
+        if task.phase == TaskPhase::Running
+            && !stopping.contains_key(&id)
+            && let Some(why) = waiting.remove(&id)
+        {
+            task.message = Some(why);
+        }
+    }
+    if let Some(size) = too_large(&status, o.config.max_status_bytes) {
+        let message = format!(
+            "the run's status would be {size} bytes, over the {} a Run may hold (tasks, \
+             outputs and the pinned definition together); split the workflow or write smaller \
+             outputs",
+            o.config.max_status_bytes
+        );
+        return held(
+            o,
+            old,
+            children,
+            RunPhase::Failed,
+            "StatusTooLarge",
+            &message,
+        );
+    }
+
+    // ---- what to stop: judged from the status about to be recorded ----
+    let finished = engine.is_finished();
+    let grace = o.config.stop_grace;
+    let delete = children.active_jobs(|job| {
+        let (Some(task), Some(attempt)) = (
+            label(job, LABEL_TASK),
+            label(job, LABEL_ATTEMPT).and_then(|a| a.parse::<u32>().ok()),
+        ) else {
+            return false;
+        };
+        if finished {
+            return true;
+        }
+        let Some(id) = dag.id(task) else {
+            return true; // a task this run does not have
+        };
+        let current = &status.tasks[id.index()];
+        if current.phase != TaskPhase::Running || current.attempts != attempt {
+            return true;
+        }
+        match stopping.get(&id) {
+            // Past its deadline: the kubelet stops it (keeping its Pod and logs); ork deletes
+            // the Job only if that has not happened after a grace period.
+            Some(deadline) => later(*deadline, grace) <= o.now,
+            None => false,
+        }
+    });
+    for deadline in stopping.values() {
+        let stop_at = later(*deadline, grace);
+        if stop_at > o.now {
+            soon(until(stop_at, o.now));
+        }
+    }
+
+    // ---- Events ----
+    let events = notes(old, &status, &|task: &TaskStatus| {
+        task.job.clone().or_else(|| {
+            let id = dag.id(&task.name)?;
+            let job = job_of(id, task.attempts);
+            creating.contains(&job).then_some(job)
+        })
+    });
+
+    if !finished {
+        let next = engine
+            .next_wakeup()
+            .map_or(RESYNC, |at| until(at, o.now))
+            .min(RESYNC);
+        soon(next.max(Duration::from_millis(10)));
+    }
+    let changed = &status != old;
+    Plan {
+        status: changed.then_some(status),
+        create,
+        delete,
+        events,
+        requeue: if finished { None } else { requeue },
+        finished,
+    }
+}
+
+/// What the Job of a recorded running attempt says.
+fn seen(o: &Observed<'_>, children: &Children<'_>, task: &TaskStatus, job: &str) -> Seen {
+    if let Some(found) = children.owned.get(job) {
+        let pods = children.pods_of(found);
+        let cx = ObserveContext {
+            now: o.now,
+            image_pull_timeout: o.config.image_pull_timeout,
+            failed_create: o.memory.failed_create.get(job).map(String::as_str),
+        };
+        let observation = observe_attempt(found, pods, cx);
+        if let Some((outcome, at)) = observation.end {
+            return Seen::Ended(outcome, at.map_or(o.now, |at| at.min(o.now)));
+        }
+        // The Job ended and its Pod is gone (or never showed): the Job's verdict, once the Pod
+        // has had time to show up in the cache.
+        if pods.is_empty()
+            && let Some((outcome, at)) = job_verdict(found)
+            && at.is_none_or(|at| o.now.duration_since(at) >= POD_RESULT_WAIT)
+        {
+            return Seen::Ended(outcome, o.now);
+        }
+        return Seen::Going(observation.waiting);
+    }
+    if o.memory.created.contains(job) {
+        return Seen::Going(None);
+    }
+    if let Some(message) = o.memory.rejected.get(job) {
+        let outcome = Outcome::Refused {
+            reason: "JobRejected".into(),
+            message: format!(
+                "the API server refused the Job of attempt {}: {}",
+                task.attempts,
+                text::cap(message.clone(), 4096)
+            ),
+        };
+        return Seen::Ended(outcome, o.now);
+    }
+    if children.foreign.contains(job) {
+        return Seen::NameTaken;
+    }
+    if task.job.as_deref() == Some(job) {
+        let outcome = Outcome::Failed {
+            reason: "JobLost".into(),
+            message: format!(
+                "Job {job} disappeared while attempt {} was running",
+                task.attempts
+            ),
+        };
+        return Seen::Ended(outcome, o.now);
+    }
+    Seen::Unmade
+}
+
+/// Events for what changed: the run starting and ending, and each task that failed for good
+/// (a bounded number of them, each naming its task and Job).
+fn notes(
+    old: &RunStatus,
+    new: &RunStatus,
+    job_of: &dyn Fn(&TaskStatus) -> Option<String>,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let was = old.phase.unwrap_or(RunPhase::Pending);
+    let is = new.phase.unwrap_or(RunPhase::Pending);
+    if was == RunPhase::Pending && is != RunPhase::Pending {
+        notes.push(Note {
+            type_: EventType::Normal,
+            reason: "Started",
+            note: format!("started; {} tasks", new.tasks.len()),
+            job: None,
+        });
+    }
+    let before: HashMap<&str, TaskPhase> = old
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.phase))
+        .collect();
+    let failed: Vec<&TaskStatus> = new
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.phase == TaskPhase::Failed && before.get(t.name.as_str()) != Some(&TaskPhase::Failed)
+        })
+        .collect();
+    for task in failed.iter().take(MAX_TASK_EVENTS) {
+        notes.push(Note {
+            type_: EventType::Warning,
+            reason: "TaskFailed",
+            note: text::cap_message(format!(
+                "task {} failed ({}): {}",
+                text::quoted(&task.name),
+                task.reason.as_deref().unwrap_or("Failed"),
+                task.message.as_deref().unwrap_or("no detail")
+            )),
+            job: job_of(task),
+        });
+    }
+    if failed.len() > MAX_TASK_EVENTS {
+        notes.push(Note {
+            type_: EventType::Warning,
+            reason: "TaskFailed",
+            note: format!(
+                "{} more tasks failed: {}",
+                failed.len() - MAX_TASK_EVENTS,
+                text::names(failed[MAX_TASK_EVENTS..].iter().map(|t| t.name.as_str()))
+            ),
+            job: None,
+        });
+    }
+    if is.is_final() && !was.is_final() {
+        let (type_, reason) = match is {
+            RunPhase::Succeeded => (EventType::Normal, "Succeeded"),
+            RunPhase::Cancelled => (EventType::Normal, "Cancelled"),
+            _ => (EventType::Warning, "Failed"),
+        };
+        let message = new
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Succeeded")
+            .and_then(|c| c.message.clone())
+            .unwrap_or_default();
+        notes.push(Note {
+            type_,
+            reason,
+            note: text::cap_message(message),
+            job: None,
+        });
+    }
+    notes
+}
+
+/// The status's size when it is over `max` bytes.
+fn too_large(status: &RunStatus, max: usize) -> Option<usize> {
+    let size = serde_json::to_vec(status).map_or(usize::MAX, |bytes| bytes.len());
+    (size > max).then_some(size)
+}
+
+fn later(at: Timestamp, by: SignedDuration) -> Timestamp {
+    at.saturating_add(by).unwrap_or(Timestamp::MAX)
+}
+
+/// Time from `now` until `at`, zero if it has passed.
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,705 @@
+//! The decision, one scenario per test: a small world holds what the API server and the caches
+//! would show (the Run, its Jobs and Pods, what the controller remembers) and plays the
+//! reconciler's part, recording the status a plan asks for and the Jobs it creates.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::EventType;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::{PinnedWorkflow, RunPhase, TaskPhase, TaskStatus, WorkflowSpec};
+use crate::compile::{bind_params, compile};
+use crate::kubernetes::definition::{Definition, Resolution};
+
+const RUN_UID: &str = "run-uid";
+
+/// `secs` seconds after a fixed base time.
+fn t(secs: i64) -> Timestamp {
+    "2026-11-26T03:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_secs(secs)
+}
+
+fn ts(secs: i64) -> String {
+    t(secs).to_string()
+}
+
+fn definition(spec: Value) -> Resolution {
+    let mut spec = spec;
+    let obj = spec.as_object_mut().unwrap();
+    obj.entry("defaults")
+        .or_insert_with(|| json!({"image": "busybox"}));
+    for task in obj["tasks"].as_array_mut().unwrap() {
+        task.as_object_mut()
+            .unwrap()
+            .entry("command")
+            .or_insert_with(|| json!(["true"]));
+    }
+    let spec: WorkflowSpec = serde_json::from_value(spec).unwrap();
+    let dag = compile(&spec, "spec.workflow").unwrap();
+    let params = bind_params(&dag, &BTreeMap::new(), "spec.params").unwrap();
+    Resolution::Ready(Arc::new(Definition {
+        dag: Arc::new(dag),
+        params,
+        pinned: PinnedWorkflow {
+            spec: Some(spec),
+            ..PinnedWorkflow::default()
+        },
+    }))
+}
+
+/// What the API server and the caches show, and the reconciler's part.
+struct World {
+    run: Run,
+    definition: Resolution,
+    jobs: Vec<Arc<Job>>,
+    pods: Vec<Arc<Pod>>,
+    memory: Memory,
+    config: Config,
+    /// Jobs created but not shown in the cache yet.
+    created: Vec<Job>,
+}
+
+impl World {
+    fn new(spec: Value) -> Self {
+        let run: Run = serde_json::from_value(json!({
+            "apiVersion": "ork.dev/v1alpha1", "kind": "Run",
+            "metadata": {"name": "etl-1", "namespace": "team", "uid": RUN_UID, "generation": 1},
+            "spec": {"workflow": {"tasks": [{"name": "placeholder"}]}},
+        }))
+        .unwrap();
+        Self {
+            run,
+            definition: definition(spec),
+            jobs: Vec::new(),
+            pods: Vec::new(),
+            memory: Memory::default(),
+            config: Config::default(),
+            created: Vec::new(),
+        }
+    }
+
+    fn decide(&self, now: Timestamp) -> Plan {
+        decide(&Observed {
+            run: &self.run,
+            definition: &self.definition,
+            jobs: &self.jobs,
+            pods: &self.pods,
+            memory: &self.memory,
+            now,
+            config: &self.config,
+        })
+    }
+
+    /// A reconcile whose writes all succeed: the status is recorded and the Jobs are created
+    /// (known to the controller, not yet in the cache).
+    fn step(&mut self, now: Timestamp) -> Plan {
+        let plan = self.decide(now);
+        if let Some(status) = &plan.status {
+            self.run.status = Some(status.clone());
+        }
+        for job in &plan.create {
+            let name = job.metadata.name.clone().unwrap();
+            self.memory.created.insert(name);
+            self.created.push(job.clone());
+        }
+        for name in &plan.delete {
+            self.jobs
+                .retain(|j| j.metadata.name.as_deref() != Some(name));
+        }
+        plan
+    }
+
+    /// The Job watch catches up: created Jobs appear in the cache.
+    fn show_jobs(&mut self, at: Timestamp) {
+        for mut job in self.created.drain(..) {
+            let name = job.metadata.name.clone().unwrap();
+            job.metadata.uid = Some(format!("uid-{name}"));
+            job.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+            self.memory.created.remove(&name);
+            self.jobs.push(Arc::new(job));
+        }
+    }
+
+    fn job(&self, name: &str) -> &Job {
+        self.jobs
+            .iter()
+            .find(|j| j.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no Job {name}"))
+    }
+
+    /// Sets the Pod of Job `job` to `status`.
+    fn pod(&mut self, job: &str, status: Value) {
+        let job_uid = self.job(job).metadata.uid.clone().unwrap();
+        self.pods
+            .retain(|p| p.metadata.name.as_deref() != Some(job));
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": job, "namespace": "team", "uid": format!("pod-{job}"),
+                "labels": {"ork.dev/run": "etl-1", "job-name": job},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job,
+                                     "uid": job_uid, "controller": true}]},
+            "status": status,
+        }))
+        .unwrap();
+        self.pods.push(Arc::new(pod));
+    }
+
+    fn set_job_conditions(&mut self, job: &str, conditions: Value) {
+        let i = self
+            .jobs
+            .iter()
+            .position(|j| j.metadata.name.as_deref() == Some(job))
+            .unwrap();
+        let mut updated = (*self.jobs[i]).clone();
+        updated.status = Some(serde_json::from_value(json!({"conditions": conditions})).unwrap());
+        self.jobs[i] = Arc::new(updated);
+    }
+
+    fn task(&self, name: &str) -> TaskStatus {
+        self.status()
+            .tasks
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no task {name}"))
+    }
+
+    fn status(&self) -> &RunStatus {
+        self.run.status.as_ref().expect("a recorded status")
+    }
+
+    fn phase(&self) -> RunPhase {
+        self.status().phase.unwrap()
+    }
+}
+
+fn names(jobs: &[Job]) -> Vec<String> {
+    jobs.iter()
+        .map(|j| j.metadata.name.clone().unwrap())
+        .collect()
+}
+
+fn running_pod(started: i64) -> Value {
+    json!({"phase": "Running", "startTime": ts(started),
+           "containerStatuses": [container(json!({"running": {"startedAt": ts(started)}}))]})
+}
+
+fn succeeded_pod(started: i64, finished: i64, output: &str) -> Value {
+    json!({"phase": "Succeeded", "startTime": ts(started),
+           "containerStatuses": [container(json!({"terminated": {"exitCode": 0, "reason": "Completed",
+               "message": output, "finishedAt": ts(finished)}}))]})
+}
+
+fn failed_pod(started: i64, finished: i64, code: i32, reason: &str) -> Value {
+    json!({"phase": "Failed", "startTime": ts(started),
+           "containerStatuses": [container(json!({"terminated": {"exitCode": code, "reason": reason,
+               "finishedAt": ts(finished)}}))]})
+}
+
+fn waiting_pod(started: i64, reason: &str, message: &str) -> Value {
+    json!({"phase": "Pending", "startTime": ts(started),
+           "containerStatuses": [container(json!({"waiting": {"reason": reason, "message": message}}))]})
+}
+
+fn container(state: Value) -> Value {
+    json!({"name": "task", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": state})
+}
+
+fn reasons(plan: &Plan) -> Vec<&'static str> {
+    plan.events.iter().map(|e| e.reason).collect()
+}
+
+// ---- creating Jobs: status first, never twice, never lost for lack of a look ----
+
+#[test]
+fn the_first_reconcile_records_the_start_then_creates_the_first_jobs() {
+    let mut w = World::new(
+        json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}, {"name": "c"}]}),
+    );
+    let plan = w.step(t(0));
+    let status = plan.status.as_ref().expect("a status to record");
+    assert_eq!(status.phase, Some(RunPhase::Running));
+    assert_eq!(names(&plan.create), ["etl-1.a.1", "etl-1.c.1"]);
+    assert_eq!(w.task("a").phase, TaskPhase::Running);
+    assert_eq!(w.task("a").job, None, "not made yet");
+    assert_eq!(w.task("b").phase, TaskPhase::Pending);
+    assert_eq!(reasons(&plan), ["Started"]);
+    assert!(plan.delete.is_empty());
+    assert!(plan.requeue.is_some());
+}
+
+#[test]
+fn a_job_created_but_not_yet_in_the_cache_is_neither_made_again_nor_lost() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.step(t(0));
+    let plan = w.step(t(1));
+    assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+    assert_eq!(w.task("a").phase, TaskPhase::Running);
+    assert_eq!(
+        w.task("a").job.as_deref(),
+        Some("etl-1.a.1"),
+        "recorded as made"
+    );
+    w.show_jobs(t(1));
+    let plan = w.step(t(2));
+    assert!(plan.create.is_empty() && plan.status.is_none());
+}
+
+#[test]
+fn a_recorded_attempt_whose_job_was_never_made_gets_it_made_not_lost() {
+    // The controller stopped between recording the start and creating the Job.
+    let mut w =
+        World::new(json!({"tasks": [{"name": "a", "inputs": [{"name": "X", "value": "1"}]}]}));
+    let first = w.decide(t(0));
+    w.run.status = first.status.clone();
+    let plan = w.step(t(5));
+    assert_eq!(
+        names(&plan.create),
+        ["etl-1.a.1"],
+        "the same attempt, made now"
+    );
+    assert_eq!(
+        plan.create[0], first.create[0],
+        "exactly the Job decided first"
+    );
+    assert_eq!(w.task("a").attempts, 1);
+    assert_eq!(w.task("a").phase, TaskPhase::Running);
+}
+
+#[test]
+fn a_job_that_disappears_after_it_was_seen_is_a_lost_attempt() {
+    let mut w = World::new(json!({"tasks": [{"name": "a", "retries": {"limit": 1}}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.step(t(1));
+    assert_eq!(w.task("a").job.as_deref(), Some("etl-1.a.1"));
+    w.jobs.clear();
+    let plan = w.step(t(2));
+    let a = w.task("a");
+    assert_eq!(a.reason.as_deref(), Some("JobLost"));
+    assert!(a.message.unwrap().contains("etl-1.a.1 disappeared"));
+    assert_eq!(a.phase, TaskPhase::Pending, "retried");
+    assert!(plan.create.is_empty(), "not before the back-off");
+    let plan = w.step(t(3));
+    assert_eq!(names(&plan.create), ["etl-1.a.2"]);
+}
+
+#[test]
+fn outputs_flow_downstream_and_the_run_ends() {
+    let mut w = World::new(json!({"tasks": [
+        {"name": "a"},
+        {"name": "b", "dependsOn": ["a"], "inputs": [{"name": "ROWS", "fromTask": "a", "output": "rows"}]},
+    ]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", succeeded_pod(1, 3, r#"{"rows": 7}"#));
+    let plan = w.step(t(4));
+    assert_eq!(w.task("a").phase, TaskPhase::Succeeded);
+    assert_eq!(
+        w.task("a").finished_at,
+        Some(t(3)),
+        "when the container ended"
+    );
+    assert_eq!(w.task("a").outputs.unwrap()["rows"], 7);
+    assert_eq!(names(&plan.create), ["etl-1.b.1"]);
+    let env =
+        serde_json::to_value(&plan.create[0]).unwrap()["spec"]["template"]["spec"]["containers"][0]
+            ["env"]
+            .clone();
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "ROWS" && e["value"] == "7")
+    );
+    w.show_jobs(t(4));
+    w.pod("etl-1.b.1", succeeded_pod(5, 6, ""));
+    let plan = w.step(t(7));
+    assert_eq!(w.phase(), RunPhase::Succeeded);
+    assert_eq!(w.status().finished_at, Some(t(6)));
+    assert_eq!(reasons(&plan), ["Succeeded"]);
+    assert!(plan.finished);
+    assert_eq!(plan.requeue, None);
+}
+
+// ---- API errors become outcomes ----
+
+#[test]
+fn a_job_the_api_server_refuses_fails_its_task_for_good_and_the_run_goes_on() {
+    let mut w = World::new(json!({"tasks": [
+        {"name": "a", "retries": {"limit": 3}},
+        {"name": "b", "dependsOn": ["a"]},
+        {"name": "c"},
+    ]}));
+    w.step(t(0));
+    // The creation of a's Job was refused; c's went through.
+    w.memory.created.remove("etl-1.a.1");
+    w.created
+        .retain(|j| j.metadata.name.as_deref() != Some("etl-1.a.1"));
+    w.memory.rejected.insert(
+        "etl-1.a.1".into(),
+        "Job.batch \"etl-1.a.1\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit (422 Invalid)".into(),
+    );
+    let plan = w.step(t(1));
+    let a = w.task("a");
+    assert_eq!(a.phase, TaskPhase::Failed);
+    assert_eq!(a.reason.as_deref(), Some("JobRejected"));
+    assert_eq!(a.attempts, 1, "not retried: it would be refused again");
+    assert!(
+        a.message
+            .unwrap()
+            .contains("must be less than or equal to cpu limit")
+    );
+    assert_eq!(w.task("b").phase, TaskPhase::Skipped);
+    assert_eq!(
+        w.task("c").phase,
+        TaskPhase::Running,
+        "the independent branch goes on"
+    );
+    assert!(plan.create.is_empty());
+    let failed: Vec<&Note> = plan
+        .events
+        .iter()
+        .filter(|e| e.reason == "TaskFailed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].note.contains("\"a\""));
+    w.show_jobs(t(1));
+    w.pod("etl-1.c.1", succeeded_pod(2, 3, ""));
+    w.step(t(4));
+    assert_eq!(w.phase(), RunPhase::Failed);
+}
+
+// ---- what is stopped ----
+
+#[test]
+fn an_attempt_failed_from_a_live_pod_has_its_job_deleted() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod(
+        "etl-1.a.1",
+        waiting_pod(1, "CreateContainerConfigError", "secret \"db\" not found"),
+    );
+    let plan = w.step(t(2));
+    assert_eq!(
+        w.task("a").reason.as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert_eq!(
+        w.task("a").message.as_deref(),
+        Some("secret \"db\" not found")
+    );
+    assert_eq!(
+        plan.delete,
+        ["etl-1.a.1"],
+        "so the Pod can never start later"
+    );
+}
+
+#[test]
+fn every_active_job_that_is_not_the_recorded_running_attempt_is_stopped() {
+    let mut w =
+        World::new(json!({"tasks": [{"name": "a", "retries": {"limit": 2}}, {"name": "x"}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    // a's first attempt failed and the second runs; attempt 1's Job lingers, still active
+    // (its Pod was recreated?); a Job for a task the run does not have; a finished old Job;
+    // another Run's Job of the same run name.
+    w.pod("etl-1.a.1", failed_pod(1, 2, 1, "Error"));
+    w.step(t(3));
+    w.step(t(4));
+    w.show_jobs(t(4));
+    assert_eq!(w.task("a").attempts, 2);
+    w.pods.clear();
+    let stray = |name: &str, task: &str, attempt: &str, owner: &str| -> Arc<Job> {
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}"),
+            "labels": {"ork.dev/run": "etl-1", "ork.dev/task": task, "ork.dev/attempt": attempt},
+            "ownerReferences": [{"apiVersion": "ork.dev/v1alpha1", "kind": "Run", "name": "etl-1", "uid": owner, "controller": true}]}})).unwrap())
+    };
+    w.jobs.push(stray("etl-1.gone.1", "gone", "1", RUN_UID));
+    w.jobs.push(stray("etl-1.x.9", "x", "9", "another-run"));
+    let plan = w.decide(t(5));
+    assert_eq!(plan.delete, ["etl-1.a.1", "etl-1.gone.1"]);
+    // Once finished, the old Job stays (its Pod and logs too).
+    w.set_job_conditions("etl-1.a.1", json!([{"type": "Failed", "status": "True"}]));
+    let plan = w.decide(t(5));
+    assert_eq!(plan.delete, ["etl-1.gone.1"]);
+}
+
+#[test]
+fn a_finished_run_stops_what_still_runs() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    let mut status = w.status().clone();
+    status.phase = Some(RunPhase::Failed);
+    w.run.status = Some(status);
+    let plan = w.decide(t(1));
+    assert_eq!(plan.delete, ["etl-1.a.1"]);
+    assert!(plan.finished && plan.status.is_none() && plan.create.is_empty());
+}
+
+#[test]
+fn a_predecessors_job_is_never_adopted_nor_taken_for_lost() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    let old: Job = serde_json::from_value(json!({"metadata": {"name": "etl-1.a.1", "namespace": "team", "uid": "old",
+        "labels": {"ork.dev/run": "etl-1", "ork.dev/task": "a", "ork.dev/attempt": "1"},
+        "ownerReferences": [{"apiVersion": "ork.dev/v1alpha1", "kind": "Run", "name": "etl-1", "uid": "earlier-run", "controller": true}]}})).unwrap();
+    w.jobs.push(Arc::new(old));
+    w.pods.clear();
+    let plan = w.step(t(0));
+    assert!(plan.create.is_empty(), "the name is taken: wait");
+    assert!(plan.delete.is_empty(), "never touched");
+    assert!(plan.requeue.unwrap() <= Duration::from_secs(2));
+    let plan = w.step(t(1));
+    assert!(plan.create.is_empty());
+    assert_eq!(w.task("a").phase, TaskPhase::Running);
+    assert_eq!(w.task("a").reason, None);
+    // Collected: now it is made.
+    w.jobs.clear();
+    assert_eq!(names(&w.step(t(3)).create), ["etl-1.a.1"]);
+}
+
+#[test]
+fn a_status_over_the_limit_starts_nothing_and_fails_the_run() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
+    w.config.max_status_bytes = 1500;
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod(
+        "etl-1.a.1",
+        succeeded_pod(1, 2, &format!(r#"{{"k": "{}"}}"#, "x".repeat(2000))),
+    );
+    let plan = w.step(t(3));
+    assert_eq!(w.phase(), RunPhase::Failed);
+    let condition = &w.status().conditions[0];
+    assert_eq!(condition.reason.as_deref(), Some("StatusTooLarge"));
+    assert!(plan.create.is_empty(), "b is not started");
+    assert_eq!(reasons(&plan), ["StatusTooLarge"]);
+}
+
+// ---- timeouts and the order of time ----
+
+#[test]
+fn the_timeout_counts_from_the_pods_start_and_the_kubelet_gets_to_stop_it_first() {
+    let mut w = World::new(json!({"tasks": [{"name": "a", "timeoutSeconds": 10}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    // Waiting for a node for 5s does not count.
+    w.pod("etl-1.a.1", running_pod(5));
+    let plan = w.step(t(14));
+    assert_eq!(w.task("a").phase, TaskPhase::Running);
+    assert!(
+        plan.requeue.unwrap() <= Duration::from_secs(1),
+        "{:?}",
+        plan.requeue
+    );
+    let plan = w.step(t(16));
+    let a = w.task("a");
+    assert_eq!(a.phase, TaskPhase::Running, "until it is really gone");
+    assert!(
+        a.message
+            .unwrap()
+            .contains("exceeded its timeout of 10s; stopping it")
+    );
+    assert!(
+        plan.delete.is_empty(),
+        "the kubelet stops it (keeping its logs)"
+    );
+    assert_eq!(
+        plan.requeue,
+        Some(Duration::from_secs(29)),
+        "until the grace is over"
+    );
+    // The kubelet did its part: the Pod failed for its deadline.
+    w.pod(
+        "etl-1.a.1",
+        json!({"phase": "Failed", "reason": "DeadlineExceeded", "startTime": ts(5),
+               "containerStatuses": [container(json!({"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": ts(15)}}))]}),
+    );
+    let plan = w.step(t(17));
+    assert_eq!(w.task("a").reason.as_deref(), Some("Timeout"));
+    assert_eq!(w.task("a").finished_at, Some(t(15)));
+    assert!(plan.delete.is_empty());
+}
+
+#[test]
+fn a_pod_that_outlives_its_deadline_and_the_grace_gets_its_job_deleted() {
+    let mut w = World::new(json!({"tasks": [{"name": "a", "timeoutSeconds": 10}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", running_pod(0));
+    assert!(w.step(t(39)).delete.is_empty());
+    assert_eq!(w.step(t(40)).delete, ["etl-1.a.1"]);
+    // Deleted: the Job and Pod go; the attempt is a timeout.
+    w.jobs.clear();
+    w.pods.clear();
+    w.step(t(41));
+    assert_eq!(w.task("a").reason.as_deref(), Some("Timeout"));
+    assert_eq!(w.phase(), RunPhase::Failed);
+}
+
+#[test]
+fn a_success_just_before_the_deadline_read_after_it_is_a_success() {
+    let mut w = World::new(json!({"tasks": [{"name": "a", "timeoutSeconds": 10}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", succeeded_pod(0, 9, r#"{"ok": true}"#));
+    w.step(t(12));
+    assert_eq!(w.task("a").phase, TaskPhase::Succeeded);
+    assert_eq!(w.task("a").outputs.unwrap()["ok"], true);
+}
+
+#[test]
+fn nothing_starts_after_the_run_deadline_and_times_are_true() {
+    let mut w = World::new(json!({"activeDeadlineSeconds": 10, "tasks": [
+        {"name": "a"}, {"name": "b", "dependsOn": ["a"]},
+    ]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", succeeded_pod(1, 9, ""));
+    let plan = w.step(t(12));
+    assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+    assert_eq!(w.task("a").phase, TaskPhase::Succeeded);
+    assert_eq!(w.task("a").finished_at, Some(t(9)));
+    assert_eq!(w.task("b").phase, TaskPhase::Cancelled);
+    assert_eq!(w.phase(), RunPhase::Failed);
+    assert_eq!(w.status().finished_at, Some(t(10)));
+    assert_eq!(
+        w.status().conditions[0].reason.as_deref(),
+        Some("DeadlineExceeded")
+    );
+}
+
+// ---- what the status and Events say ----
+
+#[test]
+fn each_failed_task_gets_its_own_event_naming_it_and_its_job() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}, {"name": "c"}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", failed_pod(1, 2, 3, "Error"));
+    w.pod("etl-1.c.1", failed_pod(1, 2, 137, "OOMKilled"));
+    let plan = w.step(t(3));
+    let failed: Vec<&Note> = plan
+        .events
+        .iter()
+        .filter(|e| e.reason == "TaskFailed")
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed[0].note.contains("\"a\"") && failed[0].note.contains("exited with code 3"));
+    assert_eq!(failed[0].job.as_deref(), Some("etl-1.a.1"));
+    assert!(failed[1].note.contains("\"c\"") && failed[1].note.contains("OOMKilled"));
+    assert_eq!(failed[1].job.as_deref(), Some("etl-1.c.1"));
+    assert!(failed.iter().all(|e| e.type_ == EventType::Warning));
+    let c = w.task("c");
+    assert_eq!(c.reason.as_deref(), Some("OOMKilled"));
+    assert_eq!(c.exit_code, Some(137));
+    assert!(c.message.unwrap().contains("ran out of memory"));
+    assert_eq!(reasons(&plan).last(), Some(&"Failed"));
+}
+
+#[test]
+fn failure_events_are_bounded() {
+    let tasks: Vec<Value> = (0..50).map(|i| json!({"name": format!("t{i}")})).collect();
+    let mut w = World::new(json!({"tasks": tasks}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    for i in 0..50 {
+        w.pod(&format!("etl-1.t{i}.1"), failed_pod(1, 2, 1, "Error"));
+    }
+    let plan = w.step(t(3));
+    let failed: Vec<&Note> = plan
+        .events
+        .iter()
+        .filter(|e| e.reason == "TaskFailed")
+        .collect();
+    assert_eq!(failed.len(), 11);
+    assert!(
+        failed[10].note.starts_with("40 more tasks failed"),
+        "{}",
+        failed[10].note
+    );
+}
+
+#[test]
+fn why_an_attempt_has_not_started_is_in_the_tasks_message() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod(
+        "etl-1.a.1",
+        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+               "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}),
+    );
+    w.pod(
+        "etl-1.b.1",
+        waiting_pod(
+            1,
+            "ImagePullBackOff",
+            "Back-off pulling image \"x.invalid/y\"",
+        ),
+    );
+    w.memory.failed_create.insert(
+        "etl-1.c.1".into(),
+        "pods \"etl-1.c.1-abc\" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=0, limited: pods=0".into(),
+    );
+    let plan = w.step(t(20));
+    assert_eq!(
+        w.task("a").message.as_deref(),
+        Some("waiting for a node: 0/1 nodes are available: 1 Insufficient cpu.")
+    );
+    assert!(
+        w.task("b")
+            .message
+            .unwrap()
+            .starts_with("waiting for its image (ImagePullBackOff")
+    );
+    assert!(
+        w.task("c")
+            .message
+            .unwrap()
+            .starts_with("the Job cannot create its Pod: pods")
+    );
+    assert!(plan.requeue.unwrap() <= NO_POD_RECHECK);
+    // Five minutes on, the image still cannot be pulled: the attempt fails.
+    w.step(t(301));
+    assert_eq!(w.task("b").phase, TaskPhase::Failed);
+    assert_eq!(w.task("b").reason.as_deref(), Some("ImagePullBackOff"));
+    assert_eq!(w.task("a").phase, TaskPhase::Running, "a node may come");
+}
+
+#[test]
+fn a_run_that_can_never_start_fails_with_a_bounded_message() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.definition = Resolution::Rejected("InvalidSpec", "x".repeat(100_000));
+    let plan = w.step(t(0));
+    assert_eq!(w.phase(), RunPhase::Failed);
+    let message = w.status().conditions[0].message.clone().unwrap();
+    assert!(message.len() <= crate::text::MAX_MESSAGE_BYTES);
+    assert_eq!(reasons(&plan), ["InvalidSpec"]);
+    assert!(plan.events[0].note.len() <= crate::text::MAX_MESSAGE_BYTES);
+    assert!(plan.finished);
+    // Nothing more to say the second time.
+    assert!(w.step(t(1)).status.is_none());
+}
+
+#[test]
+fn a_run_waiting_for_its_workflow_is_pending_and_woken_by_the_workflow() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.definition =
+        Resolution::Waiting("WorkflowNotFound", "Workflow \"etl\" does not exist".into());
+    let plan = w.step(t(0));
+    assert_eq!(w.phase(), RunPhase::Pending);
+    assert_eq!(
+        w.status().conditions[0].reason.as_deref(),
+        Some("WorkflowNotFound")
+    );
+    assert_eq!(plan.requeue, Some(RESYNC), "no polling; only a safety net");
+    assert!(plan.events.is_empty());
+}
