@@ -418,8 +418,14 @@ async fn examples_run_on_the_cluster_as_they_run_locally() {
     ] {
         assert!(job.labels().contains_key(label), "{label}");
     }
+    // The timeout is the Pod's own deadline, counted from the Pod's start.
     let timeout_job = env.jobs().get("timeout-1.too-slow.1").await.unwrap();
-    assert_eq!(timeout_job.spec.unwrap().active_deadline_seconds, Some(1));
+    let timeout_spec = timeout_job.spec.unwrap();
+    assert_eq!(timeout_spec.active_deadline_seconds, None);
+    assert_eq!(
+        timeout_spec.template.spec.unwrap().active_deadline_seconds,
+        Some(1)
+    );
 
     // `kubectl get` shows the printer columns.
     let table = env.kubectl_ok(&["get", "runs.ork.dev"], None);
@@ -949,7 +955,7 @@ async fn health_readiness_and_metrics() {
         metric(
             &body,
             "ork_api_requests_total",
-            "verb=\"apply\",result=\"2xx\""
+            "verb=\"create\",result=\"2xx\""
         )
         .unwrap()
             >= 2.0

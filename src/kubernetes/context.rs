@@ -2,7 +2,7 @@
 //! Jobs and Pods, compiled definitions, what this controller did that the caches do not show
 //! yet, and the per-object back-off of failed reconciles.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use super::index::RunIndex;
 use super::metrics::Metrics;
 
 /// How long a Job this controller created is taken to exist before the watch shows it.
-const EXPECTATION_TTL: Duration = Duration::from_secs(60);
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
 /// Per-object back-off of failed reconciles: the first retry comes after `base`, each further
 /// one after twice as long, up to `max`; a successful reconcile starts over.
@@ -41,8 +41,8 @@ impl Backoff {
 /// What one controller knows about one run beyond what the API server shows it yet.
 #[derive(Debug, Default)]
 struct RunNotes {
-    /// Jobs created and when, until the Job watch shows them.
-    created: HashMap<String, Instant>,
+    /// Jobs created, when, and whether the Job watch has shown them since.
+    created: HashMap<String, (Instant, bool)>,
     /// Jobs the API server refused: name → the API's message.
     rejected: HashMap<String, String>,
     /// Why a Job has no Pod (its latest `FailedCreate` Event) and when that was read.
@@ -132,23 +132,22 @@ impl Context {
         }
     }
 
-    /// What this controller did for run `uid` that the caches may not show yet, given the Jobs
-    /// the cache shows now (expectations they satisfy, or that are too old, are dropped).
-    pub fn memory(&self, uid: &str, cached_jobs: &[Arc<Job>]) -> Memory {
-        let Ok(mut notes) = self.notes.lock() else {
+    /// What this controller did for run `uid` that the caches may not show yet.
+    pub fn memory(&self, uid: &str) -> Memory {
+        let Ok(notes) = self.notes.lock() else {
             return Memory::default();
         };
-        let Some(run) = notes.get_mut(uid) else {
+        let Some(run) = notes.get(uid) else {
             return Memory::default();
         };
-        let cached: HashSet<&str> = cached_jobs
-            .iter()
-            .filter_map(|j| j.metadata.name.as_deref())
-            .collect();
-        run.created
-            .retain(|name, at| !cached.contains(name.as_str()) && at.elapsed() < EXPECTATION_TTL);
         Memory {
             created: run.created.keys().cloned().collect(),
+            unseen: run
+                .created
+                .iter()
+                .filter(|(_, (at, seen))| !seen && at.elapsed() < EXPECTATION_TTL)
+                .map(|(name, _)| name.clone())
+                .collect(),
             rejected: run.rejected.clone(),
             failed_create: run
                 .failed_create
@@ -161,7 +160,19 @@ impl Context {
     pub fn created(&self, uid: &str, job: &str) {
         if let Ok(mut notes) = self.notes.lock() {
             let run = notes.entry(uid.to_string()).or_default();
-            run.created.insert(job.to_string(), Instant::now());
+            run.created
+                .entry(job.to_string())
+                .or_insert((Instant::now(), false));
+        }
+    }
+
+    /// The Job watch showed `job` of run `uid` (created, changed or deleted): from now on,
+    /// its absence from the cache means it is gone.
+    pub fn seen(&self, uid: &str, job: &str) {
+        if let Ok(mut notes) = self.notes.lock()
+            && let Some(created) = notes.get_mut(uid).and_then(|run| run.created.get_mut(job))
+        {
+            created.1 = true;
         }
     }
 

@@ -161,16 +161,34 @@ async fn watch_namespace(
     let synced_tx = Arc::new(synced_tx);
     let listed = Arc::new(AtomicUsize::new(0));
 
-    let (job_index, job_probes, job_synced, job_listed) = (
+    let reporter = Reporter {
+        controller: "ork".into(),
+        instance: std::env::var("HOSTNAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::clone(&metrics),
+        Recorder::new(client.clone(), reporter),
+        settings.run.clone(),
+        Arc::clone(&jobs),
+        Arc::clone(&pods),
+        synced_rx,
+    ));
+
+    let (job_index, job_probes, job_synced, job_listed, job_ctx) = (
         Arc::clone(&jobs),
         Arc::clone(&probes),
         Arc::clone(&synced_tx),
         Arc::clone(&listed),
+        Arc::clone(&ctx),
     );
     let job_events = watcher::watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .modify(slim_job)
         .inspect_ok(move |event| {
+            if let Event::Apply(job) | Event::InitApply(job) | Event::Delete(job) = event {
+                mark_seen(&job_ctx, job);
+            }
             if index(&job_index, &job_probes, event)
                 && job_listed.fetch_add(1, Ordering::SeqCst) == 1
             {
@@ -195,20 +213,6 @@ async fn watch_namespace(
             }
         })
         .touched_objects();
-
-    let reporter = Reporter {
-        controller: "ork".into(),
-        instance: std::env::var("HOSTNAME").ok(),
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::clone(&metrics),
-        Recorder::new(client.clone(), reporter),
-        settings.run.clone(),
-        jobs,
-        pods,
-        synced_rx,
-    ));
 
     let config = ControllerConfig::default().concurrency(settings.concurrency);
     // Each object is read behind a guard: one that ork's types cannot hold is reported on
@@ -322,6 +326,19 @@ fn runs_waiting_for(
         })
         .map(|run| ObjectRef::new(&run.name_any()).within(namespace))
         .collect()
+}
+
+/// Tells the context that the watch showed a Job this controller may have created.
+fn mark_seen(ctx: &Context, job: &Job) {
+    let owner = job
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    if let (Some(owner), Some(name)) = (owner, job.metadata.name.as_deref()) {
+        ctx.seen(&owner.uid, name);
+    }
 }
 
 /// Applies one watch event to an index; true when it completed the index's first full list.

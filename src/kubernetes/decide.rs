@@ -68,8 +68,11 @@ impl Default for Config {
 /// What this controller did for the run that the caches may not show yet.
 #[derive(Clone, Debug, Default)]
 pub struct Memory {
-    /// Jobs created, not yet in the cache.
+    /// Jobs this controller created for the run.
     pub created: HashSet<String>,
+    /// Of those, the ones created a moment ago that the Job watch has not shown yet: missing
+    /// from the cache, they are not lost, only not seen yet.
+    pub unseen: HashSet<String>,
     /// Jobs the API server refused to create: name → its message.
     pub rejected: HashMap<String, String>,
     /// Jobs without a Pod: name → why (their latest `FailedCreate` Event).
@@ -464,7 +467,7 @@ fn run(
         }
         let job = job_of(id, task.attempts);
         task.pod_started_at = pod_started(id, task.attempts);
-        let exists = children.owned.contains_key(job.as_str()) || o.memory.created.contains(&job);
+        let exists = children.owned.contains_key(job.as_str()) || o.memory.unseen.contains(&job);
         let before = recorded.get(task.name.as_str());
         task.job = if exists {
             Some(job)
@@ -581,7 +584,7 @@ fn seen(o: &Observed<'_>, children: &Children<'_>, task: &TaskStatus, job: &str)
         }
         return Seen::Going(observation.waiting);
     }
-    if o.memory.created.contains(job) {
+    if o.memory.unseen.contains(job) {
         return Seen::Going(None);
     }
     if let Some(message) = o.memory.rejected.get(job) {
@@ -598,7 +601,8 @@ fn seen(o: &Observed<'_>, children: &Children<'_>, task: &TaskStatus, job: &str)
     if children.foreign.contains(job) {
         return Seen::NameTaken;
     }
-    if task.job.as_deref() == Some(job) {
+    // Made once (this controller made it, or the status says so) and gone now.
+    if task.job.as_deref() == Some(job) || o.memory.created.contains(job) {
         let outcome = Outcome::Failed {
             reason: "JobLost".into(),
             message: format!(

@@ -64,7 +64,7 @@ pub async fn reconcile(
     let jobs = ctx.jobs_of(&namespace, &name);
     let pods = ctx.pods_of(&namespace, &name);
     read_failed_creates(&ctx, run, &jobs, &pods).await;
-    let memory = ctx.memory(&uid, &jobs);
+    let memory = ctx.memory(&uid);
     let now = SystemClock.now();
 
     // ---- decide ----

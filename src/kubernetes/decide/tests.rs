@@ -103,7 +103,8 @@ impl World {
         }
         for job in &plan.create {
             let name = job.metadata.name.clone().unwrap();
-            self.memory.created.insert(name);
+            self.memory.created.insert(name.clone());
+            self.memory.unseen.insert(name);
             self.created.push(job.clone());
         }
         for name in &plan.delete {
@@ -120,7 +121,7 @@ impl World {
             job.metadata.uid = Some(format!("uid-{name}"));
             job.metadata.creation_timestamp =
                 Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
-            self.memory.created.remove(&name);
+            self.memory.unseen.remove(&name);
             self.jobs.push(Arc::new(job));
         }
     }
@@ -289,6 +290,19 @@ fn a_job_that_disappears_after_it_was_seen_is_a_lost_attempt() {
 }
 
 #[test]
+fn a_job_deleted_before_any_reconcile_saw_it_is_lost_too() {
+    // Made by this controller, shown by the watch and deleted between two reconciles: the
+    // status never recorded it, the memory did.
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.step(t(0));
+    w.created.clear();
+    w.memory.unseen.clear();
+    let plan = w.step(t(1));
+    assert!(plan.create.is_empty(), "not made again");
+    assert_eq!(w.task("a").reason.as_deref(), Some("JobLost"));
+}
+
+#[test]
 fn outputs_flow_downstream_and_the_run_ends() {
     let mut w = World::new(json!({"tasks": [
         {"name": "a"},
@@ -338,6 +352,7 @@ fn a_job_the_api_server_refuses_fails_its_task_for_good_and_the_run_goes_on() {
     w.step(t(0));
     // The creation of a's Job was refused; c's went through.
     w.memory.created.remove("etl-1.a.1");
+    w.memory.unseen.remove("etl-1.a.1");
     w.created
         .retain(|j| j.metadata.name.as_deref() != Some("etl-1.a.1"));
     w.memory.rejected.insert(
