@@ -199,11 +199,14 @@ async fn run_one(
     port: u16,
     name: &str,
 ) -> Result<(), String> {
+    // `a` then `b` run; `c` names a service account that does not exist, so its Job cannot
+    // create a Pod and the controller reads why from the Job's Events.
     let manifest = json!({
         "apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
         "spec": {"defaults": {"image": "busybox"}, "tasks": [
             {"name": "a", "command": ["sh", "-c", "echo '{\"v\": 1}' > $ORK_OUTPUT"]},
             {"name": "b", "dependsOn": ["a"], "command": ["true"]},
+            {"name": "c", "command": ["true"], "serviceAccountName": "no-such-account"},
         ]},
     });
     kubectl(
@@ -219,27 +222,42 @@ async fn run_one(
         Some(&run.to_string()),
     );
     let runs: Api<ork::api::Run> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let result = loop {
         if forbidden_requests(port) > 0.0 {
-            return Err("the API server refused a request (403)".into());
+            break Err("the API server refused a request (403)".to_string());
         }
-        let phase = runs.get(name).await.ok().and_then(|r| r.status?.phase);
-        if phase == Some(ork::api::RunPhase::Succeeded) {
+        let status = runs.get(name).await.ok().and_then(|r| r.status);
+        let task = |n: &str| status.as_ref()?.tasks.iter().find(|t| t.name == n).cloned();
+        let ran = ["a", "b"]
+            .iter()
+            .all(|n| task(n).is_some_and(|t| t.phase == ork::api::TaskPhase::Succeeded));
+        let explained = task("c")
+            .and_then(|t| t.message)
+            .is_some_and(|m| m.contains("cannot create its Pod") && m.contains("no-such-account"));
+        if ran && explained {
             // Events are best effort: give a refused one a moment to show.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            return match forbidden_requests(port) {
+            break match forbidden_requests(port) {
                 0.0 => Ok(()),
                 _ => Err("the API server refused a request (403)".into()),
             };
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "run {name} did not succeed in time (phase {phase:?})"
+            break Err(format!(
+                "run {name} did not get through in time: {:?}",
+                status.map(|s| s.tasks)
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    // `c` never ends: the run goes, so that only the examples are left to finish.
+    kubectl(
+        admin,
+        &["-n", ns, "delete", "run.ork.dev", name, "--wait=false"],
+        None,
+    );
+    result
 }
 
 struct Cluster {

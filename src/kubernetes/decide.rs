@@ -31,7 +31,7 @@ const SOON: Duration = Duration::from_secs(2);
 /// Even with nothing due, an unfinished run is looked at this often (a safety net).
 const RESYNC: Duration = Duration::from_secs(300);
 /// How long a Job without a Pod goes before the reason is shown (and re-read).
-const NO_POD_RECHECK: Duration = Duration::from_secs(10);
+const NO_POD_RECHECK: Duration = Duration::from_secs(5);
 /// Failed tasks named in Events by one reconcile; the rest are counted in one more.
 const MAX_TASK_EVENTS: usize = 10;
 /// A Job that ended without its Pod in the cache: after this long the Pod is taken as gone

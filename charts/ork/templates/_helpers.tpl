@@ -111,15 +111,21 @@ The controller's permissions on the resources it manages, shared by the ClusterR
 - apiGroups: ["ork.dev"]
   resources: ["workflows/status", "runs/status"]
   verbs: ["patch"]
-# One Job per task attempt: created with server-side apply (patch), get checks a Job missing
-# from the watch cache, delete stops attempts; list/watch feed the Job index.
+# One Job per task attempt: create makes it, get reads one that already exists to check its
+# owner, delete stops attempts; list/watch feed the Job index.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Exit codes and termination messages (a task's outputs) are read from the Jobs' Pods.
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Exit codes, termination messages (a task's outputs) and why an attempt waits are read from
+# the Jobs' Pods, through the watch-fed cache.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+# Why a Job has no Pod (a quota, an admission webhook): its FailedCreate Events, shown in the
+# task's message.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 # Kubernetes Events for a run starting and finishing and for each task that fails.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
