@@ -218,6 +218,38 @@ fn timeout_kills_the_whole_process_group_and_retries() {
 }
 
 #[test]
+fn a_retry_starts_only_once_the_timed_out_attempt_is_gone() {
+    // Each attempt takes 1.5 s to stop after SIGTERM; the retry has no back-off. It must not
+    // start before the first attempt has exited.
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().display();
+    let manifest = workflow(&format!(
+        "  tasks:\n  - name: stubborn\n    timeoutSeconds: 1\n    retries: {{limit: 1, backoff: {{initialSeconds: 0}}}}\n    \
+         command: [sh, -c, 'trap \"sleep 1.5; date +%s%N > {dir}/end.$ORK_ATTEMPT; exit 143\" TERM; \
+         date +%s%N > {dir}/start.$ORK_ATTEMPT; sleep 300 & wait']\n"
+    ));
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 1);
+    let stubborn = task(&run, "stubborn");
+    assert_eq!(stubborn["reason"], "Timeout");
+    assert_eq!(stubborn["attempts"], 2);
+    let read = |name: &str| -> u128 {
+        std::fs::read_to_string(work.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (first_end, second_start) = (read("end.1"), read("start.2"));
+    assert!(
+        second_start >= first_end,
+        "attempt 2 started {} ms before attempt 1 was gone",
+        (first_end - second_start) / 1_000_000
+    );
+}
+
+#[test]
 fn parallelism_caps_running_tasks() {
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("log");
