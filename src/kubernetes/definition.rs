@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 
 use super::context::Context;
 use super::error::Error;
@@ -63,9 +64,21 @@ pub async fn resolve(run: &Run, ctx: &Context) -> Result<Resolution, Error> {
         }
         (None, Some(reference), None) => {
             let namespace = run.namespace().unwrap_or_default();
-            let workflows: Api<Workflow> = Api::namespaced(ctx.client.clone(), &namespace);
-            match workflows.get_opt(&reference.name).await? {
-                Some(workflow) => (
+            // Read behind a guard: a Workflow ork cannot read rejects this run, it does not
+            // fail every reconcile of it.
+            let workflows: Api<DeserializeGuard<Workflow>> =
+                Api::namespaced(ctx.client.clone(), &namespace);
+            match workflows.get_opt(&reference.name).await?.map(|guard| guard.0.ok()) {
+                Some(None) => {
+                    return Ok(Resolution::Rejected(
+                        "InvalidSpec",
+                        format!(
+                            "Workflow {} cannot be read; its Valid condition says why",
+                            text::quoted(&reference.name)
+                        ),
+                    ));
+                }
+                Some(Some(workflow)) => (
                     PinnedWorkflow {
                         name: Some(reference.name.clone()),
                         generation: workflow.metadata.generation,

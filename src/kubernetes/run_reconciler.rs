@@ -100,7 +100,7 @@ async fn execute(
             Err(e) if permanent(&e) => return status_refused(&runs, run, &e, ctx).await,
             Err(e) => return Err(e),
         }
-        count_tasks(ctx, &old, status);
+        count_tasks(ctx, run, &old, status);
         // Rejections now recorded as the attempts' outcomes are not needed any more.
         let running: std::collections::HashSet<&str> = status
             .tasks
@@ -385,7 +385,7 @@ async fn read_failed_creates(
 }
 
 /// Metrics for what a status write recorded.
-fn count_tasks(ctx: &Context, old: &RunStatus, new: &RunStatus) {
+fn count_tasks(ctx: &Context, run: &Run, old: &RunStatus, new: &RunStatus) {
     let before: std::collections::HashMap<&str, (TaskPhase, u32)> = old
         .tasks
         .iter()
@@ -401,7 +401,7 @@ fn count_tasks(ctx: &Context, old: &RunStatus, new: &RunStatus) {
         && let Some(phase) = new.phase
         && phase.is_final()
     {
-        info!(run = ?new.workflow.as_ref().and_then(|w| w.name.clone()), ?phase, "run finished");
+        info!(run = %run.name_any(), ?phase, "run finished");
     }
 }
 
