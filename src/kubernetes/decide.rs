@@ -456,6 +456,9 @@ fn run(
 
     // ---- the status ----
     let mut status = engine.run_status();
+    for condition in &mut status.conditions {
+        condition.message = condition.message.take().map(text::cap_message);
+    }
     status.workflow = Some(definition.pinned.clone());
     status.observed_generation = o.run.metadata.generation;
     let stopping: HashMap<TaskId, Timestamp> =
