@@ -11,14 +11,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod, Secret,
+};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use support::cluster::{self, eventually};
-use support::kubelet::{Kubelet, KubeletHandle, NODE_NAME};
+use support::kubelet::{
+    DECOY_SIDECAR_MESSAGE, DECOY_SIDECAR_NAME, ImagePull, Kubelet, KubeletHandle, NODE_NAME,
+    Options, TERMINATED_REASON_ENV, image_pull,
+};
 
 /// Every wait in these tests.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -33,10 +38,19 @@ struct Setup {
 
 impl Setup {
     async fn new(prefix: &str) -> Setup {
+        Setup::with_options(prefix, Options::default()).await
+    }
+
+    async fn with_options(prefix: &str, options: Options) -> Setup {
         let client = cluster::client().await;
         let namespace = cluster::create_test_namespace(&client, prefix).await;
         let work = tempfile::tempdir().expect("work dir");
-        let kubelet = Kubelet::start(client.clone(), &namespace, work.path().join("kubelet"));
+        let kubelet = Kubelet::start_with(
+            client.clone(),
+            &namespace,
+            work.path().join("kubelet"),
+            options,
+        );
         Setup {
             client,
             namespace,
@@ -103,6 +117,20 @@ impl Setup {
             (phase_of(&pod) == phase).then_some(pod)
         })
         .await
+    }
+
+    /// Waits until `check` finds what it wants in the pod; returns it.
+    async fn pod_until<T>(&self, name: &str, what: &str, check: impl Fn(&Pod) -> Option<T>) -> T {
+        let pods = self.pods();
+        eventually(&format!("pod {name}: {what}"), LIMIT, || async {
+            let pod = pods.get(name).await.ok()?;
+            check(&pod)
+        })
+        .await
+    }
+
+    fn kubelet(&self) -> &KubeletHandle {
+        self.kubelet.as_ref().expect("kubelet")
     }
 
     async fn finish(mut self) {
@@ -205,9 +233,10 @@ async fn job_succeeds_with_the_termination_message() {
 
     // stdout went to the pod's file.
     let kubelet = t.kubelet.as_ref().expect("kubelet");
-    let dir = kubelet.pod_dir(
+    let dir = kubelet.container_dir(
         pod.metadata.name.as_deref().expect("name"),
         pod.metadata.uid.as_deref().expect("uid"),
+        "main",
     );
     let stdout = std::fs::read_to_string(dir.join("stdout")).expect("stdout file");
     assert_eq!(stdout, "to-stdout\n");
@@ -385,7 +414,7 @@ async fn bare_pods_expansion_start_errors_and_stop() {
     t.create_pod(pod(
         "value-from",
         Some(vec!["true"]),
-        json!([{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+        json!([{"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}]),
     ))
     .await;
     let pid_file = t.work.path().join("stop.pid");
@@ -401,11 +430,11 @@ async fn bare_pods_expansion_start_errors_and_stop() {
     .await;
 
     let pod = t.pod_in_phase("expand", "Succeeded").await;
-    let dir = t
-        .kubelet
-        .as_ref()
-        .expect("kubelet")
-        .pod_dir("expand", pod.metadata.uid.as_deref().expect("uid"));
+    let dir = t.kubelet.as_ref().expect("kubelet").container_dir(
+        "expand",
+        pod.metadata.uid.as_deref().expect("uid"),
+        "main",
+    );
     let local_out = dir.join("termination-log");
     assert_eq!(
         terminated(&pod).message.as_deref(),
@@ -464,6 +493,726 @@ async fn bare_pods_expansion_start_errors_and_stop() {
     let term = terminated(&t.pod_in_phase("sleeper", "Failed").await);
     assert_eq!(term.exit_code, 137);
     assert_eq!(term.reason.as_deref(), Some("ContainerStatusUnknown"));
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubelet behaviours the controller must handle
+// ---------------------------------------------------------------------------------------------
+
+fn statuses(pod: &Pod) -> Vec<ContainerStatus> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default()
+}
+
+fn status_names(pod: &Pod) -> Vec<String> {
+    statuses(pod).into_iter().map(|c| c.name).collect()
+}
+
+fn container(pod: &Pod, name: &str) -> Option<ContainerStatus> {
+    statuses(pod).into_iter().find(|c| c.name == name)
+}
+
+fn waiting_of(pod: &Pod, name: &str) -> Option<ContainerStateWaiting> {
+    container(pod, name)?.state?.waiting
+}
+
+fn terminated_of(pod: &Pod, name: &str) -> Option<ContainerStateTerminated> {
+    container(pod, name)?.state?.terminated
+}
+
+fn running_in(pod: &Pod, name: &str) -> bool {
+    container(pod, name)
+        .and_then(|c| c.state)
+        .is_some_and(|s| s.running.is_some())
+}
+
+/// (type, status, reason) of the pod's conditions, in order.
+fn conditions(pod: &Pod) -> Vec<(String, String, Option<String>)> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.type_, c.status, c.reason))
+        .collect()
+}
+
+fn condition(kind: &str, status: &str, reason: Option<&str>) -> (String, String, Option<String>) {
+    (
+        kind.to_string(),
+        status.to_string(),
+        reason.map(str::to_string),
+    )
+}
+
+/// A container for [`pod_of`]: `sh -c SCRIPT` with its output file in `$OUT` and `env`.
+fn sh(name: &str, image: &str, script: &str, env: Value) -> Value {
+    let mut env = env.as_array().cloned().unwrap_or_default();
+    env.insert(0, json!({"name": "OUT", "value": "/dev/termination-log"}));
+    json!({
+        "name": name,
+        "image": image,
+        "command": ["sh", "-c", script],
+        "env": env,
+    })
+}
+
+fn pod_of(name: &str, containers: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": containers},
+    })
+}
+
+fn seconds(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
+    time.0.as_second()
+}
+
+/// A running pod past its `activeDeadlineSeconds` is killed and failed as a 1.20 kubelet does;
+/// a pending one (its image cannot be pulled) is failed too; one that ends in time is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_active_deadline_kills_and_fails_the_pod() {
+    let started = Instant::now();
+    let t = Setup::new("kubelet-sim-pod-deadline").await;
+    let pid_file = t.work.path().join("slow.pid");
+    let pid_env = json!([{"name": "PIDFILE", "value": pid_file.to_str().expect("utf-8 path")}]);
+    let mut slow = pod_of(
+        "slow",
+        vec![sh(
+            "main",
+            "busybox",
+            r#"echo $$$$ > "$PIDFILE"; exec sleep 30"#,
+            pid_env,
+        )],
+    );
+    slow["spec"]["activeDeadlineSeconds"] = json!(2);
+    let mut stuck = pod_of(
+        "stuck",
+        vec![sh("main", "registry.invalid/app:1", "true", json!([]))],
+    );
+    stuck["spec"]["activeDeadlineSeconds"] = json!(2);
+    let mut quick = pod_of("quick", vec![sh("main", "busybox", "true", json!([]))]);
+    quick["spec"]["activeDeadlineSeconds"] = json!(30);
+    let created = Instant::now();
+    t.create_pod(slow).await;
+    t.create_pod(stuck).await;
+    t.create_pod(quick).await;
+
+    let pid = pid_from(&pid_file).await;
+    let pod = t.pod_in_phase("slow", "Failed").await;
+    let took = created.elapsed();
+    assert!(took < Duration::from_secs(6), "failed after {took:?}");
+    let status = pod.status.clone().expect("status");
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    let term = terminated_of(&pod, "main").expect("main terminated");
+    assert_eq!(term.exit_code, 137);
+    assert_eq!(term.reason.as_deref(), Some("Error"));
+    let start = seconds(status.start_time.as_ref().expect("startTime"));
+    let finished = seconds(term.finished_at.as_ref().expect("finishedAt"));
+    assert!(
+        (start + 2..=start + 4).contains(&finished),
+        "killed at {finished}, started at {start}"
+    );
+    assert!(process_gone(pid), "pid {pid} was killed");
+    assert_eq!(
+        conditions(&pod)[1],
+        condition("Ready", "False", Some("ContainersNotReady"))
+    );
+
+    // Pending (the image cannot be pulled) counts too; its container stays waiting.
+    let pod = t.pod_in_phase("stuck", "Failed").await;
+    let status = pod.status.clone().expect("status");
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    let waiting = waiting_of(&pod, "main").expect("main still waiting");
+    assert!(
+        matches!(
+            waiting.reason.as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        ),
+        "{waiting:?}"
+    );
+
+    let pod = t.pod_in_phase("quick", "Succeeded").await;
+    assert_eq!(pod.status.and_then(|s| s.reason), None);
+    assert!(t.kubelet().running().is_empty());
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// Docker's reference grammar as the 1.20 kubelet applies it, and the `.invalid` convention.
+#[test]
+fn image_references_follow_the_kubelets_rules() {
+    let invalid = |image: &str, err: &str| ImagePull::Invalid {
+        message: format!(
+            "Failed to apply default image tag {image:?}: couldn't parse image reference \
+             {image:?}: {err}"
+        ),
+    };
+    let pullable = |reference: &str| ImagePull::Pullable {
+        reference: reference.to_string(),
+    };
+    let unpullable = |reference: &str| ImagePull::Unpullable {
+        reference: reference.to_string(),
+    };
+    let lowercase = "invalid reference format: repository name must be lowercase";
+    let format = "invalid reference format";
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let cases = [
+        ("busybox", pullable("docker.io/library/busybox:latest")),
+        ("busybox:1.36", pullable("docker.io/library/busybox:1.36")),
+        ("team/app", pullable("docker.io/team/app:latest")),
+        (
+            "index.docker.io/team/app",
+            pullable("docker.io/team/app:latest"),
+        ),
+        (
+            "ghcr.io/org/a-b_c.d__e---f:v1.0_X",
+            pullable("ghcr.io/org/a-b_c.d__e---f:v1.0_X"),
+        ),
+        ("localhost:5000/app", pullable("localhost:5000/app:latest")),
+        (
+            "Registry.Example/app",
+            pullable("Registry.Example/app:latest"),
+        ),
+        (
+            "registry.invalid/app:1",
+            unpullable("registry.invalid/app:1"),
+        ),
+        (
+            "registry.invalid/app",
+            unpullable("registry.invalid/app:latest"),
+        ),
+        (
+            "eu.registry.invalid:5000/team/app",
+            unpullable("eu.registry.invalid:5000/team/app:latest"),
+        ),
+        (
+            "registry.invalid",
+            pullable("docker.io/library/registry.invalid:latest"),
+        ),
+        (
+            "registry.invalid/App:1",
+            invalid("registry.invalid/App:1", lowercase),
+        ),
+        ("Busybox", invalid("Busybox", lowercase)),
+        ("busybox latest", invalid("busybox latest", format)),
+        ("", invalid("", format)),
+        (" ", invalid(" ", format)),
+        (
+            "registry.invalid/app:",
+            invalid("registry.invalid/app:", format),
+        ),
+        ("app//x", invalid("app//x", format)),
+        ("app..x", invalid("app..x", format)),
+        ("-app", invalid("-app", format)),
+        ("app:-tag", invalid("app:-tag", format)),
+        ("app@sha256:abc", invalid("app@sha256:abc", format)),
+        (
+            &*format!("app@{digest}"),
+            pullable(&format!("docker.io/library/app@{digest}")),
+        ),
+        (
+            &*format!("app:1@{digest}"),
+            pullable(&format!("docker.io/library/app:1@{digest}")),
+        ),
+        (
+            &*format!("app@md5:{}", "a".repeat(32)),
+            invalid(
+                &format!("app@md5:{}", "a".repeat(32)),
+                "unsupported digest algorithm",
+            ),
+        ),
+        (
+            &*format!("app@sha256:{}", "a".repeat(32)),
+            invalid(
+                &format!("app@sha256:{}", "a".repeat(32)),
+                "invalid checksum digest length",
+            ),
+        ),
+        (
+            &*"a".repeat(64),
+            invalid(
+                &"a".repeat(64),
+                &format!(
+                    "invalid repository name ({}), cannot specify 64-byte hexadecimal strings",
+                    "a".repeat(64)
+                ),
+            ),
+        ),
+    ];
+    for (image, expected) in cases {
+        assert_eq!(image_pull(image), expected, "image {image:?}");
+    }
+}
+
+/// An image that cannot be pulled keeps the pod Pending with ErrImagePull / ImagePullBackOff in
+/// turn; an invalid one with InvalidImageName; neither ever runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_keep_the_pod_pending_and_never_run() {
+    let started = Instant::now();
+    let t = Setup::new("kubelet-sim-images").await;
+    let markers = t.work.path().join("markers");
+    std::fs::create_dir_all(&markers).expect("markers dir");
+    let touch = |name: &str| format!("touch {}", markers.join(name).to_str().expect("utf-8 path"));
+    let invalid = [
+        (
+            "upper",
+            "registry.invalid/App:1",
+            "invalid reference format: repository name must be lowercase",
+        ),
+        ("space", "busybox latest", "invalid reference format"),
+        (
+            "empty-tag",
+            "registry.invalid/app:",
+            "invalid reference format",
+        ),
+    ];
+    t.create_pod(pod_of(
+        "unpullable",
+        vec![sh(
+            "main",
+            "registry.invalid/app:1",
+            &touch("unpullable"),
+            json!([]),
+        )],
+    ))
+    .await;
+    for (name, image, _) in invalid {
+        t.create_pod(pod_of(
+            name,
+            vec![sh("main", image, &touch(name), json!([]))],
+        ))
+        .await;
+    }
+
+    let pull_error = "rpc error: code = NotFound desc = failed to pull and unpack image \
+        \"registry.invalid/app:1\": failed to resolve reference \"registry.invalid/app:1\": \
+        registry.invalid/app:1: not found";
+    let back_off = "Back-off pulling image \"registry.invalid/app:1\"";
+    let waiting_with = |reason: &'static str| {
+        move |pod: &Pod| {
+            let waiting = waiting_of(pod, "main")?;
+            (waiting.reason.as_deref() == Some(reason)).then_some((pod.clone(), waiting))
+        }
+    };
+    let mut seen = Vec::new();
+    for reason in ["ErrImagePull", "ImagePullBackOff", "ErrImagePull"] {
+        let (pod, waiting) = t
+            .pod_until(
+                "unpullable",
+                &format!("waiting {reason}"),
+                waiting_with(reason),
+            )
+            .await;
+        let message = if reason == "ErrImagePull" {
+            pull_error
+        } else {
+            back_off
+        };
+        assert_eq!(waiting.message.as_deref(), Some(message));
+        assert_eq!(phase_of(&pod), "Pending");
+        seen.push(pod);
+    }
+    // Accepted by the node: startTime and the kubelet's conditions.
+    let pod = &seen[0];
+    assert!(
+        pod.status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .is_some()
+    );
+    assert_eq!(
+        conditions(pod),
+        vec![
+            condition("Initialized", "True", None),
+            condition("Ready", "False", Some("ContainersNotReady")),
+            condition("ContainersReady", "False", Some("ContainersNotReady")),
+            condition("PodScheduled", "True", None),
+        ]
+    );
+    let main = container(pod, "main").expect("main status");
+    assert!(!main.ready);
+    assert_eq!(main.restart_count, 0);
+
+    for (name, image, err) in invalid {
+        let (pod, waiting) = t
+            .pod_until(
+                name,
+                "waiting InvalidImageName",
+                waiting_with("InvalidImageName"),
+            )
+            .await;
+        assert_eq!(
+            waiting.message,
+            Some(format!(
+                "Failed to apply default image tag {image:?}: couldn't parse image reference \
+                 {image:?}: {err}"
+            )),
+            "{name}"
+        );
+        assert_eq!(phase_of(&pod), "Pending", "{name}");
+    }
+    // Nothing ran: no marker, no process, and the pods are still waiting.
+    assert!(t.kubelet().running().is_empty());
+    let made: Vec<_> = std::fs::read_dir(&markers)
+        .expect("markers dir")
+        .map(|e| e.map(|e| e.file_name()))
+        .collect();
+    assert!(made.is_empty(), "a bad image ran: {made:?}");
+    for name in ["unpullable", "upper", "space", "empty-tag"] {
+        let pod = t.pods().get(name).await.expect("pod");
+        assert_eq!(phase_of(&pod), "Pending", "{name}");
+    }
+    // A bound pod that never started is still the node's to confirm when it is deleted.
+    let pods = t.pods();
+    pods.delete("unpullable", &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually("pod unpullable to disappear", LIMIT, || async {
+        matches!(pods.get_opt("unpullable").await, Ok(None)).then_some(())
+    })
+    .await;
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// Env from Secrets, ConfigMaps and the pod's fields: a missing source keeps the container
+/// waiting (CreateContainerConfigError, the kubelet's messages), and it starts once the source
+/// is there; values take part in `$(VAR)` expansion in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_from_secrets_and_config_maps_waits_until_they_exist() {
+    let started = Instant::now();
+    let t = Setup::new("kubelet-sim-env").await;
+    let ns = t.namespace.clone();
+    let secret_ref = |name: &str, key: &str, optional: bool| json!({"secretKeyRef": {"name": name, "key": key, "optional": optional}});
+    let config_ref = |name: &str, key: &str, optional: bool| json!({"configMapKeyRef": {"name": name, "key": key, "optional": optional}});
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    let script = r#"printf '%s\n' "dsn=$DSN" "name=$NAME" "ns=$NS" "uid=$POD_UID" "app=$APP" \
+        "node=$NODE" "ip=$IP" "overridden=$CFG_OVERRIDDEN" "opt=${OPT-unset}" \
+        "opt_key=${OPT_KEY-unset}" "cfg=$$(env | grep '^CFG_' | cut -d= -f1 | sort | tr '\n' ,)" \
+        "host=$host" "digits=$$(env | grep -c '^1st=')" \
+        > "$OUT""#;
+    let mut main = sh(
+        "main",
+        "busybox",
+        script,
+        json!([
+            {"name": "NAME", "valueFrom": field("metadata.name")},
+            {"name": "NS", "valueFrom": field("metadata.namespace")},
+            {"name": "POD_UID", "valueFrom": field("metadata.uid")},
+            {"name": "APP", "valueFrom": field("metadata.labels['app']")},
+            {"name": "NODE", "valueFrom": field("spec.nodeName")},
+            {"name": "IP", "valueFrom": field("status.podIP")},
+            {"name": "PASSWORD", "valueFrom": secret_ref("db", "password", false)},
+            {"name": "MODE", "valueFrom": config_ref("settings", "mode", false)},
+            {"name": "OPT", "valueFrom": secret_ref("nope", "x", true)},
+            {"name": "OPT_KEY", "valueFrom": config_ref("settings", "nope", true)},
+            {"name": "DSN", "value": "$(MODE)://$(S_user):$(PASSWORD)@$(CFG_host)/$(NAME)$(LATER)"},
+            {"name": "CFG_OVERRIDDEN", "value": "from-env"},
+            {"name": "LATER", "value": "x"},
+        ]),
+    );
+    main["envFrom"] = json!([
+        {"configMapRef": {"name": "settings"}},
+        {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
+        {"secretRef": {"name": "missing", "optional": true}},
+        {"secretRef": {"name": "db"}, "prefix": "S_"},
+    ]);
+    let mut pod = pod_of("env", vec![main]);
+    pod["metadata"]["labels"] = json!({"app": "demo"});
+    let uid = t.create_pod(pod).await.metadata.uid.expect("uid");
+
+    let config_error = |message: String| {
+        move |pod: &Pod| {
+            let waiting = waiting_of(pod, "main")?;
+            (waiting.reason.as_deref() == Some("CreateContainerConfigError")
+                && waiting.message.as_deref() == Some(message.as_str()))
+            .then(|| pod.clone())
+        }
+    };
+    let pod = t
+        .pod_until(
+            "env",
+            "waiting for the ConfigMap",
+            config_error(r#"configmap "settings" not found"#.to_string()),
+        )
+        .await;
+    assert_eq!(phase_of(&pod), "Pending");
+    assert!(
+        pod.status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .is_some()
+    );
+
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "settings"},
+        "data": {"host": "db.local", "mode": "postgres", "OVERRIDDEN": "from-envFrom",
+                 "1st": "skipped"},
+    }))
+    .expect("configmap object");
+    Api::<ConfigMap>::namespaced(t.client.clone(), &ns)
+        .create(&PostParams::default(), &config_map)
+        .await
+        .expect("create configmap");
+    t.pod_until(
+        "env",
+        "waiting for the Secret",
+        config_error(r#"secret "db" not found"#.to_string()),
+    )
+    .await;
+
+    let secrets = Api::<Secret>::namespaced(t.client.clone(), &ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "stringData": {"user": "u"},
+    }))
+    .expect("secret object");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    t.pod_until(
+        "env",
+        "waiting for the Secret's key",
+        config_error(format!("couldn't find key password in Secret {ns}/db")),
+    )
+    .await;
+    assert!(t.kubelet().running().is_empty(), "nothing runs yet");
+
+    secrets
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "s3cret"}})),
+        )
+        .await
+        .expect("add the key");
+    let pod = t.pod_in_phase("env", "Succeeded").await;
+    let term = terminated_of(&pod, "main").expect("main terminated");
+    let expected = [
+        "dsn=postgres://u:s3cret@db.local/env$(LATER)".to_string(),
+        "name=env".to_string(),
+        format!("ns={ns}"),
+        format!("uid={uid}"),
+        "app=demo".to_string(),
+        format!("node={NODE_NAME}"),
+        "ip=127.0.0.1".to_string(),
+        "overridden=from-env".to_string(),
+        "opt=unset".to_string(),
+        "opt_key=unset".to_string(),
+        "cfg=CFG_1st,CFG_OVERRIDDEN,CFG_host,CFG_mode,".to_string(),
+        "host=db.local".to_string(),
+        "digits=0".to_string(),
+    ];
+    assert_eq!(term.message, Some(expected.join("\n") + "\n"));
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// Every container runs as its own process with its own env; statuses are sorted by name; the
+/// phase comes from all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_container_runs_and_statuses_are_sorted_by_name() {
+    let started = Instant::now();
+    let t = Setup::new("kubelet-sim-containers").await;
+    let go = t.work.path().join("go");
+    let go_env = json!([
+        {"name": "ROLE", "value": "zeta"},
+        {"name": "GO", "value": go.to_str().expect("utf-8 path")},
+    ]);
+    t.create_pod(pod_of(
+        "two",
+        vec![
+            sh(
+                "zeta",
+                "busybox",
+                r#"while [ ! -e "$GO" ]; do sleep 0.05; done; printf "$ROLE" > "$OUT"; exit 3"#,
+                go_env,
+            ),
+            sh(
+                "alpha",
+                "busybox",
+                r#"printf "$ROLE" > "$OUT""#,
+                json!([{"name": "ROLE", "value": "alpha"}]),
+            ),
+        ],
+    ))
+    .await;
+    t.create_pod(pod_of(
+        "both-ok",
+        vec![
+            sh("b", "busybox", "true", json!([])),
+            sh("a", "busybox", "true", json!([])),
+        ],
+    ))
+    .await;
+
+    let pod = t
+        .pod_until("two", "alpha done, zeta running", |pod| {
+            (terminated_of(pod, "alpha").is_some() && running_in(pod, "zeta")).then(|| pod.clone())
+        })
+        .await;
+    assert_eq!(status_names(&pod), ["alpha", "zeta"]);
+    assert_eq!(phase_of(&pod), "Running");
+    let alpha = terminated_of(&pod, "alpha").expect("alpha");
+    assert_eq!(
+        (
+            alpha.exit_code,
+            alpha.reason.as_deref(),
+            alpha.message.as_deref()
+        ),
+        (0, Some("Completed"), Some("alpha"))
+    );
+    let running: Vec<(String, String)> = t
+        .kubelet()
+        .running()
+        .into_iter()
+        .map(|p| (p.pod_name, p.container_name))
+        .collect();
+    assert_eq!(running, [("two".to_string(), "zeta".to_string())]);
+
+    std::fs::write(&go, b"").expect("write the go file");
+    let pod = t.pod_in_phase("two", "Failed").await;
+    assert_eq!(status_names(&pod), ["alpha", "zeta"]);
+    let zeta = terminated_of(&pod, "zeta").expect("zeta");
+    assert_eq!(
+        (
+            zeta.exit_code,
+            zeta.reason.as_deref(),
+            zeta.message.as_deref()
+        ),
+        (3, Some("Error"), Some("zeta"))
+    );
+    assert_eq!(
+        pod.status.and_then(|s| s.reason),
+        None,
+        "no pod-level reason"
+    );
+
+    let pod = t.pod_in_phase("both-ok", "Succeeded").await;
+    assert_eq!(status_names(&pod), ["a", "b"]);
+    assert_eq!(
+        conditions(&pod)[1..3],
+        [
+            condition("Ready", "False", Some("PodCompleted")),
+            condition("ContainersReady", "False", Some("PodCompleted")),
+        ]
+    );
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// With the option, an injected `istio-proxy` that is not in the spec is reported before `task`:
+/// running while the pod runs, then terminated with its own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoy_sidecar_comes_first_with_the_option() {
+    let started = Instant::now();
+    let t = Setup::with_options(
+        "kubelet-sim-sidecar",
+        Options {
+            decoy_sidecar: true,
+        },
+    )
+    .await;
+    let go = t.work.path().join("go");
+    let mut job = job(
+        "with-sidecar",
+        r#"while [ ! -e "$GO" ]; do sleep 0.05; done; echo '{"task": 1}' > "$OUT""#,
+        &[("GO", go.to_str().expect("utf-8 path"))],
+        None,
+    );
+    job["spec"]["template"]["spec"]["containers"][0]["name"] = json!("task");
+    t.create_job(job).await;
+
+    let pod_name = eventually("the job's pod", LIMIT, || async {
+        t.job_pods("with-sidecar")
+            .await
+            .first()?
+            .metadata
+            .name
+            .clone()
+    })
+    .await;
+    let pod = t
+        .pod_until(&pod_name, "task running", |pod| {
+            running_in(pod, "task").then(|| pod.clone())
+        })
+        .await;
+    assert_eq!(status_names(&pod), [DECOY_SIDECAR_NAME, "task"]);
+    assert!(running_in(&pod, DECOY_SIDECAR_NAME));
+    assert_eq!(
+        conditions(&pod)[1],
+        condition("Ready", "True", None),
+        "the decoy is not in the spec"
+    );
+
+    std::fs::write(&go, b"").expect("write the go file");
+    t.job_condition("with-sidecar", "Complete").await;
+    let pod = t.pod_in_phase(&pod_name, "Succeeded").await;
+    assert_eq!(status_names(&pod), [DECOY_SIDECAR_NAME, "task"]);
+    let decoy = terminated(&pod);
+    assert_eq!(
+        (
+            decoy.exit_code,
+            decoy.reason.as_deref(),
+            decoy.message.as_deref()
+        ),
+        (0, Some("Completed"), Some(DECOY_SIDECAR_MESSAGE))
+    );
+    let task = terminated_of(&pod, "task").expect("task");
+    assert_eq!(task.message.as_deref(), Some("{\"task\": 1}\n"));
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// `Completed` for 0, `Error` otherwise, and the `KUBELET_SIM_TERMINATED_REASON` convention for
+/// a non-zero exit (how a test plays an OOM kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_reasons_follow_the_kubelet_and_the_convention() {
+    let started = Instant::now();
+    let t = Setup::new("kubelet-sim-reasons").await;
+    let oom = json!([{"name": TERMINATED_REASON_ENV, "value": "OOMKilled"}]);
+    // (pod, script, env, phase, exit code, reason)
+    let cases = [
+        ("oom", "exit 137", oom.clone(), "Failed", 137, "OOMKilled"),
+        (
+            "oom-signal",
+            "kill -KILL $$$$",
+            oom.clone(),
+            "Failed",
+            137,
+            "OOMKilled",
+        ),
+        ("oom-but-ok", "exit 0", oom, "Succeeded", 0, "Completed"),
+        ("plain-error", "exit 2", json!([]), "Failed", 2, "Error"),
+        ("plain-ok", "exit 0", json!([]), "Succeeded", 0, "Completed"),
+    ];
+    for (name, script, env, ..) in &cases {
+        t.create_pod(pod_of(
+            name,
+            vec![sh("main", "busybox", script, env.clone())],
+        ))
+        .await;
+    }
+    for (name, _, _, phase, exit_code, reason) in cases {
+        let term = terminated(&t.pod_in_phase(name, phase).await);
+        assert_eq!(
+            (term.exit_code, term.reason.as_deref()),
+            (exit_code, Some(reason)),
+            "{name}"
+        );
+    }
     t.finish().await;
     eprintln!("took {:?}", started.elapsed());
 }

@@ -2,33 +2,128 @@
 //! no kubelet (see the project's `test-control-plane.md`, "Playing the node").
 //!
 //! For every Pod in the namespace that is not yet bound it binds the Pod to a shared `Node`
-//! object, runs the FIRST container's `command` + `args` as a local process (in its own process
-//! group) and reports the result in the Pod's status, the way a kubelet does:
+//! object ([`NODE_NAME`]), runs EVERY container's `command` + `args` as its own local process
+//! (each in its own process group), and reports the Pod's status the way a Kubernetes 1.20
+//! kubelet does for `restartPolicy: Never` (the policy is not read: a container is never
+//! restarted).
 //!
-//! - the container's `env` (`value` entries only) is expanded in order with `$(VAR)` references
-//!   to earlier entries, then `command` and `args` are expanded from the complete env — exactly
-//!   the kubelet's rules ([`ork::task_env::expand`]);
-//! - the process gets that env on top of the test process's own environment (so `PATH` works);
-//! - an env value equal to the container's `terminationMessagePath` (default
-//!   `/dev/termination-log`) is replaced by a per-pod local file, created empty first; when the
-//!   process ends, the last 4096 bytes of that file become the `message` of the container's
-//!   `terminated` state (the kubelet's limit and the kubelet's choice of the tail);
-//! - stdout and stderr go to files in the pod's directory under the work dir;
-//! - phase `Succeeded` for exit code 0, else `Failed`; a process killed by a signal reports
-//!   128 + the signal number;
-//! - a running Pod that gets a `deletionTimestamp` has its process group killed (SIGKILL) and is
-//!   then deleted with grace period 0, as a kubelet confirms a deletion.
+//! # Pod status
 //!
-//! Pods the simulator cannot run fail instead of hanging: no `command` (there are no images, so
-//! no entrypoints), `valueFrom` or `envFrom` (no API lookups) → exit code 128, reason
-//! `StartError`; a program that cannot be started (e.g. not found) → exit code 127, reason
-//! `StartError`. Containers after the first are not run; they are reported as running while the
-//! first runs and as terminated with exit code 0 when it ends.
+//! - `status.startTime` is set (whole seconds, UTC) when the simulator accepts the pod, right
+//!   after binding it, before any image or env check, as a kubelet does. `hostIP`, `podIP` and
+//!   `podIPs` are `127.0.0.1`.
+//! - Conditions, in the kubelet's order: `Initialized` True, `Ready` and `ContainersReady`
+//!   (True while every container of the spec runs; else False with reason `ContainersNotReady`
+//!   and message `containers with unready status: [a b]`, or reason `PodCompleted` once the pod
+//!   Succeeded), `PodScheduled` True. `lastTransitionTime` changes only when a status flips.
+//! - `containerStatuses` has one entry per container, SORTED BY NAME as a kubelet reports them
+//!   (so an `istio-proxy` sidecar comes before a container named `task`); `restartCount` 0,
+//!   `imageID` empty, `image` the spec's image. A container is `waiting` (`ready` false,
+//!   `started` false), `running` (`ready` true, `started` true, `containerID` `sim://<pid>`) or
+//!   `terminated` (`exitCode`, `reason`, `message` when not empty, `startedAt`, `finishedAt`).
+//!   Before a container's process starts it is `waiting` with reason `ContainerCreating`.
+//! - `phase` is the kubelet's: `Pending` while any container is waiting, `Running` once none
+//!   waits and one runs, then — when all have terminated — `Succeeded` if all exited 0, else
+//!   `Failed`.
+//! - Statuses are written with merge patches of the `status` subresource, only when something
+//!   changed; quick changes coalesce (a container that ends at once may never be seen `running`).
+//!
+//! # Running a container
+//!
+//! - Env, in the kubelet's order: `envFrom` sources first (later ones override earlier ones;
+//!   `prefix` prepended; keys that are not valid env var names are skipped), then `env` in
+//!   order (overriding `envFrom`). An entry with a non-empty `value` is expanded with `$(VAR)`
+//!   references to everything defined before it; a `valueFrom` value is taken as it is. Then
+//!   `command` and `args` are expanded from the complete env — exactly the kubelet's rules
+//!   ([`ork::task_env::expand`]).
+//! - `valueFrom` supports `secretKeyRef`, `configMapKeyRef` (the ConfigMap's `data`) and
+//!   `fieldRef` (`metadata.name`, `metadata.namespace`, `metadata.uid`, `metadata.labels`,
+//!   `metadata.annotations`, `metadata.labels['k']`, `metadata.annotations['k']` (empty when
+//!   missing), `spec.nodeName` ([`NODE_NAME`]), `spec.serviceAccountName`, `status.hostIP`,
+//!   `status.podIP`, `status.podIPs` (all `127.0.0.1`)); `envFrom` supports `secretRef` and
+//!   `configMapRef`. Secrets and ConfigMaps are read from the pod's namespace with the
+//!   simulator's client.
+//! - A missing Secret/ConfigMap or key whose reference is not `optional: true` keeps the
+//!   container `waiting` with reason `CreateContainerConfigError` and the kubelet's message:
+//!   `secret "db" not found`, `configmap "settings" not found`,
+//!   `couldn't find key password in Secret <ns>/db`, `couldn't find key mode in ConfigMap
+//!   <ns>/settings`. The simulator re-checks every [`CONFIG_RETRY_PERIOD`] (the message follows
+//!   the current problem) and starts the container as soon as everything resolves — however
+//!   late that is, as a kubelet does. An optional reference that is missing leaves the variable
+//!   (or the `envFrom` source) out.
+//! - The process gets that env on top of the test process's own environment (so `PATH` works).
+//!   An env value (from any source) equal to the container's `terminationMessagePath` (default
+//!   `/dev/termination-log`) is replaced by the container's local file, created empty first;
+//!   when the process ends, the last 4096 bytes of that file become the `message` of its
+//!   `terminated` state (the kubelet's limit and the kubelet's choice of the tail). With
+//!   `terminationMessagePolicy: FallbackToLogsOnError`, an empty message of a failed container
+//!   is the tail of its logs (80 lines, 2048 bytes).
+//! - Each container has its own directory ([`KubeletHandle::container_dir`]): the working
+//!   directory of its process, with its `stdout`, `stderr` and `termination-log` files.
+//! - `terminated.reason`: `Completed` for exit code 0, `Error` otherwise; a process killed by a
+//!   signal reports 128 + the signal number. CONVENTION (a real kubelet reports `OOMKilled`
+//!   when a container hits its memory limit; nothing here runs out of memory): a container
+//!   whose env has [`TERMINATED_REASON_ENV`]`=<Reason>` (e.g. `OOMKilled`) and exits non-zero
+//!   is reported with that reason and its own exit code (so `exit 137` for an OOM kill).
+//!
+//! # Images
+//!
+//! There are no images: `image` is only checked, the container's `command` is run locally.
+//! The check is the kubelet's, before anything else (see [`image_pull`]):
+//!
+//! - An image that is not a valid reference (Docker's grammar: e.g. uppercase letters in the
+//!   repository part, spaces, empty) keeps the container `waiting` with reason
+//!   `InvalidImageName` and message `Failed to apply default image tag "<image>": couldn't parse
+//!   image reference "<image>": invalid reference format` (`invalid reference format:
+//!   repository name must be lowercase` for uppercase letters). It never runs. (A 1.20 API
+//!   server already rejects an empty image and one with leading or trailing whitespace.)
+//! - CONVENTION: an image whose registry host ends in `.invalid` (e.g.
+//!   `registry.invalid/app:1`; the host is the part before the first `/` when it contains a
+//!   `.` or `:`) cannot be pulled. The container stays `waiting` and never runs: reason
+//!   `ErrImagePull`, message `rpc error: code = NotFound desc = failed to pull and unpack image
+//!   "<ref>": failed to resolve reference "<ref>": <ref>: not found` (`<ref>` is the image with
+//!   the default tag `:latest` applied), then reason `ImagePullBackOff`, message `Back-off
+//!   pulling image "<image>"`, alternating every [`IMAGE_PULL_RETRY_PERIOD`]. The phase stays
+//!   `Pending` (unless the active deadline passes, below).
+//!
+//! # Ending a pod
+//!
+//! - `spec.activeDeadlineSeconds`: once the pod has been active that long since its
+//!   `status.startTime` (real time, measured from the whole-second time the simulator wrote),
+//!   the simulator kills every process of the pod (SIGKILL to each process group), starts
+//!   nothing more, and reports what a 1.20 kubelet reports: phase `Failed`, `reason:
+//!   DeadlineExceeded`, `message: Pod was active on the node longer than the specified
+//!   deadline`; each container that was running `terminated` with exit code 137, reason
+//!   `Error`, `finishedAt` the kill time; containers that had finished keep their state;
+//!   containers still waiting (image, config) stay `waiting`. Pending pods are failed too, as
+//!   a kubelet does. The value is read when the pod is accepted (a later change is ignored).
+//! - A Pod the simulator took on (running or still waiting) that gets a `deletionTimestamp` has
+//!   its process groups killed (SIGKILL) and is then deleted with grace period 0, as a kubelet
+//!   confirms a deletion; no status is written for it after that.
+//! - A pod bound to [`NODE_NAME`] that this simulator did not start (an earlier simulator's)
+//!   is reported `Failed`, every container terminated with exit code 137 and reason
+//!   `ContainerStatusUnknown`, as a restarted kubelet does with a lost container.
+//!
+//! Containers the simulator cannot run fail instead of hanging: no `command` (there are no
+//! images, so no entrypoints) or a `resourceFieldRef` → `terminated` with exit code 128 and
+//! reason `StartError` (after the image and Secret/ConfigMap checks); a program that cannot be
+//! started (e.g. not found) → exit code 127, reason `StartError`.
+//!
+//! # Opt-in (`Kubelet::start_with` and [`Options`])
+//!
+//! - [`Options::decoy_sidecar`]: the status also lists a container [`DECOY_SIDECAR_NAME`]
+//!   (`istio-proxy`) that is NOT in the spec, as an injected sidecar appears: `running` from the
+//!   pod's start until the pod's phase is terminal, then `terminated` with exit code 0, reason
+//!   `Completed` and message [`DECOY_SIDECAR_MESSAGE`] (`{"sidecar": true}`). It plays no part
+//!   in the phase or the conditions. Sorted by name, it comes before a container named `task`:
+//!   a controller that takes the first container status reads the decoy.
 //!
 //! API errors are logged to stderr and retried with back-off; nothing here panics on them.
-//! Set `ORK_KUBELET_SIM_VERBOSE=1` to also log every bind, start and exit.
+//! Set `ORK_KUBELET_SIM_VERBOSE=1` to also log every bind, start and exit, image and config
+//! problem, deadline kill and reason convention.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -37,7 +132,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Container, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, ConfigMap, Container, EnvVarSource, Node, ObjectReference, Pod, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -46,11 +143,15 @@ use kube::runtime::watcher::{self, Event};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Name of the `Node` every simulator binds its Pods to (shared; created once, AlreadyExists is
 /// fine).
 pub const NODE_NAME: &str = "ork-sim-node";
+
+/// The address reported as `hostIP` and `podIP` (the processes run on this machine).
+pub const POD_IP: &str = "127.0.0.1";
 
 /// The kubelet's default `terminationMessagePath`.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -58,7 +159,7 @@ pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// The kubelet reads at most this many bytes (the end) of the termination message file.
 pub const MAX_TERMINATION_MESSAGE_BYTES: u64 = 4096;
 
-/// File names inside a pod's directory (see [`KubeletHandle::pod_dir`]).
+/// File names inside a container's directory (see [`KubeletHandle::container_dir`]).
 pub const STDOUT_FILE: &str = "stdout";
 pub const STDERR_FILE: &str = "stderr";
 pub const TERMINATION_MESSAGE_FILE: &str = "termination-log";
@@ -68,20 +169,63 @@ pub const TERMINATION_MESSAGE_FILE: &str = "termination-log";
 pub const START_ERROR_EXIT_CODE: i32 = 128;
 /// Exit code reported when the program could not be spawned (not found, not executable).
 pub const SPAWN_ERROR_EXIT_CODE: i32 = 127;
+/// Exit code of a process killed with SIGKILL (the active deadline, a lost pod).
+pub const KILLED_EXIT_CODE: i32 = 137;
 
-/// The simulator. Start one per namespace with [`Kubelet::start`].
+/// Convention: a container whose env sets this variable to a reason (e.g. `OOMKilled`) and
+/// exits non-zero is reported `terminated` with that reason instead of `Error`.
+pub const TERMINATED_REASON_ENV: &str = "KUBELET_SIM_TERMINATED_REASON";
+
+/// How long an unpullable image shows `ErrImagePull`, then `ImagePullBackOff`, in turn.
+pub const IMAGE_PULL_RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// How often a container waiting with `CreateContainerConfigError` looks for its Secrets and
+/// ConfigMaps again.
+pub const CONFIG_RETRY_PERIOD: Duration = Duration::from_secs(1);
+
+/// The pod-level `reason` and `message` of a pod failed by its `activeDeadlineSeconds`.
+pub const DEADLINE_REASON: &str = "DeadlineExceeded";
+pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
+/// The decoy sidecar of [`Options::decoy_sidecar`]: its name, image and termination message.
+pub const DECOY_SIDECAR_NAME: &str = "istio-proxy";
+pub const DECOY_SIDECAR_IMAGE: &str = "docker.io/istio/proxyv2:1.9.0";
+pub const DECOY_SIDECAR_MESSAGE: &str = r#"{"sidecar": true}"#;
+
+/// Behaviours a real kubelet shows only in some clusters; all off by default.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Report an injected sidecar [`DECOY_SIDECAR_NAME`] that is not in the Pod's spec (see
+    /// the module doc).
+    pub decoy_sidecar: bool,
+}
+
+/// The simulator. Start one per namespace with [`Kubelet::start`] or [`Kubelet::start_with`].
 pub struct Kubelet;
 
 impl Kubelet {
-    /// Starts simulating the node for the Pods in `namespace`. Must be called inside a Tokio
-    /// runtime. Per-pod files go under `work_dir` (created if missing). The simulator runs until
-    /// the handle is stopped or dropped; both kill every process it started.
+    /// Starts simulating the node for the Pods in `namespace` with the default [`Options`].
+    /// Must be called inside a Tokio runtime. Per-container files go under `work_dir` (created
+    /// if missing). The simulator runs until the handle is stopped or dropped; both kill every
+    /// process it started.
     pub fn start(client: Client, namespace: &str, work_dir: PathBuf) -> KubeletHandle {
+        Kubelet::start_with(client, namespace, work_dir, Options::default())
+    }
+
+    /// [`Kubelet::start`] with opt-in behaviours.
+    pub fn start_with(
+        client: Client,
+        namespace: &str,
+        work_dir: PathBuf,
+        options: Options,
+    ) -> KubeletHandle {
         let shared = Arc::new(Shared {
             pods: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client.clone(), namespace),
+            config_maps: Api::namespaced(client.clone(), namespace),
             nodes: Api::all(client),
             namespace: namespace.to_string(),
             work_dir,
+            options,
             verbose: std::env::var_os("ORK_KUBELET_SIM_VERBOSE").is_some_and(|v| v != "0"),
             state: Mutex::new(State::default()),
         });
@@ -101,11 +245,12 @@ pub struct KubeletHandle {
     task: Option<JoinHandle<()>>,
 }
 
-/// A process the simulator is running for a pod.
+/// A process the simulator is running for a pod's container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunningProcess {
     pub pod_name: String,
     pub pod_uid: String,
+    pub container_name: String,
     /// Also the process group id.
     pub pid: i32,
 }
@@ -123,26 +268,37 @@ impl KubeletHandle {
         &self.shared.work_dir
     }
 
-    /// The directory holding a pod's `stdout`, `stderr` and `termination-log` files.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// The directory holding a pod's container directories.
     pub fn pod_dir(&self, pod_name: &str, pod_uid: &str) -> PathBuf {
         pod_dir(&self.shared.work_dir, pod_name, pod_uid)
     }
 
-    /// The processes running right now.
+    /// The directory of one container: its process's working directory, with its `stdout`,
+    /// `stderr` and `termination-log` files.
+    pub fn container_dir(&self, pod_name: &str, pod_uid: &str, container: &str) -> PathBuf {
+        self.pod_dir(pod_name, pod_uid).join(container)
+    }
+
+    /// The processes running right now, by pod name, then container name.
     pub fn running(&self) -> Vec<RunningProcess> {
         let state = self.shared.lock();
         let mut out: Vec<RunningProcess> = state
             .pods
             .iter()
-            .filter_map(|(uid, slot)| {
-                slot.pid.map(|pid| RunningProcess {
+            .flat_map(|(uid, slot)| {
+                slot.pids.iter().map(|(container, pid)| RunningProcess {
                     pod_name: slot.name.clone(),
                     pod_uid: uid.clone(),
-                    pid,
+                    container_name: container.clone(),
+                    pid: *pid,
                 })
             })
             .collect();
-        out.sort_by(|a, b| a.pod_name.cmp(&b.pod_name));
+        out.sort_by(|a, b| (&a.pod_name, &a.container_name).cmp(&(&b.pod_name, &b.container_name)));
         out
     }
 
@@ -161,9 +317,10 @@ impl KubeletHandle {
             let mut state = self.shared.lock();
             state.stopped = true;
             for slot in state.pods.values_mut() {
-                if let Some(pid) = slot.pid.take() {
+                for (_, pid) in std::mem::take(&mut slot.pids) {
                     kill_group(pid);
                 }
+                slot.wake.send_replace(());
             }
         }
         if let Some(task) = self.task.take() {
@@ -185,9 +342,12 @@ fn pod_dir(work_dir: &Path, pod_name: &str, pod_uid: &str) -> PathBuf {
 
 struct Shared {
     pods: Api<Pod>,
+    secrets: Api<Secret>,
+    config_maps: Api<ConfigMap>,
     nodes: Api<Node>,
     namespace: String,
     work_dir: PathBuf,
+    options: Options,
     verbose: bool,
     state: Mutex<State>,
 }
@@ -202,12 +362,36 @@ struct State {
 
 struct Slot {
     name: String,
-    /// The running process (and process group), if any.
-    pid: Option<i32>,
+    /// The running processes (each also a process group), by container name.
+    pids: BTreeMap<String, i32>,
     /// The pod got a deletionTimestamp (or vanished): stop, then delete it with grace 0.
     deleting: bool,
     /// The pod's task has ended; a later deletion is handled by the watch loop.
     done: bool,
+    /// When the pod's active deadline killed it: nothing starts any more.
+    halted_at: Option<String>,
+    /// Signalled when `deleting`, `halted_at` or the simulator's `stopped` change, so that the
+    /// pod's waits end at once (the sender's drop, when the slot goes, signals too).
+    wake: watch::Sender<()>,
+}
+
+impl Slot {
+    fn new(name: String, done: bool) -> Slot {
+        Slot {
+            name,
+            pids: BTreeMap::new(),
+            deleting: false,
+            done,
+            halted_at: None,
+            wake: watch::Sender::new(()),
+        }
+    }
+
+    fn kill_all(&self) {
+        for pid in self.pids.values() {
+            kill_group(*pid);
+        }
+    }
 }
 
 impl Shared {
@@ -225,11 +409,30 @@ impl Shared {
         eprintln!("[kubelet-sim {}] {}", self.namespace, msg.as_ref());
     }
 
-    /// Whether the pod's task should give up: the pod is being deleted, is gone, or the
-    /// simulator is stopping.
+    /// Whether the pod's tasks should give up without reporting: the pod is being deleted, is
+    /// gone, or the simulator is stopping.
     fn abandoned(&self, uid: &str) -> bool {
         let state = self.lock();
         state.stopped || state.pods.get(uid).is_none_or(|slot| slot.deleting)
+    }
+
+    /// Whether a container of the pod may still start: not abandoned, deadline not passed.
+    fn may_start(&self, uid: &str) -> bool {
+        let state = self.lock();
+        !state.stopped
+            && state
+                .pods
+                .get(uid)
+                .is_some_and(|slot| !slot.deleting && slot.halted_at.is_none())
+    }
+
+    /// When the pod's active deadline killed it, if it did.
+    fn halted_at(&self, uid: &str) -> Option<String> {
+        self.lock().pods.get(uid).and_then(|s| s.halted_at.clone())
+    }
+
+    fn subscribe(&self, uid: &str) -> Option<watch::Receiver<()>> {
+        self.lock().pods.get(uid).map(|slot| slot.wake.subscribe())
     }
 }
 
@@ -267,12 +470,42 @@ impl Backoff {
     }
 }
 
+/// A time as Kubernetes writes it: whole seconds.
+fn whole_seconds(t: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 /// Current time as Kubernetes writes it (RFC 3339, whole seconds, UTC).
 fn now() -> String {
-    let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string()
+    whole_seconds(jiff::Timestamp::now()).to_string()
+}
+
+/// Go's `%q` of a string (what the kubelet's messages quote names with).
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,12 +588,14 @@ fn on_pod(shared: &Arc<Shared>, pod: Pod, tasks: &mut JoinSet<()>) {
         Some(slot) if deleting => {
             if !slot.deleting {
                 slot.deleting = true;
-                if let Some(pid) = slot.pid {
-                    shared.info(format!("pod {name} is being deleted: killing pid {pid}"));
-                    kill_group(pid);
-                }
+                shared.info(format!(
+                    "pod {name} is being deleted: killing pids {:?}",
+                    slot.pids
+                ));
+                slot.kill_all();
+                slot.wake.send_replace(());
             }
-            // A running task deletes the pod itself once its process is gone.
+            // A running task deletes the pod itself once its processes are gone.
             if slot.done {
                 tasks.spawn(delete_now(shared.clone(), name, uid));
             }
@@ -372,29 +607,13 @@ fn on_pod(shared: &Arc<Shared>, pod: Pod, tasks: &mut JoinSet<()>) {
             tasks.spawn(delete_now(shared.clone(), name, uid));
         }
         None if node.is_empty() => {
-            state.pods.insert(
-                uid.clone(),
-                Slot {
-                    name,
-                    pid: None,
-                    deleting: false,
-                    done: false,
-                },
-            );
+            state.pods.insert(uid.clone(), Slot::new(name, false));
             tasks.spawn(run_pod(shared.clone(), pod));
         }
         None if node == NODE_NAME && !terminal => {
             // Bound to our node by someone else (an earlier simulator in this namespace): its
             // process is unknown, so report it lost, as a restarted kubelet would.
-            state.pods.insert(
-                uid.clone(),
-                Slot {
-                    name: name.clone(),
-                    pid: None,
-                    deleting: false,
-                    done: true,
-                },
-            );
+            state.pods.insert(uid.clone(), Slot::new(name, true));
             tasks.spawn(fail_lost(shared.clone(), pod));
         }
         None => {}
@@ -404,11 +623,15 @@ fn on_pod(shared: &Arc<Shared>, pod: Pod, tasks: &mut JoinSet<()>) {
 /// The pod is gone from the API server: stop its process, forget it.
 fn on_gone(shared: &Shared, uid: &str) {
     let mut state = shared.lock();
+    // Dropping the slot wakes the pod's tasks.
     if let Some(slot) = state.pods.remove(uid)
-        && let Some(pid) = slot.pid
+        && !slot.pids.is_empty()
     {
-        shared.info(format!("pod {} is gone: killing pid {pid}", slot.name));
-        kill_group(pid);
+        shared.info(format!(
+            "pod {} is gone: killing pids {:?}",
+            slot.name, slot.pids
+        ));
+        slot.kill_all();
     }
 }
 
@@ -448,7 +671,7 @@ async fn ensure_node(shared: Arc<Shared>) {
 async fn run_pod(shared: Arc<Shared>, pod: Pod) {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    run_pod_inner(&shared, &pod, &name, &uid).await;
+    run_pod_inner(&shared, pod, &name, &uid).await;
     // Whatever happened, the task is over: a deletion seen from now on is the loop's to confirm.
     let delete = {
         let mut state = shared.lock();
@@ -456,7 +679,7 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod) {
         match state.pods.get_mut(&uid) {
             Some(slot) => {
                 slot.done = true;
-                slot.pid = None;
+                slot.pids.clear();
                 slot.deleting && !stopped
             }
             None => false,
@@ -467,44 +690,269 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod) {
     }
 }
 
-async fn run_pod_inner(shared: &Shared, pod: &Pod, name: &str, uid: &str) {
+/// A container's new state, from its task to the pod's task.
+type Update = (usize, ContainerState);
+
+/// Binds the pod, runs one task per container and reports the pod's status whenever it changes,
+/// until every container task has ended (all terminated, or the deadline stopped them) or the
+/// pod is abandoned. Returns once every container task has ended.
+async fn run_pod_inner(shared: &Arc<Shared>, pod: Pod, name: &str, uid: &str) {
     if !bind(shared, name, uid).await {
         return;
     }
-    let Some(container) = pod.spec.as_ref().and_then(|s| s.containers.first()) else {
-        shared.warn(format!("pod {name} has no containers"));
+    let Some(mut wake) = shared.subscribe(uid) else {
         return;
     };
-    let dir = pod_dir(&shared.work_dir, name, uid);
-    let term_file = dir.join(TERMINATION_MESSAGE_FILE);
-    let started_at = now();
+    let accepted = jiff::Timestamp::now();
+    let started_at = whole_seconds(accepted).to_string();
+    // The deadline counts from `startTime` as written (whole seconds), as a kubelet's does.
+    let deadline = active_deadline(&pod).map(|seconds| {
+        let written_ago = Duration::from_nanos(accepted.subsec_nanosecond().max(0) as u64);
+        tokio::time::Instant::now() + Duration::from_secs(seconds).saturating_sub(written_ago)
+    });
+    let pod = Arc::new(pod);
+    let mut view = PodView::new(&pod, &started_at, shared.options.decoy_sidecar);
 
-    let prepared = match std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&term_file, b""))
-        .map_err(|e| format!("cannot create {}: {e}", term_file.display()))
-        .and_then(|()| prepare(container, &term_file))
-    {
-        Ok(prepared) => prepared,
-        Err(message) => {
-            shared.info(format!("pod {name} cannot start: {message}"));
-            let outcome = Outcome::start_error(START_ERROR_EXIT_CODE, message, &started_at);
-            report_terminated(shared, pod, uid, &outcome).await;
+    let (tx, mut updates) = mpsc::unbounded_channel::<Update>();
+    let mut containers = JoinSet::new();
+    for index in 0..view.containers.len() {
+        containers.spawn(run_container(ContainerTask {
+            shared: shared.clone(),
+            pod: pod.clone(),
+            index,
+            uid: uid.to_string(),
+            dir: pod_dir(&shared.work_dir, name, uid).join(&view.containers[index].name),
+            tx: tx.clone(),
+            wake: wake.clone(),
+        }));
+    }
+    drop(tx);
+
+    let mut open = true;
+    let mut halted = false;
+    let mut reported: Option<Value> = None;
+    loop {
+        while let Ok((index, state)) = updates.try_recv() {
+            view.set(index, state);
+        }
+        if shared.abandoned(uid) {
+            break;
+        }
+        let finished = containers.is_empty();
+        // After the deadline only the final status is written: the kubelet's first word on it
+        // is the failed pod with its killed containers.
+        if finished || !halted {
+            let status = view.status();
+            if reported.as_ref() != Some(&status) {
+                patch_status(shared, name, uid, &status).await;
+                reported = Some(status);
+            }
+        }
+        if finished {
+            break;
+        }
+        tokio::select! {
+            update = updates.recv(), if open => match update {
+                Some((index, state)) => view.set(index, state),
+                None => open = false,
+            },
+            Some(joined) = containers.join_next() => {
+                if let Err(err) = joined
+                    && err.is_panic()
+                {
+                    shared.warn(format!("pod {name}: a container task panicked: {err}"));
+                }
+            }
+            () = sleep_until(deadline), if !halted => {
+                halted = true;
+                halt(shared, name, uid);
+                view.fail(DEADLINE_REASON, DEADLINE_MESSAGE);
+            }
+            _ = wake.changed() => {}
+        }
+    }
+    // The containers' tasks end once the pod is abandoned (their processes are killed).
+    while containers.join_next().await.is_some() {}
+}
+
+fn active_deadline(pod: &Pod) -> Option<u64> {
+    let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+    Some(seconds.max(0) as u64)
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The active deadline passed: kill every process of the pod, start nothing more.
+fn halt(shared: &Shared, name: &str, uid: &str) {
+    let at = now();
+    let mut state = shared.lock();
+    let Some(slot) = state.pods.get_mut(uid) else {
+        return;
+    };
+    shared.info(format!(
+        "pod {name}: active deadline exceeded: killing pids {:?}",
+        slot.pids
+    ));
+    slot.halted_at = Some(at);
+    slot.kill_all();
+    slot.wake.send_replace(());
+}
+
+/// What one container's task needs.
+struct ContainerTask {
+    shared: Arc<Shared>,
+    pod: Arc<Pod>,
+    /// Index in the pod's `spec.containers`.
+    index: usize,
+    uid: String,
+    dir: PathBuf,
+    tx: mpsc::UnboundedSender<Update>,
+    wake: watch::Receiver<()>,
+}
+
+impl ContainerTask {
+    fn container(&self) -> Option<&Container> {
+        self.pod.spec.as_ref()?.containers.get(self.index)
+    }
+
+    fn report(&self, state: ContainerState) {
+        // The pod's task is gone only when the pod is abandoned: nothing to report then.
+        let _ = self.tx.send((self.index, state));
+    }
+
+    fn info(&self, container: &str, msg: impl AsRef<str>) {
+        let pod = self.pod.metadata.name.as_deref().unwrap_or_default();
+        self.shared
+            .info(format!("pod {pod} container {container}: {}", msg.as_ref()));
+    }
+
+    /// Waits `period`, or less if the pod's slot changes. False if the container must give up:
+    /// the pod is abandoned or its deadline passed.
+    async fn pause(&mut self, period: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            _ = self.wake.changed() => {}
+        }
+        self.shared.may_start(&self.uid)
+    }
+}
+
+/// One container: the image check, the env (waiting for Secrets and ConfigMaps), the process.
+async fn run_container(mut task: ContainerTask) {
+    let Some(container) = task.container().cloned() else {
+        return;
+    };
+    let name = container.name.as_str();
+    let image = container.image.as_deref().unwrap_or_default();
+    match image_pull(image) {
+        ImagePull::Pullable { .. } => {}
+        ImagePull::Invalid { message } => {
+            task.info(name, format!("InvalidImageName: {message}"));
+            task.report(ContainerState::waiting("InvalidImageName", message));
+            while task.pause(Duration::from_secs(3600)).await {}
             return;
+        }
+        ImagePull::Unpullable { reference } => {
+            task.info(
+                name,
+                format!("image {reference} cannot be pulled: ErrImagePull and ImagePullBackOff"),
+            );
+            let pull_error = format!(
+                "rpc error: code = NotFound desc = failed to pull and unpack image {q}: \
+                 failed to resolve reference {q}: {reference}: not found",
+                q = go_quote(&reference)
+            );
+            let back_off = format!("Back-off pulling image {}", go_quote(image));
+            loop {
+                task.report(ContainerState::waiting("ErrImagePull", pull_error.clone()));
+                if !task.pause(IMAGE_PULL_RETRY_PERIOD).await {
+                    return;
+                }
+                task.report(ContainerState::waiting(
+                    "ImagePullBackOff",
+                    back_off.clone(),
+                ));
+                if !task.pause(IMAGE_PULL_RETRY_PERIOD).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    let term_file = task.dir.join(TERMINATION_MESSAGE_FILE);
+    if let Err(err) =
+        std::fs::create_dir_all(&task.dir).and_then(|()| std::fs::write(&term_file, b""))
+    {
+        let message = format!("cannot create {}: {err}", term_file.display());
+        task.report(ContainerState::start_error(START_ERROR_EXIT_CODE, message));
+        return;
+    }
+    let mut last_problem = String::new();
+    let prepared = loop {
+        if !task.shared.may_start(&task.uid) {
+            return;
+        }
+        match prepare(&task.shared, &task.pod, &container, &term_file).await {
+            Ok(prepared) => break prepared,
+            Err(NotReady::Config(message)) => {
+                if message != last_problem {
+                    task.info(name, format!("CreateContainerConfigError: {message}"));
+                    task.report(ContainerState::waiting(
+                        "CreateContainerConfigError",
+                        message.clone(),
+                    ));
+                    last_problem = message;
+                }
+                if !task.pause(CONFIG_RETRY_PERIOD).await {
+                    return;
+                }
+            }
+            Err(NotReady::Start(message)) => {
+                task.info(name, format!("cannot start: {message}"));
+                task.report(ContainerState::start_error(START_ERROR_EXIT_CODE, message));
+                return;
+            }
         }
     };
+    if !last_problem.is_empty() {
+        task.info(name, "its Secrets and ConfigMaps are there now");
+    }
+    run_process(&task, &container, &prepared, &term_file).await;
+}
 
-    // Spawn under the lock, so that a deletion or a stop either comes first (no process) or sees
-    // the pid (and kills it).
+/// Starts the container's process, reports it running, waits for it and reports its end.
+async fn run_process(
+    task: &ContainerTask,
+    container: &Container,
+    prepared: &Prepared,
+    term_file: &Path,
+) {
+    let name = container.name.as_str();
+    let shared = &task.shared;
+    // Spawn under the lock, so that a deletion, a deadline or a stop either comes first (no
+    // process) or sees the pid (and kills it).
     let spawned = {
         let mut state = shared.lock();
-        if state.stopped || state.pods.get(uid).is_none_or(|s| s.deleting) {
+        if state.stopped {
             return;
         }
-        let result = spawn(&prepared, &dir);
+        let Some(slot) = state.pods.get_mut(&task.uid) else {
+            return;
+        };
+        if slot.deleting || slot.halted_at.is_some() {
+            return;
+        }
+        let result = spawn(prepared, &task.dir);
         if let Ok(child) = &result
-            && let (Some(pid), Some(slot)) = (child.id(), state.pods.get_mut(uid))
+            && let Some(pid) = child.id()
         {
-            slot.pid = Some(pid as i32);
+            slot.pids.insert(name.to_string(), pid as i32);
         }
         result
     };
@@ -512,60 +960,69 @@ async fn run_pod_inner(shared: &Shared, pod: &Pod, name: &str, uid: &str) {
         Ok(child) => child,
         Err(err) => {
             let message = format!("failed to start {:?}: {err}", prepared.program);
-            shared.info(format!("pod {name}: {message}"));
-            let outcome = Outcome::start_error(SPAWN_ERROR_EXIT_CODE, message, &started_at);
-            report_terminated(shared, pod, uid, &outcome).await;
+            task.info(name, &message);
+            task.report(ContainerState::start_error(SPAWN_ERROR_EXIT_CODE, message));
             return;
         }
     };
     let pid = child.id().map(|p| p as i32).unwrap_or_default();
-    shared.info(format!(
-        "pod {name}: started pid {pid}: {:?}",
-        prepared.argv()
-    ));
+    task.info(name, format!("started pid {pid}: {:?}", prepared.argv()));
     let container_id = format!("sim://{pid}");
+    let started_at = now();
+    task.report(ContainerState::Running {
+        started_at: started_at.clone(),
+        container_id: container_id.clone(),
+    });
 
-    // Report Running, then wait for the process: the statuses are written in order. If the
-    // report fails for good, the process still runs and its end is still reported.
-    patch_status(
-        shared,
-        name,
-        uid,
-        &running_status(pod, &started_at, &container_id),
-    )
-    .await;
     let status = child.wait().await;
     kill_group(pid); // Whatever the process left behind in its group, as a container's end does.
-    if let Some(slot) = shared.lock().pods.get_mut(uid) {
-        slot.pid = None;
+    if let Some(slot) = shared.lock().pods.get_mut(&task.uid) {
+        slot.pids.remove(name);
     }
-    if shared.abandoned(uid) {
+    if shared.abandoned(&task.uid) {
         return;
     }
     let exit_code = match status {
         Ok(status) => exit_code(status),
         Err(err) => {
-            shared.warn(format!("pod {name}: waiting for pid {pid}: {err}"));
+            shared.warn(format!("container {name}: waiting for pid {pid}: {err}"));
             START_ERROR_EXIT_CODE
         }
     };
-    shared.info(format!("pod {name}: pid {pid} exited with {exit_code}"));
-    let mut message = read_tail(&term_file, MAX_TERMINATION_MESSAGE_BYTES);
+    task.info(name, format!("pid {pid} exited with {exit_code}"));
+    let mut message = read_tail(term_file, MAX_TERMINATION_MESSAGE_BYTES);
     if message.is_empty()
         && exit_code != 0
         && container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
     {
-        message = log_tail(&dir);
+        message = log_tail(&task.dir);
     }
-    let outcome = Outcome {
+    let mut finished_at = now();
+    let reason = if exit_code == 0 {
+        "Completed".to_string()
+    } else if let Some(killed_at) = shared.halted_at(&task.uid) {
+        finished_at = killed_at;
+        "Error".to_string()
+    } else if let Some(reason) = prepared
+        .env_value(TERMINATED_REASON_ENV)
+        .filter(|r| !r.is_empty())
+    {
+        task.info(
+            name,
+            format!("reason {reason} from {TERMINATED_REASON_ENV}"),
+        );
+        reason.to_string()
+    } else {
+        "Error".to_string()
+    };
+    task.report(ContainerState::Terminated(Terminated {
         exit_code,
-        reason: if exit_code == 0 { "Completed" } else { "Error" },
+        reason,
         message,
         started_at,
-        finished_at: now(),
+        finished_at,
         container_id: Some(container_id),
-    };
-    report_terminated(shared, pod, uid, &outcome).await;
+    }));
 }
 
 /// Binds the pod to the node. False if the pod should not be run (gone, bound elsewhere,
@@ -689,15 +1146,26 @@ async fn fail_lost(shared: Arc<Shared>, pod: Pod) {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let at = now();
-    let mut outcome = Outcome::start_error(
-        137,
-        "the kubelet simulator has no process for this pod (started by an earlier simulator?)"
-            .to_string(),
-        &at,
-    );
-    outcome.reason = "ContainerStatusUnknown";
+    let started_at = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map_or_else(|| at.clone(), |t| t.0.to_string());
+    let mut view = PodView::new(&pod, &started_at, shared.options.decoy_sidecar);
+    for index in 0..view.containers.len() {
+        let mut lost = ContainerState::start_error(
+            KILLED_EXIT_CODE,
+            "the kubelet simulator has no process for this pod (started by an earlier simulator?)"
+                .to_string(),
+        );
+        if let ContainerState::Terminated(t) = &mut lost {
+            t.reason = "ContainerStatusUnknown".to_string();
+            t.started_at = started_at.clone();
+        }
+        view.set(index, lost);
+    }
     // This task is `done` from the start, so report without the `abandoned` check.
-    let status = terminated_status(&pod, &outcome);
+    let status = view.status();
     let mut backoff = Backoff::new();
     loop {
         match shared
@@ -723,14 +1191,15 @@ async fn fail_lost(shared: Arc<Shared>, pod: Pod) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes
+// Env and processes
 // ---------------------------------------------------------------------------------------------
 
-/// What to run for a container, after the kubelet's expansion.
+/// What to run for a container, after the kubelet's resolution and expansion.
 #[derive(Debug)]
 struct Prepared {
     program: String,
     args: Vec<String>,
+    /// Sorted by name.
     env: Vec<(String, String)>,
 }
 
@@ -740,42 +1209,101 @@ impl Prepared {
             .chain(self.args.iter().map(String::as_str))
             .collect()
     }
+
+    fn env_value(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
-/// Applies the kubelet's rules: env values in order, each expanded from the entries before it;
-/// then `command` and `args` expanded from the whole env. An env value equal to the
-/// termination message path becomes `term_file`.
-fn prepare(container: &Container, term_file: &Path) -> Result<Prepared, String> {
-    if container.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(format!(
-            "container {:?}: envFrom is not supported by the kubelet simulator",
-            container.name
-        ));
-    }
+/// Why a container cannot start yet (or ever).
+enum NotReady {
+    /// A Secret or ConfigMap (or a key) is missing: `CreateContainerConfigError`, retried.
+    Config(String),
+    /// Something the simulator cannot do: `StartError`, final.
+    Start(String),
+}
+
+/// Applies the kubelet's rules (see the module doc): the env from its sources, each `value`
+/// expanded from the entries before it; then `command` and `args` expanded from the whole env.
+/// An env value equal to the termination message path becomes `term_file`.
+async fn prepare(
+    shared: &Shared,
+    pod: &Pod,
+    container: &Container,
+    term_file: &Path,
+) -> Result<Prepared, NotReady> {
     let term_path = container
         .termination_message_path
         .as_deref()
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH);
     let term_file = term_file.to_string_lossy();
-    let mut env: Vec<(String, String)> = Vec::new();
-    let mut defined: HashMap<String, String> = HashMap::new();
-    for var in container.env.iter().flatten() {
-        if var.value_from.is_some() {
-            return Err(format!(
-                "container {:?}: env {:?} uses valueFrom, which the kubelet simulator does not support",
-                container.name, var.name
-            ));
-        }
-        let raw = var.value.as_deref().unwrap_or_default();
-        let mut value = ork::task_env::expand(raw, |n| defined.get(n).map(String::as_str));
+    let localize = |value: String| {
         if value == term_path {
-            value = term_file.to_string();
+            term_file.to_string()
+        } else {
+            value
         }
-        defined.insert(var.name.clone(), value.clone());
-        env.push((var.name.clone(), value));
+    };
+    let mut sources = Sources::new(shared);
+    let mut env: HashMap<String, String> = HashMap::new();
+
+    for from in container.env_from.iter().flatten() {
+        let entries = if let Some(source) = &from.config_map_ref {
+            match sources.config_map(&source.name).await? {
+                Some(map) => map.data.clone().unwrap_or_default(),
+                None if source.optional == Some(true) => continue,
+                None => return Err(config_map_not_found(&source.name)),
+            }
+        } else if let Some(source) = &from.secret_ref {
+            match sources.secret(&source.name).await? {
+                Some(secret) => secret_data(secret),
+                None if source.optional == Some(true) => continue,
+                None => return Err(secret_not_found(&source.name)),
+            }
+        } else {
+            continue;
+        };
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        for (key, value) in entries {
+            let name = format!("{prefix}{key}");
+            if is_env_var_name(&name) {
+                env.insert(name, localize(value));
+            } else {
+                shared.info(format!(
+                    "pod {} container {}: envFrom key {name:?} skipped: not a valid env var name",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    container.name
+                ));
+            }
+        }
     }
-    let lookup = |n: &str| defined.get(n).map(String::as_str);
+
+    for var in container.env.iter().flatten() {
+        let literal = var.value.as_deref().unwrap_or_default();
+        let value = if !literal.is_empty() {
+            ork::task_env::expand(literal, |n| env.get(n).map(String::as_str))
+        } else if let Some(source) = &var.value_from {
+            match value_from(&mut sources, pod, &var.name, source).await? {
+                Some(value) => value,
+                None => continue, // optional and missing
+            }
+        } else {
+            String::new()
+        };
+        env.insert(var.name.clone(), localize(value));
+    }
+
+    if container.command.as_ref().is_none_or(|c| c.is_empty()) {
+        return Err(NotReady::Start(format!(
+            "container {:?} has no command: the kubelet simulator has no images, so no entrypoints",
+            container.name
+        )));
+    }
+    let lookup = |n: &str| env.get(n).map(String::as_str);
     let mut argv: Vec<String> = container
         .command
         .iter()
@@ -783,18 +1311,196 @@ fn prepare(container: &Container, term_file: &Path) -> Result<Prepared, String> 
         .chain(container.args.iter().flatten())
         .map(|s| ork::task_env::expand(s, lookup))
         .collect();
-    if container.command.as_ref().is_none_or(|c| c.is_empty()) {
-        return Err(format!(
-            "container {:?} has no command: the kubelet simulator has no images, so no entrypoints",
-            container.name
-        ));
-    }
     let program = argv.remove(0);
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    env.sort();
     Ok(Prepared {
         program,
         args: argv,
         env,
     })
+}
+
+/// The value of one `valueFrom`; `None` when an optional reference is missing.
+async fn value_from(
+    sources: &mut Sources<'_>,
+    pod: &Pod,
+    var: &str,
+    source: &EnvVarSource,
+) -> Result<Option<String>, NotReady> {
+    let namespace = &sources.shared.namespace;
+    if let Some(field) = &source.field_ref {
+        return field_value(pod, &field.field_path)
+            .map(Some)
+            .ok_or_else(|| {
+                NotReady::Start(format!(
+                    "env {var:?}: fieldRef {:?} is not supported by the kubelet simulator",
+                    field.field_path
+                ))
+            });
+    }
+    if let Some(key_ref) = &source.secret_key_ref {
+        let optional = key_ref.optional == Some(true);
+        let Some(secret) = sources.secret(&key_ref.name).await? else {
+            return if optional {
+                Ok(None)
+            } else {
+                Err(secret_not_found(&key_ref.name))
+            };
+        };
+        return match secret_data(secret).remove(&key_ref.key) {
+            Some(value) => Ok(Some(value)),
+            None if optional => Ok(None),
+            None => Err(NotReady::Config(format!(
+                "couldn't find key {} in Secret {namespace}/{}",
+                key_ref.key, key_ref.name
+            ))),
+        };
+    }
+    if let Some(key_ref) = &source.config_map_key_ref {
+        let optional = key_ref.optional == Some(true);
+        let Some(map) = sources.config_map(&key_ref.name).await? else {
+            return if optional {
+                Ok(None)
+            } else {
+                Err(config_map_not_found(&key_ref.name))
+            };
+        };
+        return match map.data.as_ref().and_then(|d| d.get(&key_ref.key)) {
+            Some(value) => Ok(Some(value.clone())),
+            None if optional => Ok(None),
+            None => Err(NotReady::Config(format!(
+                "couldn't find key {} in ConfigMap {namespace}/{}",
+                key_ref.key, key_ref.name
+            ))),
+        };
+    }
+    Err(NotReady::Start(format!(
+        "env {var:?}: this valueFrom (resourceFieldRef?) is not supported by the kubelet simulator"
+    )))
+}
+
+/// The kubelet's message for a missing Secret (its cache names the resource in the singular).
+fn secret_not_found(name: &str) -> NotReady {
+    NotReady::Config(format!("secret {} not found", go_quote(name)))
+}
+
+fn config_map_not_found(name: &str) -> NotReady {
+    NotReady::Config(format!("configmap {} not found", go_quote(name)))
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+/// Secrets and ConfigMaps read for one container start, each read once (`None`: not found).
+struct Sources<'a> {
+    shared: &'a Shared,
+    secrets: HashMap<String, Option<Secret>>,
+    config_maps: HashMap<String, Option<ConfigMap>>,
+}
+
+impl<'a> Sources<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Sources {
+            shared,
+            secrets: HashMap::new(),
+            config_maps: HashMap::new(),
+        }
+    }
+
+    async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, NotReady> {
+        if !self.secrets.contains_key(name) {
+            let found = self.shared.secrets.get_opt(name).await.map_err(|err| {
+                self.shared.warn(format!("reading secret {name}: {err}"));
+                NotReady::Config(format!(
+                    "couldn't get secret {}/{name}: {err}",
+                    self.shared.namespace
+                ))
+            })?;
+            self.secrets.insert(name.to_string(), found);
+        }
+        Ok(self.secrets.get(name).and_then(Option::as_ref))
+    }
+
+    async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>, NotReady> {
+        if !self.config_maps.contains_key(name) {
+            let found = self.shared.config_maps.get_opt(name).await.map_err(|err| {
+                self.shared.warn(format!("reading configmap {name}: {err}"));
+                NotReady::Config(format!(
+                    "couldn't get configMap {}/{name}: {err}",
+                    self.shared.namespace
+                ))
+            })?;
+            self.config_maps.insert(name.to_string(), found);
+        }
+        Ok(self.config_maps.get(name).and_then(Option::as_ref))
+    }
+}
+
+/// A `fieldRef` as the kubelet resolves it; `None` for a path it does not know.
+fn field_value(pod: &Pod, path: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let subscript = |prefix: &str| {
+        path.strip_prefix(prefix)?
+            .strip_prefix("['")?
+            .strip_suffix("']")
+            .map(str::to_string)
+    };
+    let value = match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => format_map(meta.labels.as_ref()),
+        "metadata.annotations" => format_map(meta.annotations.as_ref()),
+        "spec.nodeName" => NODE_NAME.to_string(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.podIP" | "status.podIPs" => POD_IP.to_string(),
+        _ => {
+            if let Some(key) = subscript("metadata.labels") {
+                meta.labels
+                    .as_ref()
+                    .and_then(|m| m.get(&key))
+                    .cloned()
+                    .unwrap_or_default()
+            } else if let Some(key) = subscript("metadata.annotations") {
+                meta.annotations
+                    .as_ref()
+                    .and_then(|m| m.get(&key))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                return None;
+            }
+        }
+    };
+    Some(value)
+}
+
+/// The kubelet's rendering of all labels or annotations: `key="value"` lines, sorted.
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Kubernetes' rule for env var names (`[-._a-zA-Z][-._a-zA-Z0-9]*`).
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '-' | '.' | '_'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
 fn spawn(prepared: &Prepared, dir: &Path) -> std::io::Result<tokio::process::Child> {
@@ -853,133 +1559,477 @@ fn log_tail(dir: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Images
+// ---------------------------------------------------------------------------------------------
+
+/// What pulling an image would do here (see the module doc, "Images").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImagePull {
+    /// A valid reference (`reference`: normalized, default tag applied); the container runs.
+    Pullable { reference: String },
+    /// A valid reference on a `.invalid` registry host: `ErrImagePull` / `ImagePullBackOff`.
+    Unpullable { reference: String },
+    /// Not a valid reference: `InvalidImageName` with this message.
+    Invalid { message: String },
+}
+
+/// The kubelet's view of `image`: Docker's reference grammar and normalization (the rules of
+/// the `docker/distribution` version Kubernetes 1.20 vendors), plus the `.invalid` convention.
+pub fn image_pull(image: &str) -> ImagePull {
+    match normalize_image(image) {
+        Err(err) => ImagePull::Invalid {
+            message: format!(
+                "Failed to apply default image tag {q}: couldn't parse image reference {q}: {err}",
+                q = go_quote(image)
+            ),
+        },
+        Ok((domain, reference)) => {
+            let host = domain.split(':').next().unwrap_or_default();
+            if host.to_ascii_lowercase().ends_with(".invalid") {
+                ImagePull::Unpullable { reference }
+            } else {
+                ImagePull::Pullable { reference }
+            }
+        }
+    }
+}
+
+/// `ParseNormalizedNamed` + the default tag: (registry domain, full reference) or the error.
+fn normalize_image(image: &str) -> Result<(String, String), String> {
+    if image.len() == 64
+        && image
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(format!(
+            "invalid repository name ({image}), cannot specify 64-byte hexadecimal strings"
+        ));
+    }
+    // Docker's rule: the part before the first `/` is a registry if it looks like a host.
+    let (mut domain, mut remainder) = match image.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            (first.to_string(), rest.to_string())
+        }
+        _ => ("docker.io".to_string(), image.to_string()),
+    };
+    if domain == "index.docker.io" {
+        domain = "docker.io".to_string();
+    }
+    if domain == "docker.io" && !remainder.contains('/') {
+        remainder = format!("library/{remainder}");
+    }
+    let repository = remainder.split(':').next().unwrap_or_default();
+    if repository.to_lowercase() != repository {
+        return Err("invalid reference format: repository name must be lowercase".to_string());
+    }
+    let full = format!("{domain}/{remainder}");
+    let Some((name, tag, digest)) = match_reference(&full) else {
+        return Err(if match_reference(&full.to_lowercase()).is_some() {
+            "repository name must be lowercase"
+        } else {
+            "invalid reference format"
+        }
+        .to_string());
+    };
+    if name.len() > 255 {
+        return Err("repository name must not be more than 255 characters".to_string());
+    }
+    if let Some(digest) = digest {
+        validate_digest(digest)?;
+    }
+    let reference = match (tag, digest) {
+        (None, None) => format!("{name}:latest"),
+        _ => full.clone(),
+    };
+    Ok((domain, reference))
+}
+
+/// Docker's `ReferenceRegexp`, anchored: `name[:tag][@digest]` split into its parts.
+fn match_reference(s: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
+    let (rest, digest) = match s.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (s, None),
+    };
+    if digest.is_some_and(|d| !is_digest(d)) {
+        return None;
+    }
+    let last = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last..].rfind(':') {
+        Some(i) => (&rest[..last + i], Some(&rest[last + i + 1..])),
+        None => (rest, None),
+    };
+    if tag.is_some_and(|t| !is_tag(t)) || !is_name(name) {
+        return None;
+    }
+    Some((name, tag, digest))
+}
+
+/// `[domain/]component(/component)*`.
+fn is_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    let path = |parts: &[&str]| !parts.is_empty() && parts.iter().all(|p| is_path_component(p));
+    path(&parts) || (parts.len() > 1 && is_domain(parts[0]) && path(&parts[1..]))
+}
+
+/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or any number of `-`.
+fn is_path_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        let run = i;
+        while i < bytes.len() && alphanumeric(bytes[i]) {
+            i += 1;
+        }
+        if i == run {
+            return false;
+        }
+        if i == bytes.len() {
+            return true;
+        }
+        let separator = i;
+        while i < bytes.len() && !alphanumeric(bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[separator..i];
+        if !matches!(separator, "." | "_" | "__") && !separator.bytes().all(|b| b == b'-') {
+            return false;
+        }
+    }
+}
+
+/// `host[:port]`, each host label alphanumeric with inner `-`.
+fn is_domain(domain: &str) -> bool {
+    let (host, port) = match domain.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (domain, None),
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && host.split('.').all(label)
+}
+
+/// `[\w][\w.-]{0,127}`.
+fn is_tag(tag: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && word(bytes[0])
+        && bytes[1..]
+            .iter()
+            .all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
+/// `algorithm:hex`: algorithm components `[A-Za-z][A-Za-z0-9]*` joined by `-_+.`, at least 32
+/// hex digits.
+fn is_digest(digest: &str) -> bool {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return false;
+    };
+    let component = |c: &str| {
+        c.chars().next().is_some_and(|f| f.is_ascii_alphabetic())
+            && c.chars().all(|ch| ch.is_ascii_alphanumeric())
+    };
+    algorithm.split(['-', '_', '+', '.']).all(component)
+        && hex.len() >= 32
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The digest library's checks once the grammar matched.
+fn validate_digest(digest: &str) -> Result<(), String> {
+    let (algorithm, hex) = digest.split_once(':').unwrap_or((digest, ""));
+    let size = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Err("unsupported digest algorithm".to_string()),
+    };
+    if hex.len() != size {
+        return Err("invalid checksum digest length".to_string());
+    }
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err("invalid checksum digest format".to_string());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Statuses
 // ---------------------------------------------------------------------------------------------
 
-struct Outcome {
+#[derive(Clone, Debug, PartialEq)]
+enum ContainerState {
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
+    Running {
+        started_at: String,
+        container_id: String,
+    },
+    Terminated(Terminated),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Terminated {
     exit_code: i32,
-    reason: &'static str,
+    reason: String,
     message: String,
     started_at: String,
     finished_at: String,
     container_id: Option<String>,
 }
 
-impl Outcome {
-    fn start_error(exit_code: i32, message: String, at: &str) -> Self {
-        Outcome {
+impl ContainerState {
+    fn waiting(reason: &'static str, message: String) -> Self {
+        ContainerState::Waiting { reason, message }
+    }
+
+    /// The container could not be started: terminated at once, reason `StartError`.
+    fn start_error(exit_code: i32, message: String) -> Self {
+        let at = now();
+        ContainerState::Terminated(Terminated {
             exit_code,
-            reason: "StartError",
+            reason: "StartError".to_string(),
             message,
-            started_at: at.to_string(),
-            finished_at: now(),
+            started_at: at.clone(),
+            finished_at: at,
             container_id: None,
+        })
+    }
+}
+
+struct ContainerView {
+    name: String,
+    image: String,
+    state: ContainerState,
+}
+
+/// What the simulator knows about a pod, turned into the status a kubelet writes.
+struct PodView {
+    started_at: String,
+    /// In the spec's order.
+    containers: Vec<ContainerView>,
+    decoy_sidecar: bool,
+    /// The pod-level `reason` and `message` when the kubelet failed the pod itself.
+    failure: Option<(&'static str, &'static str)>,
+    /// When the phase first was terminal (the decoy sidecar's end).
+    finished_at: Option<String>,
+    /// Each condition's status and since when it has it.
+    conditions: HashMap<&'static str, (bool, String)>,
+}
+
+impl PodView {
+    fn new(pod: &Pod, started_at: &str, decoy_sidecar: bool) -> PodView {
+        let containers = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .map(|c| ContainerView {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                state: ContainerState::waiting("ContainerCreating", String::new()),
+            })
+            .collect();
+        PodView {
+            started_at: started_at.to_string(),
+            containers,
+            decoy_sidecar,
+            failure: None,
+            finished_at: None,
+            conditions: HashMap::new(),
         }
     }
-}
 
-async fn report_terminated(shared: &Shared, pod: &Pod, uid: &str, outcome: &Outcome) {
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    patch_status(shared, name, uid, &terminated_status(pod, outcome)).await;
-}
-
-fn containers(pod: &Pod) -> &[Container] {
-    pod.spec.as_ref().map_or(&[], |s| s.containers.as_slice())
-}
-
-fn condition(kind: &str, status: bool, at: &str, reason: Option<&str>) -> Value {
-    let mut c = json!({
-        "type": kind,
-        "status": if status { "True" } else { "False" },
-        "lastProbeTime": null,
-        "lastTransitionTime": at,
-    });
-    if let Some(reason) = reason {
-        c["reason"] = json!(reason);
+    fn set(&mut self, index: usize, state: ContainerState) {
+        if let Some(container) = self.containers.get_mut(index) {
+            container.state = state;
+        }
     }
-    c
-}
 
-fn running_status(pod: &Pod, started_at: &str, container_id: &str) -> Value {
-    let statuses: Vec<Value> = containers(pod)
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "image": c.image.clone().unwrap_or_default(),
-                "imageID": "",
-                "containerID": container_id,
-                "ready": true,
-                "started": true,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": started_at}},
-            })
-        })
-        .collect();
-    json!({"status": {
-        "phase": "Running",
-        "hostIP": "127.0.0.1",
-        "startTime": started_at,
-        "conditions": [
-            condition("Initialized", true, started_at, None),
-            condition("Ready", true, started_at, None),
-            condition("ContainersReady", true, started_at, None),
-            condition("PodScheduled", true, started_at, None),
-        ],
-        "containerStatuses": statuses,
-    }})
-}
+    fn fail(&mut self, reason: &'static str, message: &'static str) {
+        self.failure = Some((reason, message));
+    }
 
-fn terminated_status(pod: &Pod, outcome: &Outcome) -> Value {
-    let statuses: Vec<Value> = containers(pod)
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut terminated = if i == 0 {
-                json!({
-                    "exitCode": outcome.exit_code,
-                    "reason": outcome.reason,
-                    "startedAt": outcome.started_at,
-                    "finishedAt": outcome.finished_at,
-                })
-            } else {
-                json!({
-                    "exitCode": 0,
-                    "reason": "Completed",
-                    "startedAt": outcome.started_at,
-                    "finishedAt": outcome.finished_at,
-                })
-            };
-            if i == 0 && !outcome.message.is_empty() {
-                terminated["message"] = json!(outcome.message);
+    /// The kubelet's `getPhase` for `restartPolicy: Never`, over the spec's containers.
+    fn phase(&self) -> &'static str {
+        if self.failure.is_some() {
+            return "Failed";
+        }
+        let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        for container in &self.containers {
+            match &container.state {
+                ContainerState::Waiting { .. } => waiting += 1,
+                ContainerState::Running { .. } => running += 1,
+                ContainerState::Terminated(t) => {
+                    stopped += 1;
+                    if t.exit_code == 0 {
+                        succeeded += 1;
+                    }
+                }
             }
-            let mut status = json!({
-                "name": c.name,
-                "image": c.image.clone().unwrap_or_default(),
-                "imageID": "",
-                "ready": false,
-                "started": false,
-                "restartCount": 0,
-                "state": {"terminated": terminated},
+        }
+        match () {
+            () if waiting > 0 => "Pending",
+            () if running > 0 => "Running",
+            () if stopped > 0 && stopped == succeeded => "Succeeded",
+            () if stopped > 0 => "Failed",
+            () => "Pending",
+        }
+    }
+
+    /// A condition, its `lastTransitionTime` kept while its status stays.
+    fn condition(
+        &mut self,
+        kind: &'static str,
+        status: bool,
+        reason: Option<&str>,
+        message: Option<&str>,
+    ) -> Value {
+        let since = match self.conditions.get(kind) {
+            Some((previous, since)) if *previous == status => since.clone(),
+            Some(_) => now(),
+            None => self.started_at.clone(),
+        };
+        self.conditions.insert(kind, (status, since.clone()));
+        let mut c = json!({
+            "type": kind,
+            "status": if status { "True" } else { "False" },
+            "lastProbeTime": null,
+            "lastTransitionTime": since,
+        });
+        if let Some(reason) = reason {
+            c["reason"] = json!(reason);
+        }
+        if let Some(message) = message {
+            c["message"] = json!(message);
+        }
+        c
+    }
+
+    /// The pod's `status`, as a merge patch.
+    fn status(&mut self) -> Value {
+        let phase = self.phase();
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        if terminal && self.finished_at.is_none() {
+            self.finished_at = Some(now());
+        }
+        let unready: Vec<&str> = self
+            .containers
+            .iter()
+            .filter(|c| !matches!(c.state, ContainerState::Running { .. }))
+            .map(|c| c.name.as_str())
+            .collect();
+        let (ready, reason, message) = if unready.is_empty() {
+            (true, None, None)
+        } else if phase == "Succeeded" {
+            (false, Some("PodCompleted"), None)
+        } else {
+            let message = format!("containers with unready status: [{}]", unready.join(" "));
+            (false, Some("ContainersNotReady"), Some(message))
+        };
+        let mut statuses: Vec<Value> = self
+            .containers
+            .iter()
+            .map(|c| container_status(&c.name, &c.image, &c.state))
+            .collect();
+        if self.decoy_sidecar {
+            statuses.push(self.decoy_status());
+        }
+        statuses.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let conditions = vec![
+            self.condition("Initialized", true, None, None),
+            self.condition("Ready", ready, reason, message.as_deref()),
+            self.condition("ContainersReady", ready, reason, message.as_deref()),
+            self.condition("PodScheduled", true, None, None),
+        ];
+        let mut status = json!({
+            "phase": phase,
+            "hostIP": POD_IP,
+            "podIP": POD_IP,
+            "podIPs": [{"ip": POD_IP}],
+            "startTime": self.started_at,
+            "conditions": conditions,
+            "containerStatuses": statuses,
+        });
+        if let Some((reason, message)) = self.failure {
+            status["reason"] = json!(reason);
+            status["message"] = json!(message);
+        }
+        json!({ "status": status })
+    }
+
+    /// The injected sidecar: running until the pod is over, then done with exit code 0.
+    fn decoy_status(&self) -> Value {
+        let state = match &self.finished_at {
+            None => ContainerState::Running {
+                started_at: self.started_at.clone(),
+                container_id: "sim://istio-proxy".to_string(),
+            },
+            Some(finished_at) => ContainerState::Terminated(Terminated {
+                exit_code: 0,
+                reason: "Completed".to_string(),
+                message: DECOY_SIDECAR_MESSAGE.to_string(),
+                started_at: self.started_at.clone(),
+                finished_at: finished_at.clone(),
+                container_id: Some("sim://istio-proxy".to_string()),
+            }),
+        };
+        container_status(DECOY_SIDECAR_NAME, DECOY_SIDECAR_IMAGE, &state)
+    }
+}
+
+fn container_status(name: &str, image: &str, state: &ContainerState) -> Value {
+    let mut status = json!({
+        "name": name,
+        "image": image,
+        "imageID": "",
+        "ready": false,
+        "started": false,
+        "restartCount": 0,
+    });
+    match state {
+        ContainerState::Waiting { reason, message } => {
+            let mut waiting = json!({ "reason": reason });
+            if !message.is_empty() {
+                waiting["message"] = json!(message);
+            }
+            status["state"] = json!({ "waiting": waiting });
+        }
+        ContainerState::Running {
+            started_at,
+            container_id,
+        } => {
+            status["ready"] = json!(true);
+            status["started"] = json!(true);
+            status["containerID"] = json!(container_id);
+            status["state"] = json!({"running": {"startedAt": started_at}});
+        }
+        ContainerState::Terminated(t) => {
+            let mut terminated = json!({
+                "exitCode": t.exit_code,
+                "reason": t.reason,
+                "startedAt": t.started_at,
+                "finishedAt": t.finished_at,
             });
-            if let Some(id) = &outcome.container_id {
-                status["containerID"] = json!(id);
-                status["state"]["terminated"]["containerID"] = json!(id);
+            if !t.message.is_empty() {
+                terminated["message"] = json!(t.message);
             }
-            status
-        })
-        .collect();
-    let at = &outcome.finished_at;
-    json!({"status": {
-        "phase": if outcome.exit_code == 0 { "Succeeded" } else { "Failed" },
-        "hostIP": "127.0.0.1",
-        "startTime": outcome.started_at,
-        "conditions": [
-            condition("Initialized", true, &outcome.started_at, None),
-            condition("Ready", false, at, Some("PodCompleted")),
-            condition("ContainersReady", false, at, Some("PodCompleted")),
-            condition("PodScheduled", true, &outcome.started_at, None),
-        ],
-        "containerStatuses": statuses,
-    }})
+            if let Some(id) = &t.container_id {
+                terminated["containerID"] = json!(id);
+                status["containerID"] = json!(id);
+            }
+            status["state"] = json!({ "terminated": terminated });
+        }
+    }
+    status
 }
