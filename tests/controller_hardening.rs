@@ -531,3 +531,36 @@ async fn a_run_with_thousands_of_unknown_params_fails_in_bounded_memory() {
     println!("controller peak RSS with the 5,000-params Run: {peak} KiB");
     assert!(peak < 200 * 1024, "controller peak RSS {peak} KiB");
 }
+
+/// Item 9: ork reads its own container by name, so an injected sidecar listed first is not
+/// taken for the task; a terminated reason such as OOMKilled reaches the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_container_is_read_by_name_and_its_reason_kept() {
+    let options = support::kubelet::Options {
+        decoy_sidecar: true,
+    };
+    let env = Env::with_node("sidecar", &[], options).await;
+    let workflow = json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Workflow",
+    "metadata": {"name": "meshed"}, "spec": {"defaults": {"image": "busybox"}, "tasks": [
+        {"name": "writes", "command": ["sh", "-c", "echo '{\"mine\": 1}' > $ORK_OUTPUT"]},
+        {"name": "hungry", "command": ["sh", "-c", "exit 137"],
+         "env": [{"name": support::kubelet::TERMINATED_REASON_ENV, "value": "OOMKilled"}]},
+    ]}});
+    env.apply_workflow(&workflow).await;
+    env.create_run("meshed-1", "meshed", json!({})).await;
+    let run = env.wait_final("meshed-1").await;
+    let writes = task(&run, "writes");
+    assert_eq!(writes.phase, TaskPhase::Succeeded);
+    assert_eq!(
+        writes.outputs.as_ref().map(|o| Value::Object(o.clone())),
+        Some(json!({"mine": 1})),
+        "the task's own output, not the sidecar's"
+    );
+    let hungry = task(&run, "hungry");
+    assert_eq!(hungry.reason.as_deref(), Some("OOMKilled"));
+    assert_eq!(hungry.exit_code, Some(137));
+    assert!(
+        hungry.message.clone().unwrap().contains("out of memory"),
+        "{hungry:?}"
+    );
+}

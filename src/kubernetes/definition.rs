@@ -68,7 +68,11 @@ pub async fn resolve(run: &Run, ctx: &Context) -> Result<Resolution, Error> {
             // fail every reconcile of it.
             let workflows: Api<DeserializeGuard<Workflow>> =
                 Api::namespaced(ctx.client.clone(), &namespace);
-            match workflows.get_opt(&reference.name).await?.map(|guard| guard.0.ok()) {
+            match workflows
+                .get_opt(&reference.name)
+                .await?
+                .map(|guard| guard.0.ok())
+            {
                 Some(None) => {
                     return Ok(Resolution::Rejected(
                         "InvalidSpec",

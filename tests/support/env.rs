@@ -15,7 +15,7 @@ use ork::api::Run;
 use serde_json::{Value, json};
 
 use super::cluster::{self, eventually};
-use super::kubelet::{Kubelet, KubeletHandle};
+use super::kubelet::{Kubelet, KubeletHandle, Options};
 
 pub const ORK: &str = env!("CARGO_BIN_EXE_ork");
 pub const LONG: Duration = Duration::from_secs(120);
@@ -45,6 +45,11 @@ impl Env {
 
     /// A world whose controller runs with `args` on top of the usual flags.
     pub async fn with_args(prefix: &str, args: &[&str]) -> Env {
+        Self::with_node(prefix, args, Options::default()).await
+    }
+
+    /// A world whose node simulator runs with `options`.
+    pub async fn with_node(prefix: &str, args: &[&str], options: Options) -> Env {
         let client = cluster::client().await;
         let kubeconfig = tokio::task::spawn_blocking(cluster::kubeconfig)
             .await
@@ -52,7 +57,7 @@ impl Env {
         install_crds(&kubeconfig);
         let ns = cluster::create_test_namespace(&client, prefix).await;
         let work = tempfile::tempdir().unwrap();
-        let kubelet = Kubelet::start(client.clone(), &ns, work.path().join("node"));
+        let kubelet = Kubelet::start_with(client.clone(), &ns, work.path().join("node"), options);
         let mut env = Env {
             client,
             ns,
