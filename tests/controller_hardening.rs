@@ -16,10 +16,11 @@ use support::cluster::eventually;
 use support::env::{Env, LONG, chain};
 
 fn task<'a>(run: &'a ork::api::Run, name: &str) -> &'a TaskStatus {
-    run.status
-        .as_ref()
-        .and_then(|s| s.tasks.iter().find(|t| t.name == name))
-        .unwrap_or_else(|| panic!("no task {name} in {run:?}"))
+    find_task(run, name).unwrap_or_else(|| panic!("no task {name} in {run:?}"))
+}
+
+fn find_task<'a>(run: &'a ork::api::Run, name: &str) -> Option<&'a TaskStatus> {
+    run.status.as_ref()?.tasks.iter().find(|t| t.name == name)
 }
 
 fn inline_run(name: &str, spec: Value) -> Value {
@@ -139,7 +140,7 @@ async fn a_pod_that_cannot_start_is_stopped_for_good() {
 /// after the configured time; a Job that cannot make its Pod says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_that_never_start_say_why_and_an_unpullable_image_fails_in_bounded_time() {
-    let env = Env::with_args("never", &["--image-pull-timeout", "6"]).await;
+    let env = Env::with_args("never", &["--image-pull-timeout", "8"]).await;
     let workflow = json!({
         "apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "stuck"},
         "spec": {"defaults": {"image": "busybox"}, "tasks": [
@@ -149,16 +150,19 @@ async fn pods_that_never_start_say_why_and_an_unpullable_image_fails_in_bounded_
     });
     env.apply_workflow(&workflow).await;
     env.create_run("stuck-1", "stuck", json!({})).await;
-    env.wait_run("stuck-1", "both tasks to say why they wait", |run| {
-        let pull = task(run, "pull").message.clone()?;
-        let account = task(run, "account").message.clone()?;
-        (pull.contains("waiting for its image") && account.contains("cannot create its Pod"))
-            .then_some(())
+    env.wait_run("stuck-1", "the image to be waited for", |run| {
+        let pull = find_task(run, "pull")?.message.clone()?;
+        pull.contains("waiting for its image").then_some(())
+    })
+    .await;
+    env.wait_run("stuck-1", "the Job without a Pod to say why", |run| {
+        let account = find_task(run, "account")?.message.clone()?;
+        account.contains("cannot create its Pod").then_some(())
     })
     .await;
     let run = env
         .wait_run("stuck-1", "the image pull to give up", |run| {
-            (task(run, "pull").phase == TaskPhase::Failed).then(|| run.clone())
+            (find_task(run, "pull")?.phase == TaskPhase::Failed).then(|| run.clone())
         })
         .await;
     let pull = task(&run, "pull");
@@ -170,7 +174,7 @@ async fn pods_that_never_start_say_why_and_an_unpullable_image_fails_in_bounded_
         "{pull:?}"
     );
     assert!(
-        pull.message.clone().unwrap().contains("within 6s"),
+        pull.message.clone().unwrap().contains("within 8s"),
         "{pull:?}"
     );
     let account = task(&run, "account").message.clone().unwrap();
