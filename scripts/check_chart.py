@@ -295,6 +295,11 @@ def check_invariants(r: Render, name: str = RELEASE) -> None:
     expect_eq(args[0], "controller", "first argument")
     expect(f"--log-format={values['logFormat']}" in args, f"--log-format missing in {args}")
     expect(f"--concurrency={values['concurrency']}" in args, f"--concurrency missing in {args}")
+    pull = f"--image-pull-timeout={values['imagePullTimeoutSeconds']}"
+    expect(pull in args, f"{pull} missing in {args}")
+    ttl = values.get("jobTTLSecondsAfterFinished")
+    ttl_args = [a for a in args if a.startswith("--job-ttl-seconds=")]
+    expect_eq(ttl_args, [] if ttl is None else [f"--job-ttl-seconds={ttl}"], "--job-ttl-seconds")
     expect(HTTP_ARG in args, f"{HTTP_ARG} missing in {args}")
     ns_args = [a.split("=", 1)[1] for a in args if a.startswith("--namespace=")]
     expect_eq(ns_args, values["watchNamespaces"], "--namespace arguments")
@@ -674,6 +679,8 @@ class Checker:
         "PDB with a bad percentage": "podDisruptionBudget: {enabled: true, maxUnavailable: 'half'}\n",
         "service port out of range": "service: {port: 70000}\n",
         "concurrency above u16": "concurrency: 70000\n",
+        "negative image pull timeout": "imagePullTimeoutSeconds: -1\n",
+        "job TTL as a string": "jobTTLSecondsAfterFinished: '1h'\n",
     }
 
     def bad_values_rejected(self) -> None:
@@ -743,6 +750,7 @@ class Checker:
                 [
                     "controller",
                     "--concurrency=16",
+                    "--image-pull-timeout=300",
                     "--log-format=json",
                     HTTP_ARG,
                     "--leader-elect",
@@ -897,6 +905,8 @@ class Checker:
             "logFormat": "text",
             "logLevel": "ork=debug",
             "concurrency": 40000,
+            "imagePullTimeoutSeconds": 0,
+            "jobTTLSecondsAfterFinished": 3600,
             "podAnnotations": {"a.example/x": "1"},
             "podLabels": {"team": "data"},
             "nodeSelector": {"kubernetes.io/os": "linux"},
