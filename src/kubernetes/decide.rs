@@ -152,12 +152,22 @@ struct Children<'a> {
     pods: HashMap<&'a str, Vec<&'a Pod>>,
 }
 
+/// Every Job of the run with UID `uid` that may still run something: what a run that will
+/// record nothing more (finished, or unreadable) stops.
+pub fn active_jobs(uid: &str, jobs: &[Arc<Job>], pods: &[Arc<Pod>]) -> Vec<String> {
+    Children::of(uid, jobs, pods).active_jobs(|_| true)
+}
+
 impl<'a> Children<'a> {
     fn new(o: &Observed<'a>) -> Self {
         let uid = o.run.metadata.uid.as_deref().unwrap_or_default();
+        Self::of(uid, o.jobs, o.pods)
+    }
+
+    fn of(uid: &str, jobs: &'a [Arc<Job>], pods: &'a [Arc<Pod>]) -> Self {
         let mut owned = HashMap::new();
         let mut foreign = HashSet::new();
-        for job in o.jobs {
+        for job in jobs {
             let Some(name) = job.metadata.name.as_deref() else {
                 continue;
             };
@@ -167,16 +177,16 @@ impl<'a> Children<'a> {
                 foreign.insert(name);
             }
         }
-        let mut pods: HashMap<&str, Vec<&Pod>> = HashMap::new();
-        for pod in o.pods {
+        let mut by_job: HashMap<&str, Vec<&Pod>> = HashMap::new();
+        for pod in pods {
             if let Some(job_uid) = controller_uid(pod.as_ref()) {
-                pods.entry(job_uid).or_default().push(pod.as_ref());
+                by_job.entry(job_uid).or_default().push(pod.as_ref());
             }
         }
         Self {
             owned,
             foreign,
-            pods,
+            pods: by_job,
         }
     }
 

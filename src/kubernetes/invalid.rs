@@ -12,13 +12,13 @@ use kube::api::{
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use serde_json::{Value, json};
 use tracing::warn;
 
 use super::context::Context;
+use super::decide::active_jobs;
 use super::error::Error;
-use super::observe::{job_finished, pod_finished};
 use crate::api::{Run, Workflow};
 use crate::driver::{Clock, SystemClock};
 use crate::manifest::parse_manifest;
@@ -202,26 +202,13 @@ async fn stop_jobs(ctx: &Context, namespace: &str, name: &str, uid: &str) {
     let jobs = ctx.jobs_of(namespace, name);
     let pods = ctx.pods_of(namespace, name);
     let api: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), namespace);
-    for job in jobs.iter().filter(|j| {
-        j.owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && o.uid == uid)
-            && j.metadata.deletion_timestamp.is_none()
-            && !job_finished(j)
-    }) {
-        let job_uid = job.metadata.uid.as_deref().unwrap_or_default();
-        let done = pods
-            .iter()
-            .any(|p| p.owner_references().iter().any(|o| o.uid == job_uid) && pod_finished(p));
-        if done {
-            continue;
-        }
-        let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
-        if let Err(e) = api.delete(&job.name_any(), &params).await {
-            warn!(job = %job.name_any(), error = %e, "cannot stop a Job of an unreadable Run");
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for job in active_jobs(uid, &jobs, &pods) {
+        if let Err(e) = api.delete(&job, &params).await {
+            warn!(%job, error = %e, "cannot stop a Job of an unreadable Run");
         }
     }
 }
