@@ -221,16 +221,13 @@ pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
     }
     let manifest = match kind {
         Some("Workflow") => {
-            problems
-                .0
-                .extend(structure::check(structure::Kind::Workflow, map));
-            strict::<Workflow>(value, &mut problems).map(|w| Manifest::Workflow(Box::new(w)))
+            let structure = structure::check(structure::Kind::Workflow, map);
+            strict::<Workflow>(value, structure, &mut problems)
+                .map(|w| Manifest::Workflow(Box::new(w)))
         }
         Some("Run") => {
-            problems
-                .0
-                .extend(structure::check(structure::Kind::Run, map));
-            strict::<Run>(value, &mut problems).map(|r| Manifest::Run(Box::new(r)))
+            let structure = structure::check(structure::Kind::Run, map);
+            strict::<Run>(value, structure, &mut problems).map(|r| Manifest::Run(Box::new(r)))
         }
         _ => {
             problems.push(
@@ -246,10 +243,16 @@ pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
     }
 }
 
-/// Deserializes `value`, adding to `problems` what the structural check could not see: unknown
-/// fields and type errors in `metadata`, and, when the check found nothing, serde's own error.
-fn strict<T: DeserializeOwned>(value: Value, problems: &mut Problems) -> Option<T> {
-    let structure_ok = problems.is_empty();
+/// Deserializes `value`, adding to `problems` those of the structural check and what it could
+/// not see: unknown fields and type errors in `metadata`, and, when it found nothing, serde's
+/// own error.
+fn strict<T: DeserializeOwned>(
+    value: Value,
+    structure: Vec<Problem>,
+    problems: &mut Problems,
+) -> Option<T> {
+    let structure_ok = structure.is_empty();
+    problems.0.extend(structure);
     let mut unknown = Vec::new();
     let result = {
         let mut record = |path: serde_ignored::Path| {
