@@ -160,6 +160,11 @@ fn input_cases() -> Vec<Case> {
             "duplicate key \"metadata\"",
         ),
         ("tab-indent", "spec:\n\ttasks: []\n", "invalid YAML"),
+        (
+            "null-key",
+            "spec: {tasks: [], ~: 1}\n",
+            "a mapping key is empty or null",
+        ),
     ] {
         cases.push(t(&format!("yaml-{name}"), format!("{head}{body}"), expect));
     }

@@ -103,6 +103,9 @@ fn describe(error: &YamlError) -> String {
             format!("{} is not a finite number", quoted(value))
         }
         YamlError::Eof { .. } => "unexpected end of the file".into(),
+        YamlError::NullIntoString { .. } => {
+            "a mapping key is empty or null (quote it if it is text)".into()
+        }
         YamlError::InvalidUtf8Input => "the file is not UTF-8 text".into(),
         YamlError::MergeValueNotMapOrSeqOfMaps { .. } => {
             "a merge key (<<) must be given a mapping or a list of mappings".into()
@@ -398,6 +401,11 @@ mod tests {
             ("a: b: c\n", "invalid YAML: "),
             ("a: 'x\n", "invalid YAML: "),
             ("<<: 1\n", "a merge key (<<) must be given a mapping"),
+            (
+                "a: 1\n: 2\n",
+                "a mapping key is empty or null (quote it if it is text)",
+            ),
+            ("{null: 1}\n", "a mapping key is empty or null"),
         ];
         for (text, expected) in table {
             let message = yaml_error(text);
