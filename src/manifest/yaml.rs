@@ -15,10 +15,11 @@ use crate::text::quoted;
 /// Deepest nesting of mappings and lists; real manifests need about 10 levels.
 pub const MAX_DEPTH: usize = 64;
 /// Most values (mappings, lists, scalars) in one file: a 100,000-task workflow has about 2.1
-/// million; each costs memory once parsed.
-pub const MAX_NODES: usize = 8_000_000;
-/// Most parser events in one file (about 1.25 per value).
-pub const MAX_EVENTS: usize = 12_000_000;
+/// million, a 32 MiB manifest of the same density about 4 million. Each costs about 60 bytes
+/// once parsed, so the bound keeps a file of tiny values (`[a,a,a,…]`) near 300 MB.
+pub const MAX_NODES: usize = 5_000_000;
+/// Most parser events in one file (about 1.25 per value in a workflow).
+pub const MAX_EVENTS: usize = 8_000_000;
 /// Most bytes of scalar text in one file, counting an aliased scalar every time it is used:
 /// twice the largest file, so an alias cannot multiply a 100 KB string into gigabytes.
 pub const MAX_SCALAR_BYTES: usize = 2 * MAX_FILE_BYTES;
