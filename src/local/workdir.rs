@@ -150,6 +150,24 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_directory_of_another_user() {
+        let base = tempfile::tempdir().unwrap();
+        let theirs = base.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Only root can give a directory away; as anyone else the case cannot be built.
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        if nix::unistd::chown(&theirs, Some(nobody), None).is_err() {
+            return;
+        }
+        let message = prepare_work_dir(&theirs).unwrap_err();
+        assert!(
+            message.contains("belongs to user id 65534, not to you"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn files_are_never_opened_through_a_link() {
         let base = tempfile::tempdir().unwrap();
         let target = base.path().join("target");
