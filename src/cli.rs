@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::api::RunPhase;
 use crate::compile::{bind_params, compile};
 use crate::local::{OrchestratorConfig, Progress, Style, plan_run, run_local, summary};
-use crate::manifest::{Document, LoadError, Manifest, load_file};
+use crate::manifest::{
+    Document, LoadError, MAX_PROBLEMS, Manifest, duplicate_workflows, load_file, name_problems,
+    referenced_workflow,
+};
+use crate::text::quoted;
 
 /// Exit code for invalid input: nothing was run.
 pub const EXIT_INVALID: u8 = 2;
@@ -34,7 +38,7 @@ pub enum Command {
     /// FILE holds a Workflow, or a Run with an inline workflow or one referencing a Workflow in
     /// the same file. Exit code: 0 succeeded, 1 failed, 2 invalid input, 130 cancelled.
     Run {
-        /// Manifest file (YAML, documents separated by ---).
+        /// Manifest file (YAML, documents separated by ---; at most 32 MiB).
         file: PathBuf,
         /// A run parameter, overriding the Run's own value.
         #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -42,7 +46,9 @@ pub enum Command {
         /// text: progress and a summary; json: only the final Run object on stdout.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
-        /// Directory for run files (task stdout, stderr and outputs).
+        /// Directory for run files: each run's RUN/TASK/attempt-N.{stdout,stderr,output.json}.
+        /// Default: $XDG_STATE_HOME/ork/runs, else ~/.local/state/ork/runs. It is created
+        /// private (mode 0700) and must be a directory of yours that nobody else can write.
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
         /// Print only the summary, no per-task progress.
@@ -242,78 +248,139 @@ fn controller(kubeconfig: Option<PathBuf>, settings: crate::kubernetes::Settings
     }
 }
 
-fn load(files: &[PathBuf]) -> Result<Vec<Document>, Vec<String>> {
+/// Most bytes of one printed problem; a longer one is cut, saying so.
+const MAX_LINE_BYTES: usize = 4096;
+/// Most bytes of problems printed by one command; past it the rest are only counted.
+const MAX_REPORT_BYTES: usize = 512 * 1024;
+
+/// Prints problems and warnings on stderr, bounded whatever the input: at most
+/// [`MAX_PROBLEMS`] problems per document, each line at most [`MAX_LINE_BYTES`], and
+/// [`MAX_REPORT_BYTES`] in all; what is left out is counted per document at the end.
+#[derive(Default)]
+struct Report {
+    /// Per origin (`FILE (document N)`, or empty): problems shown and left out, in order.
+    origins: Vec<(String, usize, usize)>,
+    bytes: usize,
+}
+
+impl Report {
+    fn error(&mut self, origin: &str, problem: &str) {
+        let index = match self.origins.iter().rposition(|(o, _, _)| o == origin) {
+            Some(i) => i,
+            None => {
+                self.origins.push((origin.to_string(), 0, 0));
+                self.origins.len() - 1
+            }
+        };
+        let entry = &mut self.origins[index];
+        if entry.1 >= MAX_PROBLEMS || self.bytes >= MAX_REPORT_BYTES {
+            entry.2 += 1;
+            return;
+        }
+        entry.1 += 1;
+        let line = if origin.is_empty() {
+            format!("error: {problem}")
+        } else {
+            format!("error: {origin}: {problem}")
+        };
+        let line = crate::text::cap(line, MAX_LINE_BYTES);
+        self.bytes += line.len() + 1;
+        eprintln!("{line}");
+    }
+
+    fn warning(&mut self, warning: &str) {
+        let line = crate::text::cap(format!("warning: {warning}"), MAX_LINE_BYTES);
+        self.bytes += line.len() + 1;
+        eprintln!("{line}");
+    }
+
+    fn has_errors(&self) -> bool {
+        !self.origins.is_empty()
+    }
+
+    /// Counts what was left out; exit code 2 when there was any problem, else 0.
+    fn finish(self) -> ExitCode {
+        for (origin, _, hidden) in &self.origins {
+            if *hidden > 0 {
+                let s = if *hidden == 1 { "" } else { "s" };
+                let at = if origin.is_empty() {
+                    String::new()
+                } else {
+                    format!("{origin}: ")
+                };
+                eprintln!("error: {at}… and {hidden} more problem{s}");
+            }
+        }
+        if self.has_errors() {
+            ExitCode::from(EXIT_INVALID)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The documents of every file; warnings and problems go to `report`.
+fn load(files: &[PathBuf], report: &mut Report) -> Vec<Document> {
     let mut documents = Vec::new();
-    let mut errors = Vec::new();
     for file in files {
-        match load_file(file) {
+        let loaded = load_file(file);
+        for warning in &loaded.warnings {
+            report.warning(warning);
+        }
+        match loaded.documents {
             Ok(docs) => documents.extend(docs),
             Err(LoadError::Documents(failures)) => {
                 for (origin, problems) in failures {
-                    errors.extend(problems.iter().map(|p| format!("{origin}: {p}")));
+                    for problem in problems.iter() {
+                        report.error(&origin, &problem.to_string());
+                    }
                 }
             }
-            Err(other) => errors.push(other.to_string()),
+            Err(other) => report.error("", &other.to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(documents)
-    } else {
-        Err(errors)
-    }
-}
-
-fn report_errors(errors: &[String]) -> ExitCode {
-    for error in errors {
-        eprintln!("error: {error}");
-    }
-    ExitCode::from(EXIT_INVALID)
+    documents
 }
 
 fn validate(files: &[PathBuf]) -> ExitCode {
-    let documents = match load(files) {
-        Ok(docs) => docs,
-        Err(errors) => return report_errors(&errors),
-    };
-    let mut errors = Vec::new();
-    let workflows: Vec<&crate::api::Workflow> = documents
-        .iter()
-        .filter_map(|d| match &d.manifest {
-            Manifest::Workflow(w) => Some(w.as_ref()),
-            Manifest::Run(_) => None,
-        })
-        .collect();
-    for doc in &documents {
+    let mut report = Report::default();
+    let documents = load(files, &mut report);
+    if report.has_errors() {
+        return report.finish();
+    }
+    let duplicates = duplicate_workflows(&documents);
+    for (i, doc) in documents.iter().enumerate() {
         let what = doc.describe();
-        let mut problems: Vec<String> = Vec::new();
+        let mut problems: Vec<String> = name_problems(doc, false)
+            .iter()
+            .chain(duplicates.iter().filter(|(j, _)| *j == i).map(|(_, p)| p))
+            .map(ToString::to_string)
+            .collect();
         let mut note = String::new();
         match &doc.manifest {
-            Manifest::Workflow(workflow) => {
-                if workflow.metadata.name.as_deref().is_none_or(str::is_empty) {
-                    problems.push("metadata.name: a Workflow needs a name".into());
+            Manifest::Workflow(workflow) => match compile(&workflow.spec, "spec") {
+                Ok(dag) => {
+                    let s = if dag.len() == 1 { "" } else { "s" };
+                    note = format!(" ({} task{s})", dag.len());
                 }
-                match compile(&workflow.spec, "spec") {
-                    Ok(dag) => {
-                        let s = if dag.len() == 1 { "" } else { "s" };
-                        note = format!(" ({} task{s})", dag.len());
-                    }
-                    Err(p) => problems.extend(p.iter().map(ToString::to_string)),
-                }
-            }
+                Err(p) => problems.extend(p.iter().map(ToString::to_string)),
+            },
             Manifest::Run(run) => {
                 let spec = match (&run.spec.workflow_ref, &run.spec.workflow) {
-                    (Some(reference), None) => {
-                        let found = workflows
-                            .iter()
-                            .find(|w| w.metadata.name.as_deref() == Some(reference.name.as_str()));
-                        if found.is_none() {
+                    (Some(reference), None) => match referenced_workflow(run, &documents) {
+                        Ok(Some((_, workflow))) => Some((&workflow.spec, "spec", false)),
+                        Ok(None) => {
                             note = format!(
-                                " (Workflow {:?} is not among the files; its parameters were not checked)",
-                                reference.name
+                                " (Workflow {} is not among the files; its parameters were not checked)",
+                                quoted(&reference.name)
                             );
+                            None
                         }
-                        found.map(|w| (&w.spec, "spec", false))
-                    }
+                        Err(problem) => {
+                            problems.push(problem.to_string());
+                            None
+                        }
+                    },
                     (None, Some(inline)) => Some((inline, "spec.workflow", true)),
                     _ => {
                         problems.push(
@@ -339,18 +406,12 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         if problems.is_empty() {
             println!("{}: {what} is valid{note}", doc.origin);
         } else {
-            errors.extend(
-                problems
-                    .into_iter()
-                    .map(|p| format!("{}: {what}: {p}", doc.origin)),
-            );
+            for problem in problems {
+                report.error(&doc.origin, &format!("{what}: {problem}"));
+            }
         }
     }
-    if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        report_errors(&errors)
-    }
+    report.finish()
 }
 
 fn run(
@@ -360,19 +421,32 @@ fn run(
     work_dir: Option<PathBuf>,
     quiet: bool,
 ) -> ExitCode {
-    let documents = match load(std::slice::from_ref(&file)) {
-        Ok(docs) => docs,
-        Err(errors) => return report_errors(&errors),
-    };
+    let mut report = Report::default();
+    let documents = load(std::slice::from_ref(&file), &mut report);
+    if report.has_errors() {
+        return report.finish();
+    }
     let plan = match plan_run(&documents, &params) {
         Ok(plan) => plan,
-        Err(errors) => return report_errors(&errors),
+        Err(errors) => {
+            for error in errors {
+                report.error("", &error);
+            }
+            return report.finish();
+        }
     };
     let mut config = OrchestratorConfig::default();
     if let Some(dir) = work_dir {
         config.work_dir = dir;
     }
-    let run_dir = config.run_dir(&plan.identity.run);
+    // Nothing runs unless the run's files can go somewhere private.
+    let run_dir = match config.prepare_run_dir(&plan.identity.run) {
+        Ok(dir) => dir,
+        Err(error) => {
+            report.error("", &error);
+            return report.finish();
+        }
+    };
 
     // Human output goes to stdout, unless stdout carries the JSON result.
     let (human, terminal): (Box<dyn std::io::Write + Send>, bool) = match output {

@@ -1,16 +1,30 @@
 //! Reading manifests: YAML files holding one or more `Workflow` and `Run` documents.
 //!
-//! Documents are parsed to JSON values first, then into the API types with two checks serde
-//! alone does not give: every unknown field is reported (as `kubectl apply` does by default),
-//! and type errors name the path of the field.
+//! A file is read whole but bounded ([`MAX_FILE_BYTES`]), parsed as YAML 1.2 under budgets that
+//! refuse alias bombs and runaway nesting, then each document is checked against the CRD schema
+//! (every problem, each naming its field) and read into the API types. Scalars that `kubectl`
+//! (YAML 1.1) would read as booleans are warned about.
+
+mod checks;
+mod fields;
+mod read;
+mod structure;
+mod yaml;
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 
 use crate::api::{API_VERSION, Run, Workflow};
 use crate::problem::{Problem, Problems};
+use fields::Step;
+
+pub use checks::{duplicate_workflows, name_problems, referenced_workflow};
+pub use read::{MAX_FILE_BYTES, MAX_FILE_SIZE_TEXT, ReadError};
+pub use structure::MAX_PROBLEMS;
+pub use yaml::{MAX_DEPTH, MAX_NODES};
 
 /// A manifest document ork understands.
 #[derive(Clone, Debug)]
@@ -35,22 +49,35 @@ impl Document {
             Manifest::Run(r) => ("Run", &r.metadata),
         };
         match (&meta.name, &meta.generate_name) {
-            (Some(name), _) => format!("{kind}/{name}"),
-            (None, Some(prefix)) => format!("{kind} (generateName {prefix})"),
+            (Some(name), _) => format!("{kind}/{}", shown_name(name)),
+            (None, Some(prefix)) => format!("{kind} (generateName {})", shown_name(prefix)),
             (None, None) => format!("{kind} (unnamed)"),
         }
+    }
+}
+
+/// A name as it is when it could be an object name, otherwise quoted and bounded.
+fn shown_name(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= crate::text::MAX_NAME_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if plain {
+        name.to_string()
+    } else {
+        crate::text::quoted(name)
     }
 }
 
 /// Why a file could not be turned into documents.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{origin}: not valid YAML: {message}")]
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Not YAML ork accepts: a syntax error, or past a budget (too deep, too large, an alias
+    /// bomb). The message says which, in the user's terms, with the line.
+    #[error("{origin}: {message}")]
     Yaml { origin: String, message: String },
     #[error("{origin}: no documents")]
     Empty { origin: String },
@@ -69,61 +96,112 @@ fn format_documents(docs: &[(String, Problems)]) -> String {
     out.join("\n")
 }
 
-/// Reads every document of a YAML file.
-pub fn load_file(path: &Path) -> Result<Vec<Document>, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_documents(&text, &path.display().to_string())
+/// What a file held: its documents (or why they cannot be used), and warnings that do not
+/// stop it from being used.
+#[derive(Debug)]
+pub struct Loaded {
+    pub documents: Result<Vec<Document>, LoadError>,
+    /// `FILE: FIELD: …`, e.g. values `kubectl` would read differently than ork does.
+    pub warnings: Vec<String>,
+}
+
+/// Reads every document of a YAML file of at most [`MAX_FILE_BYTES`].
+pub fn load_file(path: &Path) -> Loaded {
+    match read::read_text(path) {
+        Ok(text) => parse_text(&text, &path.display().to_string()),
+        Err(e) => Loaded {
+            documents: Err(LoadError::Read(e)),
+            warnings: Vec::new(),
+        },
+    }
 }
 
 /// Parses every document of a YAML text; `name` says where it came from in messages.
 pub fn parse_documents(text: &str, name: &str) -> Result<Vec<Document>, LoadError> {
-    // The default budget protects against hostile input but caps a document at 250k nodes;
-    // a 100k-task workflow needs more. These bounds still stop alias bombs and runaway input.
-    // YAML 1.2 booleans only: an input named `N` or a value `no` stays a string.
-    let options = serde_saphyr::options! {
-        strict_booleans: true,
-        budget: serde_saphyr::budget! {
-            max_nodes: 50_000_000,
-            max_events: 200_000_000,
-            max_total_scalar_bytes: 1 << 30,
-        },
+    parse_text(text, name).documents
+}
+
+/// Most warnings kept for one file; the rest are counted.
+pub const MAX_WARNINGS: usize = 100;
+
+/// Parses every document of a YAML text, with warnings.
+pub fn parse_text(text: &str, name: &str) -> Loaded {
+    let values = match yaml::parse(text) {
+        Ok(values) => values,
+        Err(message) => {
+            return Loaded {
+                documents: Err(LoadError::Yaml {
+                    origin: name.to_string(),
+                    message,
+                }),
+                warnings: Vec::new(),
+            };
+        }
     };
-    let values: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|err| LoadError::Yaml {
-            origin: name.to_string(),
-            message: err.to_string(),
-        })?;
-    let values: Vec<Value> = values.into_iter().filter(|v| !v.is_null()).collect();
-    if values.is_empty() {
-        return Err(LoadError::Empty {
-            origin: name.to_string(),
-        });
-    }
     let several = values.len() > 1;
-    let mut documents = Vec::with_capacity(values.len());
-    let mut failures = Vec::new();
-    for (i, value) in values.into_iter().enumerate() {
-        let origin = if several {
+    let origin = |i: usize| {
+        if several {
             format!("{name} (document {})", i + 1)
         } else {
             name.to_string()
+        }
+    };
+    let warnings = yaml11_warnings(text, &origin);
+    if values.is_empty() {
+        return Loaded {
+            documents: Err(LoadError::Empty {
+                origin: name.to_string(),
+            }),
+            warnings,
         };
+    }
+    let mut documents = Vec::with_capacity(values.len());
+    let mut failures = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
         match parse_manifest(value) {
-            Ok(manifest) => documents.push(Document { origin, manifest }),
-            Err(problems) => failures.push((origin, problems)),
+            Ok(manifest) => documents.push(Document {
+                origin: origin(i),
+                manifest,
+            }),
+            Err(problems) => failures.push((origin(i), problems)),
         }
     }
-    if failures.is_empty() {
+    let documents = if failures.is_empty() {
         Ok(documents)
     } else {
         Err(LoadError::Documents(failures))
+    };
+    Loaded {
+        documents,
+        warnings,
     }
 }
 
+/// `FILE: FIELD: N is read as a boolean by kubectl (YAML 1.1); quote it`, at most
+/// [`MAX_WARNINGS`] and then a count.
+fn yaml11_warnings(text: &str, origin: &dyn Fn(usize) -> String) -> Vec<String> {
+    let found = yaml::yaml11_booleans(text);
+    let mut warnings: Vec<String> = found
+        .iter()
+        .take(MAX_WARNINGS)
+        .map(|b| format!("{}: {}", origin(b.document), b.message()))
+        .collect();
+    if found.len() > MAX_WARNINGS {
+        warnings.push(format!(
+            "… and {} more values kubectl reads as booleans",
+            found.len() - MAX_WARNINGS
+        ));
+    }
+    warnings
+}
+
 /// Turns one document into a [`Manifest`], checking `apiVersion`, `kind` and every field.
+///
+/// Every problem is found, not only the first: the fields are checked against the CRD schema
+/// (types, integer ranges, required and unknown fields) as the API server would, then read
+/// with serde for the object metadata and anything the schema does not say. The messages are
+/// in the user's terms and bounded, so they can be shown as they are (also by the controller,
+/// for an object the API server accepted but ork cannot read).
 pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
     let mut problems = Problems::default();
     let Value::Object(map) = &value else {
@@ -143,9 +221,14 @@ pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
     }
     let manifest = match kind {
         Some("Workflow") => {
-            strict::<Workflow>(value, &mut problems).map(|w| Manifest::Workflow(Box::new(w)))
+            let structure = structure::check(structure::Kind::Workflow, map);
+            strict::<Workflow>(value, structure, &mut problems)
+                .map(|w| Manifest::Workflow(Box::new(w)))
         }
-        Some("Run") => strict::<Run>(value, &mut problems).map(|r| Manifest::Run(Box::new(r))),
+        Some("Run") => {
+            let structure = structure::check(structure::Kind::Run, map);
+            strict::<Run>(value, structure, &mut problems).map(|r| Manifest::Run(Box::new(r)))
+        }
         _ => {
             problems.push(
                 "kind",
@@ -160,55 +243,82 @@ pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
     }
 }
 
-/// Deserializes `value`, recording unknown fields and the path of a type error as problems.
-fn strict<T: DeserializeOwned>(value: Value, problems: &mut Problems) -> Option<T> {
+/// Deserializes `value`, adding to `problems` those of the structural check and what it could
+/// not see: unknown fields and type errors in `metadata`, and, when it found nothing, serde's
+/// own error.
+fn strict<T: DeserializeOwned>(
+    value: Value,
+    structure: Vec<Problem>,
+    problems: &mut Problems,
+) -> Option<T> {
+    let structure_ok = structure.is_empty();
+    problems.0.extend(structure);
     let mut unknown = Vec::new();
     let result = {
-        let mut record = |path: serde_ignored::Path| unknown.push(field_path(&path));
+        let mut record = |path: serde_ignored::Path| {
+            if let Some(path) = field_path(&path)
+                && (path == "metadata" || path.starts_with("metadata."))
+            {
+                unknown.push(path);
+            }
+        };
         let ignored = serde_ignored::Deserializer::new(value, &mut record);
         serde_path_to_error::deserialize::<_, T>(ignored)
     };
-    for path in unknown {
-        // `apiVersion` and `kind` were checked above; `status` is written by ork, and a manifest
-        // copied from the cluster may carry it.
-        let top = path.split(['.', '[']).next().unwrap_or_default();
-        if !matches!(top, "apiVersion" | "kind" | "status") {
-            problems.0.push(Problem::new(path, "unknown field"));
-        }
+    for path in unknown.into_iter().take(structure::MAX_PROBLEMS) {
+        problems.0.push(Problem::new(path, "unknown field"));
     }
     match result {
         Ok(parsed) => Some(parsed),
         Err(err) => {
-            let path = err.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            problems
-                .0
-                .push(Problem::new(field, err.into_inner().to_string()));
+            let path = fields::render(err.path().iter().filter_map(|segment| match segment {
+                Segment::Seq { index } => Some(Step::Index(*index)),
+                Segment::Map { key } => Some(Step::Key(key)),
+                Segment::Enum { .. } | Segment::Unknown => None,
+            }));
+            let in_metadata = path == "metadata" || path.starts_with("metadata.");
+            if structure_ok || in_metadata {
+                let (child, message) = fields::translate(&err.into_inner().to_string());
+                let field = match child {
+                    Some(name) => fields::child(&path, &name),
+                    None => path,
+                };
+                problems.0.push(Problem::new(field, message));
+            }
             None
         }
     }
 }
 
-/// `spec.tasks[0].name`, the same notation as type errors.
-fn field_path(path: &serde_ignored::Path) -> String {
+/// `metadata.labels.x`, the notation of every other problem; `None` for the root.
+fn field_path(path: &serde_ignored::Path) -> Option<String> {
     use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
-        Path::Map { parent, key } => match field_path(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => field_path(parent),
+    let mut steps = Vec::new();
+    let mut at = path;
+    loop {
+        match at {
+            Path::Root => break,
+            Path::Seq { parent, index } => {
+                steps.push(Step::Index(*index));
+                at = parent;
+            }
+            Path::Map { parent, key } => {
+                steps.push(Step::Key(key));
+                at = parent;
+            }
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => at = parent,
+        }
     }
+    steps.reverse();
+    (!steps.is_empty()).then(|| fields::render(steps))
 }
 
 fn show(value: Option<&Value>) -> String {
     match value {
         None => "nothing".into(),
-        Some(v) => v.to_string(),
+        Some(v) => fields::describe(v),
     }
 }
 
@@ -262,9 +372,9 @@ mod tests {
                     spec: {tasks: [{name: t, retries: {limit: many}}]}\n";
         let problems = problems_of(text);
         assert_eq!(problems.len(), 1);
-        assert!(
-            problems[0].starts_with("spec.tasks[0].retries.limit: invalid type"),
-            "{problems:?}"
+        assert_eq!(
+            problems[0],
+            "spec.tasks[0].retries.limit: must be a whole number from 0 to 4294967295, got \"many\""
         );
     }
 

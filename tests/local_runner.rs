@@ -576,3 +576,179 @@ fn env_from_secrets_is_invalid_input_locally() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("\"PASSWORD\" uses valueFrom"), "{stderr}");
 }
+
+/// `ork run FILE` with `XDG_STATE_HOME` set and no `--work-dir`.
+fn run_with_state_home(state: &Path, file: &Path) -> Output {
+    let child = Command::new(ORK)
+        .args(["run", file.to_str().unwrap()])
+        .env("XDG_STATE_HOME", state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ork");
+    wait_output(child, Duration::from_secs(60))
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o777
+}
+
+#[test]
+fn run_files_go_to_a_private_per_user_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: ork.dev/v1alpha1\nkind: Run\nmetadata: {name: fixed}\nspec:\n  \
+                    workflow:\n    tasks: [{name: t, image: i, command: [sh, -c, 'echo hello']}]\n";
+    let file = write(work.path(), "run.yaml", manifest);
+    let state = work.path().join("state");
+    let out = run_with_state_home(&state, &file);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = state.join("ork").join("runs");
+    let task_dir = runs.join("fixed").join("t");
+    assert_eq!(
+        std::fs::read_to_string(task_dir.join("attempt-1.stdout")).unwrap(),
+        "hello\n"
+    );
+    for dir in [&runs, &runs.join("fixed"), &task_dir] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    assert_eq!(mode(&task_dir.join("attempt-1.stdout")), 0o600);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&runs.join("fixed").display().to_string())
+    );
+}
+
+#[test]
+fn a_shared_work_directory_is_refused_and_nothing_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("MARKER");
+    let manifest = workflow(&format!(
+        "  tasks:\n  - name: t\n    command: [touch, '{}']\n",
+        marker.display()
+    ));
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let shared = work.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let child = Command::new(ORK)
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--work-dir",
+            shared.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ork");
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("may be written by other users (mode 777)"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the task ran");
+
+    // The default directory, planted as a link by someone else, is refused too.
+    let state = work.path().join("state");
+    std::fs::create_dir_all(state.join("ork")).unwrap();
+    std::os::unix::fs::symlink(&shared, state.join("ork").join("runs")).unwrap();
+    let out = run_with_state_home(&state, &file);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a symbolic link"));
+    assert!(!marker.exists(), "the task ran");
+}
+
+#[test]
+fn run_files_are_never_written_through_a_planted_link() {
+    let work = tempfile::tempdir().unwrap();
+    let victim = work.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let manifest = "apiVersion: ork.dev/v1alpha1\nkind: Run\nmetadata: {name: fixed}\nspec:\n  \
+                    workflow:\n    defaults: {image: i}\n    tasks:\n    \
+                    - {name: a, command: [sh, -c, 'echo overwritten']}\n    \
+                    - {name: b, command: [sh, -c, 'echo overwritten']}\n";
+    let file = write(work.path(), "run.yaml", manifest);
+    let run_dir = work.path().join("runs").join("fixed");
+    // Task a: its stdout file is a link to the victim; task b: its directory is a link.
+    std::fs::create_dir_all(run_dir.join("a")).unwrap();
+    std::os::unix::fs::symlink(&victim, run_dir.join("a").join("attempt-1.stdout")).unwrap();
+    std::os::unix::fs::symlink(work.path(), run_dir.join("b")).unwrap();
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 1, "{run:#}");
+    for name in ["a", "b"] {
+        assert_eq!(task(&run, name)["phase"], "Failed", "{run:#}");
+        assert_eq!(task(&run, name)["reason"], "StartError", "{run:#}");
+    }
+    assert!(
+        task(&run, "b")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is a symbolic link")),
+        "{run:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!work.path().join("attempt-1.stdout").exists());
+}
+
+#[test]
+fn validate_warns_about_values_kubectl_reads_as_booleans() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: wf\n  \
+                    labels: {on: 'x'}\nspec:\n  params: [{name: N, default: 'no'}]\n  tasks:\n  \
+                    - name: t\n    image: i\n    command: ['true']\n    inputs:\n    \
+                    - {name: N, fromParam: N}\n    - {name: FLAG, value: yes}\n";
+    let file = write(work.path(), "wf.yaml", manifest);
+    let out = ork(work.path(), &["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    let expected = [
+        format!(
+            "warning: {f}: metadata.labels.on: the key on is read as a boolean by kubectl (YAML 1.1); quote it"
+        ),
+        format!(
+            "warning: {f}: spec.params[0].name: N is read as a boolean by kubectl (YAML 1.1); quote it"
+        ),
+        format!(
+            "warning: {f}: spec.tasks[0].inputs[0].name: N is read as a boolean by kubectl (YAML 1.1); quote it"
+        ),
+        format!(
+            "warning: {f}: spec.tasks[0].inputs[0].fromParam: N is read as a boolean by kubectl (YAML 1.1); quote it"
+        ),
+        format!(
+            "warning: {f}: spec.tasks[0].inputs[1].value: yes is read as a boolean by kubectl (YAML 1.1); quote it"
+        ),
+    ];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Workflow/wf is valid"));
+    // `ork run` warns the same way and runs.
+    let out = ork(work.path(), &["run", file.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.params[0].name: N is read"));
+}
+
+#[test]
+fn a_run_named_after_a_long_workflow_gets_a_valid_name() {
+    let work = tempfile::tempdir().unwrap();
+    let name = "w".repeat(70);
+    let manifest = format!(
+        "apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata: {{name: {name}}}\n\
+         spec: {{tasks: [{{name: t, image: i, command: ['true']}}]}}\n"
+    );
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 0, "{run:#}");
+    let run_name = run["metadata"]["name"].as_str().unwrap();
+    assert_eq!(run_name.len(), 63, "{run_name}");
+    assert!(
+        run_name.starts_with(&format!("{}-", "w".repeat(57))),
+        "{run_name}"
+    );
+}

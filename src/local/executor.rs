@@ -80,12 +80,11 @@ impl ProcessExecutor {
     /// Prepares the files and spawns the process; `Err` is the reason the attempt can't start.
     fn spawn(&self, launch: &Launch, files: &AttemptFiles) -> Result<(Child, Pid), String> {
         let task = self.dag.task(launch.task);
-        if let Some(dir) = files.output.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
+        // The task's directory is private like the run's, and no file is opened through a
+        // symbolic link: a link planted there cannot redirect the writes.
+        super::workdir::private_subdir(&self.run_dir, &task.name)?;
         let create = |path: &Path| {
-            std::fs::File::create(path)
+            super::workdir::create_file(path)
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))
         };
         create(&files.output)?;

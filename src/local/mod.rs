@@ -4,11 +4,13 @@ mod database;
 mod executor;
 mod plan;
 mod progress;
+mod workdir;
 
 pub use database::{MemoryDatabase, Watcher};
 pub use executor::{AttemptFiles, ProcessExecutor};
 pub use plan::{RunPlan, plan_run};
 pub use progress::{Progress, Style, summary};
+pub use workdir::{check_private, create_file, default_work_dir, prepare_work_dir};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,7 +33,7 @@ pub struct OrchestratorConfig {
 impl Default for OrchestratorConfig {
     fn default() -> Self {
         Self {
-            work_dir: std::env::temp_dir().join("ork").join("runs"),
+            work_dir: default_work_dir(),
             kill_grace: Duration::from_secs(3),
         }
     }
@@ -42,6 +44,13 @@ impl OrchestratorConfig {
     pub fn run_dir(&self, run: &str) -> PathBuf {
         self.work_dir.join(run)
     }
+
+    /// Creates (or checks) the work directory and the run's directory in it, both private to
+    /// this user; returns the run's directory.
+    pub fn prepare_run_dir(&self, run: &str) -> Result<PathBuf, String> {
+        prepare_work_dir(&self.work_dir)?;
+        workdir::private_subdir(&self.work_dir, run)
+    }
 }
 
 /// Runs `plan` on this machine until it finishes or `cancel` completes; returns the final Run.
@@ -51,13 +60,9 @@ pub async fn run_local(
     watcher: Option<Arc<Mutex<dyn Watcher>>>,
     cancel: impl Future<Output = ()>,
 ) -> Result<Run, DriverError> {
-    let run_dir = config.run_dir(&plan.identity.run);
-    std::fs::create_dir_all(&run_dir).map_err(|e| {
-        DriverError::Executor(format!(
-            "cannot create run directory {}: {e}",
-            run_dir.display()
-        ))
-    })?;
+    let run_dir = config
+        .prepare_run_dir(&plan.identity.run)
+        .map_err(DriverError::Executor)?;
     let engine = Engine::new(Arc::clone(&plan.dag), plan.params);
     let database = MemoryDatabase::new(plan.run, &engine, watcher);
     let executor = ProcessExecutor::new(plan.dag, plan.identity, run_dir, config.kill_grace);

@@ -8,9 +8,13 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{PinnedWorkflow, Run, RunSpec, RunStatus, Workflow, WorkflowRef, WorkflowSpec};
+use crate::compile::names::{MAX_LABEL_LEN, object_name_error};
 use crate::compile::{BoundParams, Dag, bind_params, compile};
-use crate::manifest::{Document, Manifest};
+use crate::manifest::{
+    Document, Manifest, duplicate_workflows, name_problems, referenced_workflow,
+};
 use crate::task_env::RunIdentity;
+use crate::text::quoted;
 
 /// Everything needed to start a run.
 #[derive(Debug)]
@@ -28,6 +32,7 @@ pub fn plan_run(
     documents: &[Document],
     cli_params: &BTreeMap<String, String>,
 ) -> Result<RunPlan, Vec<String>> {
+    check_documents(documents)?;
     let runs: Vec<(&Document, &Run)> = documents
         .iter()
         .filter_map(|d| match &d.manifest {
@@ -48,25 +53,23 @@ pub fn plan_run(
         ([], [(_, workflow)]) => ("--param".to_string(), run_for(workflow)),
         ([], []) => return Err(vec!["no Workflow or Run to run".into()]),
         ([], several) => {
-            let names: Vec<String> = several.iter().map(|(d, _)| d.describe()).collect();
             return Err(vec![format!(
                 "{} workflows given ({}); add a Run naming the one to run",
                 several.len(),
-                names.join(", ")
+                crate::text::list(several, |(d, _)| d.describe())
             )]);
         }
         (several, _) => {
-            let names: Vec<String> = several.iter().map(|(d, _)| d.describe()).collect();
             return Err(vec![format!(
                 "{} runs given ({}); ork run runs one at a time",
                 several.len(),
-                names.join(", ")
+                crate::text::list(several, |(d, _)| d.describe())
             )]);
         }
     };
     run.spec.params.extend(cli_params.clone());
 
-    let (spec_origin, spec, base, pinned) = resolve_workflow(&run_origin, &run, &workflows)?;
+    let (spec_origin, spec, base, pinned) = resolve_workflow(&run_origin, &run, documents)?;
     let dag = compile(spec, base).map_err(|problems| {
         problems
             .iter()
@@ -83,9 +86,10 @@ pub fn plan_run(
                 .filter(|e| e.value_from.is_some())
                 .map(move |e| {
                     format!(
-                        "{origin}: task {:?}: env {:?} uses valueFrom, which only the \
+                        "{origin}: task {}: env {} uses valueFrom, which only the \
                          Kubernetes controller can resolve",
-                        task.name, e.name
+                        quoted(&task.name),
+                        quoted(&e.name)
                     )
                 })
         })
@@ -102,6 +106,10 @@ pub fn plan_run(
 
     let workflow_name = pinned.name.clone();
     let run_name = name_run(&run.metadata, workflow_name.as_deref());
+    // The name becomes a directory: never let one through that Kubernetes would refuse.
+    if let Some(problem) = object_name_error("Run", &run_name) {
+        return Err(vec![format!("{run_origin}: metadata.name: {problem}")]);
+    }
     run.metadata.name = Some(run_name.clone());
     run.status = Some(RunStatus {
         workflow: Some(pinned),
@@ -127,7 +135,7 @@ fn run_for(workflow: &Workflow) -> Run {
         .unwrap_or_else(|| "run".into());
     Run {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{name}-")),
+            generate_name: Some(generate_name_for(&name)),
             namespace: workflow.metadata.namespace.clone(),
             ..ObjectMeta::default()
         },
@@ -140,36 +148,55 @@ fn run_for(workflow: &Workflow) -> Run {
     }
 }
 
+/// Names and cross-document rules of every document given (see [`crate::manifest`]'s checks):
+/// a bad name anywhere in the file is refused, as `ork validate` and `kubectl apply` would.
+fn check_documents(documents: &[Document]) -> Result<(), Vec<String>> {
+    let mut errors: Vec<String> = documents
+        .iter()
+        .flat_map(|doc| {
+            name_problems(doc, true)
+                .into_iter()
+                .map(move |p| format!("{}: {p}", doc.origin))
+        })
+        .collect();
+    errors.extend(
+        duplicate_workflows(documents)
+            .into_iter()
+            .map(|(i, p)| format!("{}: {p}", documents[i].origin)),
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// The spec a run executes: `(origin, spec, field prefix, pinned)`.
 fn resolve_workflow<'a>(
     run_origin: &str,
     run: &'a Run,
-    workflows: &[(&'a Document, &'a Workflow)],
+    documents: &'a [Document],
 ) -> Result<(String, &'a WorkflowSpec, &'static str, PinnedWorkflow), Vec<String>> {
     match (&run.spec.workflow_ref, &run.spec.workflow) {
-        (Some(reference), None) => {
-            let found = workflows
-                .iter()
-                .find(|(_, w)| w.metadata.name.as_deref() == Some(reference.name.as_str()));
-            match found {
-                Some((doc, workflow)) => Ok((
-                    doc.origin.clone(),
-                    &workflow.spec,
-                    "spec",
-                    PinnedWorkflow {
-                        name: Some(reference.name.clone()),
-                        generation: workflow.metadata.generation,
-                        spec: None,
-                        params: BTreeMap::new(),
-                    },
-                )),
-                None => Err(vec![format!(
-                    "{run_origin}: spec.workflowRef.name: no Workflow named {:?} among the given \
-                     documents",
-                    reference.name
-                )]),
-            }
-        }
+        (Some(reference), None) => match referenced_workflow(run, documents) {
+            Ok(Some((doc, workflow))) => Ok((
+                doc.origin.clone(),
+                &workflow.spec,
+                "spec",
+                PinnedWorkflow {
+                    name: Some(reference.name.clone()),
+                    generation: workflow.metadata.generation,
+                    spec: None,
+                    params: BTreeMap::new(),
+                },
+            )),
+            Ok(None) => Err(vec![format!(
+                "{run_origin}: spec.workflowRef.name: no Workflow named {} among the given \
+                 documents",
+                quoted(&reference.name)
+            )]),
+            Err(problem) => Err(vec![format!("{run_origin}: {problem}")]),
+        },
         (None, Some(inline)) => Ok((
             run_origin.to_string(),
             inline,
@@ -182,6 +209,16 @@ fn resolve_workflow<'a>(
     }
 }
 
+/// `WORKFLOW-`, the name cut so that the dash and the five characters added still fit a Run
+/// name, and so that no part of the name ends with '.' or '-'.
+fn generate_name_for(workflow: &str) -> String {
+    let mut name: String = workflow.chars().take(MAX_LABEL_LEN - 6).collect();
+    while name.ends_with(['.', '-']) {
+        name.pop();
+    }
+    format!("{name}-")
+}
+
 /// `metadata.name`, or `generateName` (else the workflow's name and a dash) plus five random
 /// characters, as the API server does.
 fn name_run(meta: &ObjectMeta, workflow: Option<&str>) -> String {
@@ -191,7 +228,7 @@ fn name_run(meta: &ObjectMeta, workflow: Option<&str>) -> String {
     let prefix = meta
         .generate_name
         .clone()
-        .unwrap_or_else(|| format!("{}-", workflow.unwrap_or("run")));
+        .unwrap_or_else(|| generate_name_for(workflow.unwrap_or("run")));
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut bits = RandomState::new().hash_one(std::time::SystemTime::now());
     let suffix: String = (0..5)
