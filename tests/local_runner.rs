@@ -128,7 +128,9 @@ fn diamond_passes_outputs_downstream() {
         assert_eq!(t["reason"], "Completed");
     }
     // load started only after both of its dependencies finished
-    let time = |name: &str, field: &str| task(&run, name)[field].as_str().unwrap().to_string();
+    let time = |name: &str, field: &str| -> jiff::Timestamp {
+        task(&run, name)[field].as_str().unwrap().parse().unwrap()
+    };
     assert!(time("load", "startedAt") >= time("double", "finishedAt"));
     assert!(time("load", "startedAt") >= time("label", "finishedAt"));
 }

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
+use kube::Resource;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy,
 };
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::Resource;
 use serde_json::{Value, json};
 use tracing::warn;
 
