@@ -4,10 +4,11 @@
 //! lower bound of every expanded length without building the text, and refuses what no process
 //! could receive anyway.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::EnvVar;
 
+use super::Owner;
 use crate::problem::Problems;
 use crate::task_env::{MAX_EXPANDED_BYTES, expanded_len, vars};
 
@@ -36,13 +37,13 @@ pub(super) struct TaskEnv<'a> {
     pub(super) at: &'a str,
     /// `spec.defaults`.
     pub(super) defaults_at: &'a str,
-    /// `task "x"`, for messages.
-    pub(super) who: &'a str,
+    /// The task, for messages.
+    pub(super) who: Owner<'a>,
     /// The task's environment in order, as the kubelet and the local runner build it after the
     /// `ORK_*` variables and the inputs.
     pub(super) env: &'a [(EnvOrigin, &'a EnvVar)],
     /// Names of the task's inputs (their values are known only at run time).
-    pub(super) inputs: &'a [&'a str],
+    pub(super) inputs: &'a HashSet<&'a str>,
     pub(super) command: &'a [String],
     pub(super) args: &'a [String],
 }
@@ -57,12 +58,18 @@ pub(super) fn check_expansions(
     defaults_reported: &mut [bool],
     problems: &mut Problems,
 ) {
+    let too_long = |len: u64| len > MAX_EXPANDED_BYTES as u64;
+    let values = task.env.iter().filter_map(|(_, var)| var.value.as_deref());
+    let mut texts = values.chain(task.command.iter().chain(task.args).map(String::as_str));
+    if !texts.any(|text| text.contains("$(") || too_long(text.len() as u64)) {
+        // Nothing refers to a variable and nothing is too long as written: the common case.
+        return;
+    }
     let mut lengths: HashMap<&str, u64> =
         HashMap::with_capacity(task.inputs.len() + task.env.len());
     for &name in task.inputs {
         lengths.insert(name, 0);
     }
-    let too_long = |len: u64| len > MAX_EXPANDED_BYTES as u64;
     let explain = |len: u64| {
         format!(
             "expands to at least {len} bytes; a single argument or environment variable may \

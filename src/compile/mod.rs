@@ -89,7 +89,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     for (i, task) in spec.tasks.iter().enumerate() {
         let id = TaskId(i as u32);
         let at = format!("{base}.tasks[{i}]");
-        let who = format!("task {}", quoted(&task.name));
+        let who = Owner::Task(&task.name);
         for (j, dep) in task.depends_on.iter().enumerate() {
             let field = format!("{at}.dependsOn[{j}]");
             match index.get(dep.as_str()) {
@@ -118,7 +118,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
             problems: &mut problems,
             task_refs: &mut task_refs,
         };
-        tasks.push(compile_task(task, &at, &who, &mut context));
+        tasks.push(compile_task(task, &at, who, &mut context));
     }
 
     let children = Adjacency::from_edges(spec.tasks.len(), &edges);
@@ -167,6 +167,32 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
             .map(|s| SignedDuration::from_secs(s.min(i64::MAX as u64) as i64)),
     };
     problems.into_result(dag)
+}
+
+/// Whose field a problem is about, as messages name it: `task "extract"` or `the defaults`.
+/// Formatted only when a message is built: most tasks have no problem.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Owner<'a> {
+    Task(&'a str),
+    Defaults,
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Task(name) => write!(f, "task {}", Quoted(name)),
+            Owner::Defaults => f.write_str("the defaults"),
+        }
+    }
+}
+
+/// A name as [`quoted`] shows it, built only if a message is: most names are in none.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&quoted(self.0))
+    }
 }
 
 /// `"a" -> "b" -> "c" -> "a"`: the first [`MAX_LIST_ITEMS`] tasks of a cycle, then how many more,
@@ -222,7 +248,7 @@ fn check_params(
 
 fn check_defaults(defaults: &TaskDefaults, base: &str, problems: &mut Problems) {
     let at = format!("{base}.defaults");
-    let owner = "the defaults";
+    let owner = Owner::Defaults;
     if defaults.image.as_deref() == Some("") {
         problems.push(
             format!("{at}.image"),
@@ -235,13 +261,13 @@ fn check_defaults(defaults: &TaskDefaults, base: &str, problems: &mut Problems) 
     if let Some(retries) = &defaults.retries {
         check_retries(retries, &format!("{at}.retries"), owner, problems);
     }
-    check_env(&defaults.env, &format!("{at}.env"), owner, problems);
+    check_env(&defaults.env, &at, owner, problems);
     if let Some(resources) = &defaults.resources {
         check_resources(resources, &format!("{at}.resources"), owner, problems);
     }
     check_service_account(
         defaults.service_account_name.as_deref(),
-        &format!("{at}.serviceAccountName"),
+        &at,
         owner,
         problems,
     );
@@ -253,14 +279,18 @@ fn seconds_error(seconds: Option<u64>) -> Option<String> {
     (seconds == Some(0)).then(|| "must be at least 1".into())
 }
 
-/// An empty name is Kubernetes' default service account; any other must be a DNS subdomain.
-fn check_service_account(name: Option<&str>, field: &str, owner: &str, problems: &mut Problems) {
+/// `serviceAccountName` of the object at `at`. An empty name is Kubernetes' default service
+/// account; any other must be a DNS subdomain.
+fn check_service_account(name: Option<&str>, at: &str, owner: Owner, problems: &mut Problems) {
     if let Some(why) = name.filter(|n| !n.is_empty()).and_then(dns_subdomain_error) {
-        problems.push(field, format!("{owner}: service account name {why}"));
+        problems.push(
+            format!("{at}.serviceAccountName"),
+            format!("{owner}: service account name {why}"),
+        );
     }
 }
 
-fn check_retries(retries: &RetryPolicy, at: &str, owner: &str, problems: &mut Problems) {
+fn check_retries(retries: &RetryPolicy, at: &str, owner: Owner, problems: &mut Problems) {
     let Some(backoff) = &retries.backoff else {
         return;
     };
@@ -279,7 +309,9 @@ fn check_retries(retries: &RetryPolicy, at: &str, owner: &str, problems: &mut Pr
     check("maxSeconds", backoff.max_seconds, 0.0);
 }
 
-fn check_env(env: &[EnvVar], at: &str, owner: &str, problems: &mut Problems) {
+/// `env` of the object at `at`.
+fn check_env(env: &[EnvVar], at: &str, owner: Owner, problems: &mut Problems) {
+    let at = format_args!("{at}.env");
     for (j, var) in env.iter().enumerate() {
         if let Some(why) = env_name_error(&var.name) {
             problems.push(format!("{at}[{j}].name"), format!("{owner}: {why}"));
@@ -319,7 +351,7 @@ struct TaskContext<'a> {
     task_refs: &'a mut Vec<TaskRef>,
 }
 
-fn compile_task(task: &TaskSpec, at: &str, who: &str, cx: &mut TaskContext<'_>) -> CompiledTask {
+fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>) -> CompiledTask {
     let TaskContext {
         id,
         defaults,
@@ -355,16 +387,11 @@ fn compile_task(task: &TaskSpec, at: &str, who: &str, cx: &mut TaskContext<'_>) 
     if let Some(retries) = &task.retries {
         check_retries(retries, &format!("{at}.retries"), who, problems);
     }
-    check_env(&task.env, &format!("{at}.env"), who, problems);
+    check_env(&task.env, at, who, problems);
     if let Some(resources) = &task.resources {
         check_resources(resources, &format!("{at}.resources"), who, problems);
     }
-    check_service_account(
-        task.service_account_name.as_deref(),
-        &format!("{at}.serviceAccountName"),
-        who,
-        problems,
-    );
+    check_service_account(task.service_account_name.as_deref(), at, who, problems);
 
     let own_env: HashSet<&str> = task.env.iter().map(|e| e.name.as_str()).collect();
     let mut input_names: HashSet<&str> = HashSet::with_capacity(task.inputs.len());
@@ -372,7 +399,7 @@ fn compile_task(task: &TaskSpec, at: &str, who: &str, cx: &mut TaskContext<'_>) 
     for (j, input) in task.inputs.iter().enumerate() {
         let field = format!("{at}.inputs[{j}]");
         let name = input.name.as_str();
-        let shown = quoted(name);
+        let shown = Quoted(name);
         if !is_identifier(name) {
             problems.push(
                 format!("{field}.name"),
@@ -484,14 +511,13 @@ fn compile_task(task: &TaskSpec, at: &str, who: &str, cx: &mut TaskContext<'_>) 
     }
 
     let env = env_entries(&defaults.env, &task.env, &input_names);
-    let inputs_named: Vec<&str> = input_names.iter().copied().collect();
     check_expansions(
         &TaskEnv {
             at,
             defaults_at,
             who,
             env: &env,
-            inputs: &inputs_named,
+            inputs: &input_names,
             command: &task.command,
             args: &task.args,
         },

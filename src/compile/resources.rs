@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as QuantityText;
 
+use super::Owner;
 use super::names::{MAX_SUBDOMAIN_LEN, is_qualified_name};
 use super::quantity::Quantity;
 use crate::problem::Problems;
@@ -92,7 +93,7 @@ struct Entry<'a> {
 pub(super) fn check_resources(
     resources: &ResourceRequirements,
     at: &str,
-    owner: &str,
+    owner: Owner,
     problems: &mut Problems,
 ) {
     if resources.claims.as_ref().is_some_and(|c| !c.is_empty()) {
@@ -160,7 +161,7 @@ fn check_list<'a>(
     list: Option<&'a BTreeMap<String, QuantityText>>,
     at: &str,
     which: &str,
-    owner: &str,
+    owner: Owner,
     problems: &mut Problems,
 ) -> BTreeMap<&'a str, Entry<'a>> {
     let mut valid = BTreeMap::new();
