@@ -311,13 +311,12 @@ fn check_retries(retries: &RetryPolicy, at: &str, owner: Owner, problems: &mut P
 
 /// `env` of the object at `at`.
 fn check_env(env: &[EnvVar], at: &str, owner: Owner, problems: &mut Problems) {
-    let at = format_args!("{at}.env");
     for (j, var) in env.iter().enumerate() {
         if let Some(why) = env_name_error(&var.name) {
-            problems.push(format!("{at}[{j}].name"), format!("{owner}: {why}"));
+            problems.push(format!("{at}.env[{j}].name"), format!("{owner}: {why}"));
         } else if var.name.starts_with(RESERVED_ENV_PREFIX) {
             problems.push(
-                format!("{at}[{j}].name"),
+                format!("{at}.env[{j}].name"),
                 format!(
                     "{owner}: env name {} uses the reserved prefix {RESERVED_ENV_PREFIX}",
                     quoted(&var.name)
@@ -326,7 +325,7 @@ fn check_env(env: &[EnvVar], at: &str, owner: Owner, problems: &mut Problems) {
         }
         if var.value.is_some() && var.value_from.is_some() {
             problems.push(
-                format!("{at}[{j}]"),
+                format!("{at}.env[{j}]"),
                 format!(
                     "{owner}: env {} sets both value and valueFrom",
                     quoted(&var.name)
