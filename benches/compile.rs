@@ -3,6 +3,11 @@
 //! Prints, for chains, wide fan-outs and random DAGs of 1k, 10k and 100k tasks: the time to parse
 //! the YAML manifest, to validate and compile it, and to drive the engine through the whole run
 //! with every attempt succeeding at once (the engine's own cost per task, no processes).
+//!
+//! Two shapes stress the check that every `fromTask` input reads an upstream task with many
+//! distinct sources far away: `far-chain` (a chain where task i also reads task i − n/2) and
+//! `far-random` (the random DAG where every task also reads an ancestor reached by a long random
+//! walk up its dependencies).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,13 +52,25 @@ fn task(i: usize, deps: Vec<usize>) -> TaskSpec {
     }
 }
 
+/// Adds an input reading task `source`'s output `v`.
+fn read_far(task: &mut TaskSpec, source: usize) {
+    task.inputs.push(InputSpec {
+        name: "FAR".into(),
+        from_task: Some(format!("t{source}")),
+        output: Some("v".into()),
+        ..InputSpec::default()
+    });
+}
+
 fn spec(shape: &str, n: usize) -> WorkflowSpec {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let tasks = (0..n)
-        .map(|i| match (shape, i) {
-            (_, 0) => task(0, vec![]),
-            ("chain", i) => task(i, vec![i - 1]),
-            ("fan-out", i) => task(i, vec![0]),
+    let mut parents: Vec<Vec<usize>> = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let deps = match (shape, i) {
+            (_, 0) => vec![],
+            ("chain" | "far-chain", i) => vec![i - 1],
+            ("fan-out", _) => vec![0],
             // 1 to 3 dependencies among the 50 tasks before, and now and then a far one
             (_, i) => {
                 let mut deps: Vec<usize> = (0..1 + rng.below(3))
@@ -64,10 +81,30 @@ fn spec(shape: &str, n: usize) -> WorkflowSpec {
                 }
                 deps.sort_unstable();
                 deps.dedup();
-                task(i, deps)
+                deps
             }
-        })
-        .collect();
+        };
+        parents.push(deps.clone());
+        let mut t = task(i, deps);
+        match shape {
+            "far-chain" if i >= n / 2 => read_far(&mut t, i - n / 2),
+            "far-random" if i > 0 => {
+                // Up to 2,000 steps up random dependencies: an ancestor about 25k tasks away.
+                let mut at = i;
+                for _ in 0..1 + rng.below(2_000) {
+                    match parents[at].as_slice() {
+                        [] => break,
+                        up => at = up[rng.below(up.len() as u64) as usize],
+                    }
+                }
+                if at != i {
+                    read_far(&mut t, at);
+                }
+            }
+            _ => {}
+        }
+        tasks.push(t);
+    }
     WorkflowSpec {
         tasks,
         ..WorkflowSpec::default()
@@ -110,10 +147,10 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     println!(
-        "{:<8} {:>7} {:>9} {:>12} {:>12} {:>12} {:>14}",
+        "{:<10} {:>7} {:>9} {:>12} {:>12} {:>12} {:>14}",
         "shape", "tasks", "edges", "parse YAML", "compile", "engine run", "engine/task"
     );
-    for shape in ["chain", "fan-out", "random"] {
+    for shape in ["chain", "fan-out", "random", "far-chain", "far-random"] {
         for n in [1_000, 10_000, 100_000] {
             let spec = spec(shape, n);
             let edges: usize = spec.tasks.iter().map(|t| t.depends_on.len()).sum();
@@ -142,7 +179,7 @@ fn main() {
             let run = started.elapsed();
             assert_eq!(events, n);
             println!(
-                "{shape:<8} {n:>7} {edges:>9} {} {} {} {:>11.2} µs",
+                "{shape:<10} {n:>7} {edges:>9} {} {} {} {:>11.2} µs",
                 ms(parse),
                 ms(compile_time),
                 ms(run),

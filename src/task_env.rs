@@ -61,54 +61,121 @@ pub fn input_env_value(value: &Value) -> String {
     }
 }
 
+/// Longest expanded `command`/`args` entry or env value, in bytes: Linux refuses a single
+/// argument or environment string longer than this (`MAX_ARG_STRLEN`, 32 pages of 4 KiB).
+pub const MAX_EXPANDED_BYTES: usize = 128 * 1024;
+
+/// One piece of an expanded string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece<'i, T> {
+    /// Text copied from the input as it is (including references to unknown names).
+    Text(&'i str),
+    /// The value of a variable the input refers to.
+    Value(T),
+}
+
+/// Splits `input` into the pieces of its expansion, the way Kubernetes expands container
+/// commands, arguments and env values: `$(NAME)` is replaced by `lookup(NAME)`, `$$` is a literal
+/// `$`, a reference to an unknown name is kept as written, and a `$` that starts no reference is
+/// kept. `emit` returns `false` to stop early. Linear in the length of `input`.
+pub fn expansion_pieces<'i, T>(
+    input: &'i str,
+    lookup: impl Fn(&str) -> Option<T>,
+    mut emit: impl FnMut(Piece<'i, T>) -> bool,
+) {
+    let bytes = input.as_bytes();
+    let mut checkpoint = 0;
+    let mut cursor = 0;
+    // Once a `$(` has no `)` after it, no later one has either: don't search again.
+    let mut closes_left = true;
+    while cursor + 1 < bytes.len() {
+        if bytes[cursor] != b'$' {
+            cursor += 1;
+            continue;
+        }
+        if !emit(Piece::Text(&input[checkpoint..cursor])) {
+            return;
+        }
+        let (piece, next) = match bytes[cursor + 1] {
+            b'$' => (Piece::Text(&input[cursor + 1..cursor + 2]), cursor + 2),
+            b'(' => match closes_left.then(|| input[cursor + 2..].find(')')).flatten() {
+                Some(offset) => {
+                    let close = cursor + 2 + offset;
+                    match lookup(&input[cursor + 2..close]) {
+                        Some(value) => (Piece::Value(value), close + 1),
+                        None => (Piece::Text(&input[cursor..=close]), close + 1),
+                    }
+                }
+                None => {
+                    closes_left = false;
+                    (Piece::Text(&input[cursor..cursor + 2]), cursor + 2)
+                }
+            },
+            // Keep the `$`; what follows is copied as text.
+            _ => (Piece::Text(&input[cursor..cursor + 1]), cursor + 1),
+        };
+        if !emit(piece) {
+            return;
+        }
+        cursor = next;
+        checkpoint = next;
+    }
+    emit(Piece::Text(&input[checkpoint.min(input.len())..]));
+}
+
 /// Expands `$(NAME)` references from `lookup` the way Kubernetes expands container commands,
 /// arguments and env values: `$$` is a literal `$`, a reference to an unknown name is kept as
 /// written, and a `$` that starts no reference is kept.
 pub fn expand<'a>(input: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
-    let bytes = input.as_bytes();
     let mut out = String::with_capacity(input.len());
-    let mut checkpoint = 0;
-    let mut cursor = 0;
-    while cursor < bytes.len() {
-        if bytes[cursor] == b'$' && cursor + 1 < bytes.len() {
-            out.push_str(&input[checkpoint..cursor]);
-            let rest = &input[cursor + 1..];
-            let advance = match rest.as_bytes()[0] {
-                b'$' => {
-                    out.push('$');
-                    1
-                }
-                b'(' => match rest.find(')') {
-                    Some(close) => {
-                        let name = &rest[1..close];
-                        match lookup(name) {
-                            Some(value) => out.push_str(value),
-                            None => {
-                                out.push_str("$(");
-                                out.push_str(name);
-                                out.push(')');
-                            }
-                        }
-                        close + 1
-                    }
-                    None => {
-                        out.push_str("$(");
-                        1
-                    }
-                },
-                _ => {
-                    // Keep the `$`; the next character is copied from the checkpoint.
-                    out.push('$');
-                    0
-                }
-            };
-            cursor += advance;
-            checkpoint = cursor + 1;
-        }
-        cursor += 1;
-    }
-    out.push_str(&input[checkpoint.min(input.len())..]);
+    expansion_pieces(input, lookup, |piece| {
+        out.push_str(match piece {
+            Piece::Text(text) | Piece::Value(text) => text,
+        });
+        true
+    });
     out
+}
+
+/// The expansion would be longer than the limit given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLong;
+
+/// [`expand`], stopping as soon as the result would pass `max` bytes: references can make an
+/// expansion grow exponentially (each env value may repeat earlier ones many times).
+pub fn expand_at_most<'a>(
+    input: &str,
+    max: usize,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, TooLong> {
+    let mut out = String::with_capacity(input.len().min(max));
+    let mut fits = true;
+    expansion_pieces(input, lookup, |piece| {
+        let text = match piece {
+            Piece::Text(text) | Piece::Value(text) => text,
+        };
+        fits = out.len() + text.len() <= max;
+        if fits {
+            out.push_str(text);
+        }
+        fits
+    });
+    if fits { Ok(out) } else { Err(TooLong) }
+}
+
+/// The length in bytes of `input` expanded, where `lookup` gives the length of each variable's
+/// value; saturates instead of overflowing. With lengths that are lower bounds, so is the result.
+pub fn expanded_len(input: &str, lookup: impl Fn(&str) -> Option<u64>) -> u64 {
+    let mut total = 0u64;
+    expansion_pieces(input, lookup, |piece| {
+        let len = match piece {
+            Piece::Text(text) => text.len() as u64,
+            Piece::Value(len) => len,
+        };
+        total = total.saturating_add(len);
+        true
+    });
+    total
 }
 
 #[cfg(test)]
@@ -146,7 +213,46 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(expand(input, env), want, "input {input:?}");
+            let len = |name: &str| env(name).map(|v| v.len() as u64);
+            assert_eq!(expanded_len(input, len), want.len() as u64, "{input:?}");
+            assert_eq!(expand_at_most(input, want.len(), env).as_deref(), Ok(want));
+            if !want.is_empty() {
+                assert_eq!(expand_at_most(input, want.len() - 1, env), Err(TooLong));
+            }
         }
+    }
+
+    #[test]
+    fn unclosed_references_cost_linear_time() {
+        let input = "$(".repeat(500_000);
+        let started = std::time::Instant::now();
+        assert_eq!(expand(&input, env), input);
+        assert_eq!(expanded_len(&input, |_| Some(0)), input.len() as u64);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bounded_expansion_stops_before_allocating() {
+        // E1 = 64 × "x", each next one 64 references to the previous: E6 would be 64^6 bytes.
+        let mut values: Vec<(String, String)> = vec![("E1".into(), "x".repeat(64))];
+        for i in 2..=6 {
+            let value = format!("$(E{})", i - 1).repeat(64);
+            let lookup = |name: &str| {
+                values
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            match expand_at_most(&value, MAX_EXPANDED_BYTES, lookup) {
+                Ok(expanded) => values.push((format!("E{i}"), expanded)),
+                Err(TooLong) => {
+                    assert_eq!(i, 3, "64^3 bytes is the first past the limit");
+                    return;
+                }
+            }
+        }
+        panic!("the expansion was never cut");
     }
 
     #[test]

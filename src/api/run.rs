@@ -43,6 +43,10 @@ pub struct RunSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct WorkflowRef {
     /// Name of the Workflow.
+    #[schemars(
+        length(min = 1, max = crate::compile::names::MAX_SUBDOMAIN_LEN),
+        pattern(crate::compile::names::DNS_SUBDOMAIN_OR_EMPTY_PATTERN)
+    )]
     pub name: String,
 }
 

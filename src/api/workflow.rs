@@ -6,6 +6,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::run::Condition;
+use crate::compile::MAX_SECONDS;
+use crate::compile::names::{
+    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_OR_EMPTY_PATTERN, ENV_NAME_PATTERN, IDENTIFIER_PATTERN,
+    MAX_LABEL_LEN, MAX_SUBDOMAIN_LEN,
+};
 
 /// A DAG of tasks that a `Run` executes.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -35,13 +40,14 @@ pub struct WorkflowSpec {
     pub defaults: Option<TaskDefaults>,
     /// Maximum number of tasks running at once in one run; absent means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub parallelism: Option<u32>,
     /// Deadline for the whole run, in seconds from its start; absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_SECONDS))]
     pub active_deadline_seconds: Option<u64>,
     /// The tasks of the DAG, in any order.
+    #[schemars(length(min = 1))]
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -50,6 +56,7 @@ pub struct WorkflowSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ParamSpec {
     /// Parameter name, matching `^[A-Za-z_][A-Za-z0-9_]*$`.
+    #[schemars(pattern(IDENTIFIER_PATTERN))]
     pub name: String,
     /// Value used when the run does not supply one; without it the parameter is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,22 +73,25 @@ pub struct ParamSpec {
 pub struct TaskDefaults {
     /// Container image for tasks that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub image: Option<String>,
     /// Environment variables every task gets (a task's own entry of the same name wins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = env_names)]
     pub env: Vec<EnvVar>,
     /// Retry policy for tasks that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryPolicy>,
     /// Per-attempt timeout in seconds for tasks that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_SECONDS))]
     pub timeout_seconds: Option<u64>,
     /// Compute resources for tasks that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Service account the task Pods run as, unless a task sets its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_SUBDOMAIN_LEN), pattern(DNS_SUBDOMAIN_OR_EMPTY_PATTERN))]
     pub service_account_name: Option<String>,
 }
 
@@ -90,21 +100,26 @@ pub struct TaskDefaults {
 #[serde(rename_all = "camelCase")]
 pub struct TaskSpec {
     /// DNS-1123 label, unique within the workflow.
+    #[schemars(length(min = 1, max = MAX_LABEL_LEN), pattern(DNS_LABEL_PATTERN))]
     pub name: String,
     /// Container image; required unless `defaults.image` is set. Not used by the local runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub image: Option<String>,
     /// Executable and leading arguments; `$(VAR)` is expanded from the task's environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1))]
     pub command: Vec<String>,
     /// Further arguments appended to `command`; `$(VAR)` is expanded as in `command`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// Environment variables (Kubernetes `EnvVar` list).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = env_names)]
     pub env: Vec<EnvVar>,
     /// Names of tasks that must succeed before this one starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1, max = MAX_LABEL_LEN), pattern(DNS_LABEL_PATTERN)))]
     pub depends_on: Vec<String>,
     /// Values the task receives as environment variables and in `ORK_INPUT_JSON`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -114,13 +129,14 @@ pub struct TaskSpec {
     pub retries: Option<RetryPolicy>,
     /// Per-attempt timeout in seconds; the attempt is killed when it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_SECONDS))]
     pub timeout_seconds: Option<u64>,
     /// Compute resources (Kubernetes `ResourceRequirements`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Service account the task's Pods run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_SUBDOMAIN_LEN), pattern(DNS_SUBDOMAIN_OR_EMPTY_PATTERN))]
     pub service_account_name: Option<String>,
 }
 
@@ -129,18 +145,22 @@ pub struct TaskSpec {
 #[serde(rename_all = "camelCase")]
 pub struct InputSpec {
     /// Environment variable name, matching `^[A-Za-z_][A-Za-z0-9_]*$`.
+    #[schemars(pattern(IDENTIFIER_PATTERN))]
     pub name: String,
     /// A constant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Name of a workflow parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(IDENTIFIER_PATTERN))]
     pub from_param: Option<String>,
     /// Name of an upstream task (a direct or transitive dependency) whose output to read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_LABEL_LEN), pattern(DNS_LABEL_PATTERN))]
     pub from_task: Option<String>,
     /// Key of the `fromTask` task's output object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub output: Option<String>,
 }
 
@@ -149,6 +169,7 @@ pub struct InputSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
     /// Number of retries after the first attempt.
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub limit: u32,
     /// Delay between attempts; defaults to 1s doubling up to 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,12 +183,15 @@ pub struct RetryPolicy {
 pub struct Backoff {
     /// Delay before the first retry, in seconds (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub initial_seconds: Option<f64>,
     /// Multiplier applied for each further retry (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub factor: Option<f64>,
     /// Upper bound of the delay, in seconds (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub max_seconds: Option<f64>,
 }
 
@@ -184,5 +208,25 @@ pub struct WorkflowStatus {
     pub conditions: Vec<Condition>,
     /// Number of tasks in the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = u32::MAX))]
     pub task_count: Option<u32>,
+}
+
+/// Adds Kubernetes' rule for env names ([`ENV_NAME_PATTERN`]) to a list of `EnvVar`s, whose
+/// schema comes from the Kubernetes API types.
+fn env_names(schema: &mut schemars::Schema) {
+    let name = schema
+        .get_mut("items")
+        .and_then(|items| items.get_mut("properties"))
+        .and_then(|properties| properties.get_mut("name"))
+        .and_then(|name| name.as_object_mut());
+    if let Some(name) = name {
+        name.insert("pattern".into(), ENV_NAME_PATTERN.into());
+        name.insert(
+            "description".into(),
+            "Name of the environment variable: letters, digits, '_', '-' and '.', not starting \
+             with a digit, and not '.' or starting with '..'."
+                .into(),
+        );
+    }
 }

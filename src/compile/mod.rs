@@ -5,9 +5,12 @@
 //! they cannot disagree about what is valid.
 
 mod dag;
+mod expansion;
 mod graph;
 pub mod names;
 mod params;
+mod quantity;
+mod resources;
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,13 +19,22 @@ use k8s_openapi::api::core::v1::EnvVar;
 
 use crate::api::{RetryPolicy, TaskDefaults, TaskSpec, WorkflowSpec};
 use crate::problem::Problems;
+use crate::text::{MAX_LIST_ITEMS, names, quoted};
 
 pub use dag::{CompiledTask, Dag, Input, InputSource, Retry, TaskId};
 pub use params::{BoundParams, bind_params};
 
 use dag::Adjacency;
+use expansion::{EnvOrigin, TaskEnv, check_expansions};
 use graph::TaskRef;
-use names::{RESERVED_ENV_PREFIX, dns_label_error, is_identifier};
+use names::{
+    RESERVED_ENV_PREFIX, dns_label_error, dns_subdomain_error, env_name_error, is_identifier,
+};
+use resources::check_resources;
+
+/// Longest `timeoutSeconds` and `activeDeadlineSeconds` the CRD schema accepts: 2^53 - 1 (about
+/// 285 million years), the largest whole number every JSON implementation reads exactly.
+pub const MAX_SECONDS: u64 = (1 << 53) - 1;
 
 /// Validates `spec` and compiles it. `base` is the path of the spec in its object (`spec`, or
 /// `spec.workflow` for a run's inline definition) and prefixes every problem's field.
@@ -37,11 +49,8 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     if spec.parallelism == Some(0) {
         problems.push(format!("{base}.parallelism"), "must be at least 1");
     }
-    if spec.active_deadline_seconds == Some(0) {
-        problems.push(
-            format!("{base}.activeDeadlineSeconds"),
-            "must be at least 1",
-        );
+    if let Some(why) = seconds_error(spec.active_deadline_seconds) {
+        problems.push(format!("{base}.activeDeadlineSeconds"), why);
     }
     let param_index = check_params(spec, base, &mut problems);
     let defaults = spec.defaults.clone().unwrap_or_default();
@@ -59,8 +68,9 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
             problems.push(
                 field,
                 format!(
-                    "duplicate task name {:?} (also {base}.tasks[{}])",
-                    task.name, first.0
+                    "duplicate task name {} (also {base}.tasks[{}])",
+                    quoted(&task.name),
+                    first.0
                 ),
             );
         }
@@ -74,18 +84,21 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     let mut seen_parent = vec![0u32; spec.tasks.len()];
     let mut tasks = Vec::with_capacity(spec.tasks.len());
     let mut task_refs: Vec<TaskRef> = Vec::new();
+    let defaults_at = format!("{base}.defaults");
+    let mut defaults_reported = vec![false; defaults.env.len()];
     for (i, task) in spec.tasks.iter().enumerate() {
         let id = TaskId(i as u32);
         let at = format!("{base}.tasks[{i}]");
+        let who = Owner::Task(&task.name);
         for (j, dep) in task.depends_on.iter().enumerate() {
             let field = format!("{at}.dependsOn[{j}]");
             match index.get(dep.as_str()) {
                 None => problems.push(
                     field,
-                    format!("task {:?} depends on unknown task {dep:?}", task.name),
+                    format!("{who} depends on unknown task {}", quoted(dep)),
                 ),
                 Some(&parent) if parent == id => {
-                    problems.push(field, format!("task {:?} depends on itself", task.name))
+                    problems.push(field, format!("{who} depends on itself"))
                 }
                 Some(&parent) => {
                     if seen_parent[parent.index()] != id.0 + 1 {
@@ -98,12 +111,14 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
         let mut context = TaskContext {
             id,
             defaults: &defaults,
+            defaults_at: &defaults_at,
+            defaults_reported: &mut defaults_reported,
             tasks: &index,
             params: &param_index,
             problems: &mut problems,
             task_refs: &mut task_refs,
         };
-        tasks.push(compile_task(task, &at, &mut context));
+        tasks.push(compile_task(task, &at, who, &mut context));
     }
 
     let children = Adjacency::from_edges(spec.tasks.len(), &edges);
@@ -122,17 +137,14 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
         Err(cycles) => {
             let name = |id: &TaskId| spec.tasks[id.index()].name.as_str();
             for cycle in cycles {
-                let names: Vec<&str> = cycle.tasks.iter().map(name).collect();
                 let mut message = format!(
-                    "dependency cycle: {} -> {} (each task depends on the next)",
-                    names.join(" -> "),
-                    names[0]
+                    "dependency cycle: {} (each task depends on the next)",
+                    cycle_text(cycle.tasks.iter().map(name))
                 );
                 if !cycle.others.is_empty() {
-                    let others: Vec<&str> = cycle.others.iter().map(name).collect();
                     message.push_str(&format!(
                         "; further cycles through these tasks also involve {}",
-                        others.join(", ")
+                        names(cycle.others.iter().map(name))
                     ));
                 }
                 problems.push(
@@ -157,6 +169,52 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     problems.into_result(dag)
 }
 
+/// Whose field a problem is about, as messages name it: `task "extract"` or `the defaults`.
+/// Formatted only when a message is built: most tasks have no problem.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Owner<'a> {
+    Task(&'a str),
+    Defaults,
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Task(name) => write!(f, "task {}", Quoted(name)),
+            Owner::Defaults => f.write_str("the defaults"),
+        }
+    }
+}
+
+/// A name as [`quoted`] shows it, built only if a message is: most names are in none.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&quoted(self.0))
+    }
+}
+
+/// `"a" -> "b" -> "c" -> "a"`: the first [`MAX_LIST_ITEMS`] tasks of a cycle, then how many more,
+/// then the first again to close it.
+fn cycle_text<'a>(mut tasks: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let total = tasks.len();
+    let Some(first) = tasks.next() else {
+        return String::new();
+    };
+    let mut text = quoted(first);
+    for task in tasks.by_ref().take(MAX_LIST_ITEMS - 1) {
+        text.push_str(" -> ");
+        text.push_str(&quoted(task));
+    }
+    if total > MAX_LIST_ITEMS {
+        text.push_str(&format!(" -> … ({} more)", total - MAX_LIST_ITEMS));
+    }
+    text.push_str(" -> ");
+    text.push_str(&quoted(first));
+    text
+}
+
 fn check_params(
     spec: &WorkflowSpec,
     base: &str,
@@ -171,12 +229,15 @@ fn check_params(
             problems.push(
                 field,
                 format!(
-                    "parameter name {:?} must match ^[A-Za-z_][A-Za-z0-9_]*$",
-                    param.name
+                    "parameter name {} must match ^[A-Za-z_][A-Za-z0-9_]*$",
+                    quoted(&param.name)
                 ),
             );
         } else if duplicate {
-            problems.push(field, format!("duplicate parameter name {:?}", param.name));
+            problems.push(
+                field,
+                format!("duplicate parameter name {}", quoted(&param.name)),
+            );
         }
         if !duplicate {
             index.insert(param.name.clone(), i);
@@ -187,26 +248,49 @@ fn check_params(
 
 fn check_defaults(defaults: &TaskDefaults, base: &str, problems: &mut Problems) {
     let at = format!("{base}.defaults");
-    let owner = "the defaults";
+    let owner = Owner::Defaults;
     if defaults.image.as_deref() == Some("") {
         problems.push(
             format!("{at}.image"),
             format!("{owner}: image must not be empty"),
         );
     }
-    if defaults.timeout_seconds == Some(0) {
-        problems.push(
-            format!("{at}.timeoutSeconds"),
-            format!("{owner}: must be at least 1"),
-        );
+    if let Some(why) = seconds_error(defaults.timeout_seconds) {
+        problems.push(format!("{at}.timeoutSeconds"), format!("{owner}: {why}"));
     }
     if let Some(retries) = &defaults.retries {
         check_retries(retries, &format!("{at}.retries"), owner, problems);
     }
-    check_env(&defaults.env, &format!("{at}.env"), owner, problems);
+    check_env(&defaults.env, &at, owner, problems);
+    if let Some(resources) = &defaults.resources {
+        check_resources(resources, &format!("{at}.resources"), owner, problems);
+    }
+    check_service_account(
+        defaults.service_account_name.as_deref(),
+        &at,
+        owner,
+        problems,
+    );
 }
 
-fn check_retries(retries: &RetryPolicy, at: &str, owner: &str, problems: &mut Problems) {
+/// Why a number of seconds is out of range, if it is. Any larger number means "never" to the
+/// engine, so the validator takes it; the CRD schema stops at [`MAX_SECONDS`].
+fn seconds_error(seconds: Option<u64>) -> Option<String> {
+    (seconds == Some(0)).then(|| "must be at least 1".into())
+}
+
+/// `serviceAccountName` of the object at `at`. An empty name is Kubernetes' default service
+/// account; any other must be a DNS subdomain.
+fn check_service_account(name: Option<&str>, at: &str, owner: Owner, problems: &mut Problems) {
+    if let Some(why) = name.filter(|n| !n.is_empty()).and_then(dns_subdomain_error) {
+        problems.push(
+            format!("{at}.serviceAccountName"),
+            format!("{owner}: service account name {why}"),
+        );
+    }
+}
+
+fn check_retries(retries: &RetryPolicy, at: &str, owner: Owner, problems: &mut Problems) {
     let Some(backoff) = &retries.backoff else {
         return;
     };
@@ -225,26 +309,27 @@ fn check_retries(retries: &RetryPolicy, at: &str, owner: &str, problems: &mut Pr
     check("maxSeconds", backoff.max_seconds, 0.0);
 }
 
-fn check_env(env: &[EnvVar], at: &str, owner: &str, problems: &mut Problems) {
+/// `env` of the object at `at`.
+fn check_env(env: &[EnvVar], at: &str, owner: Owner, problems: &mut Problems) {
     for (j, var) in env.iter().enumerate() {
-        if var.name.is_empty() {
-            problems.push(
-                format!("{at}[{j}].name"),
-                format!("{owner}: env name must not be empty"),
-            );
+        if let Some(why) = env_name_error(&var.name) {
+            problems.push(format!("{at}.env[{j}].name"), format!("{owner}: {why}"));
         } else if var.name.starts_with(RESERVED_ENV_PREFIX) {
             problems.push(
-                format!("{at}[{j}].name"),
+                format!("{at}.env[{j}].name"),
                 format!(
-                    "{owner}: env name {:?} uses the reserved prefix {RESERVED_ENV_PREFIX}",
-                    var.name
+                    "{owner}: env name {} uses the reserved prefix {RESERVED_ENV_PREFIX}",
+                    quoted(&var.name)
                 ),
             );
         }
         if var.value.is_some() && var.value_from.is_some() {
             problems.push(
-                format!("{at}[{j}]"),
-                format!("{owner}: env {:?} sets both value and valueFrom", var.name),
+                format!("{at}.env[{j}]"),
+                format!(
+                    "{owner}: env {} sets both value and valueFrom",
+                    quoted(&var.name)
+                ),
             );
         }
     }
@@ -254,6 +339,10 @@ fn check_env(env: &[EnvVar], at: &str, owner: &str, problems: &mut Problems) {
 struct TaskContext<'a> {
     id: TaskId,
     defaults: &'a TaskDefaults,
+    /// `spec.defaults`.
+    defaults_at: &'a str,
+    /// Which default env entries were already reported too long once expanded.
+    defaults_reported: &'a mut [bool],
     tasks: &'a HashMap<String, TaskId>,
     params: &'a HashMap<String, usize>,
     problems: &'a mut Problems,
@@ -261,16 +350,17 @@ struct TaskContext<'a> {
     task_refs: &'a mut Vec<TaskRef>,
 }
 
-fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> CompiledTask {
+fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>) -> CompiledTask {
     let TaskContext {
         id,
         defaults,
+        defaults_at,
+        ref mut defaults_reported,
         tasks,
         params,
         ref mut problems,
         ref mut task_refs,
     } = *cx;
-    let who = format!("task {:?}", task.name);
     let image = task.image.clone().or_else(|| defaults.image.clone());
     match (&task.image, &defaults.image) {
         (Some(own), _) if own.is_empty() => problems.push(
@@ -290,16 +380,17 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
             format!("{who} has no command (ork runs the command itself, with or without an image)"),
         );
     }
-    if task.timeout_seconds == Some(0) {
-        problems.push(
-            format!("{at}.timeoutSeconds"),
-            format!("{who}: must be at least 1"),
-        );
+    if let Some(why) = seconds_error(task.timeout_seconds) {
+        problems.push(format!("{at}.timeoutSeconds"), format!("{who}: {why}"));
     }
     if let Some(retries) = &task.retries {
-        check_retries(retries, &format!("{at}.retries"), &who, problems);
+        check_retries(retries, &format!("{at}.retries"), who, problems);
     }
-    check_env(&task.env, &format!("{at}.env"), &who, problems);
+    check_env(&task.env, at, who, problems);
+    if let Some(resources) = &task.resources {
+        check_resources(resources, &format!("{at}.resources"), who, problems);
+    }
+    check_service_account(task.service_account_name.as_deref(), at, who, problems);
 
     let own_env: HashSet<&str> = task.env.iter().map(|e| e.name.as_str()).collect();
     let mut input_names: HashSet<&str> = HashSet::with_capacity(task.inputs.len());
@@ -307,27 +398,26 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
     for (j, input) in task.inputs.iter().enumerate() {
         let field = format!("{at}.inputs[{j}]");
         let name = input.name.as_str();
+        let shown = Quoted(name);
         if !is_identifier(name) {
             problems.push(
                 format!("{field}.name"),
-                format!("{who}: input name {name:?} must match ^[A-Za-z_][A-Za-z0-9_]*$"),
+                format!("{who}: input name {shown} must match ^[A-Za-z_][A-Za-z0-9_]*$"),
             );
         } else if name.starts_with(RESERVED_ENV_PREFIX) {
             problems.push(
                 format!("{field}.name"),
-                format!(
-                    "{who}: input name {name:?} uses the reserved prefix {RESERVED_ENV_PREFIX}"
-                ),
+                format!("{who}: input name {shown} uses the reserved prefix {RESERVED_ENV_PREFIX}"),
             );
         } else if !input_names.insert(name) {
             problems.push(
                 format!("{field}.name"),
-                format!("{who}: duplicate input {name:?}"),
+                format!("{who}: duplicate input {shown}"),
             );
         } else if own_env.contains(name) {
             problems.push(
                 format!("{field}.name"),
-                format!("{who}: input {name:?} collides with an env entry of the same name"),
+                format!("{who}: input {shown} collides with an env entry of the same name"),
             );
         }
         let sources = [
@@ -340,7 +430,7 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
             problems.push(
                 field.clone(),
                 format!(
-                    "{who}: input {name:?} needs exactly one of value, fromParam or fromTask, \
+                    "{who}: input {shown} needs exactly one of value, fromParam or fromTask, \
                      found {count}"
                 ),
             );
@@ -348,7 +438,7 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
         if input.output.is_some() && input.from_task.is_none() {
             problems.push(
                 format!("{field}.output"),
-                format!("{who}: input {name:?} sets output without fromTask"),
+                format!("{who}: input {shown} sets output without fromTask"),
             );
         }
         let source = if let Some(value) = &input.value {
@@ -359,7 +449,10 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
                 None => {
                     problems.push(
                         format!("{field}.fromParam"),
-                        format!("{who}: input {name:?} reads undeclared parameter {param:?}"),
+                        format!(
+                            "{who}: input {shown} reads undeclared parameter {}",
+                            quoted(param)
+                        ),
                     );
                     None
                 }
@@ -371,7 +464,8 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
                     problems.push(
                         format!("{field}.output"),
                         format!(
-                            "{who}: input {name:?} reads task {from:?} but names no output key"
+                            "{who}: input {shown} reads task {} but names no output key",
+                            quoted(from)
                         ),
                     );
                     None
@@ -381,7 +475,7 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
                 Some(&source) if source == id => {
                     problems.push(
                         format!("{field}.fromTask"),
-                        format!("{who}: input {name:?} reads the task's own output"),
+                        format!("{who}: input {shown} reads the task's own output"),
                     );
                     Some(source)
                 }
@@ -396,7 +490,7 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
                 None => {
                     problems.push(
                         format!("{field}.fromTask"),
-                        format!("{who}: input {name:?} reads unknown task {from:?}"),
+                        format!("{who}: input {shown} reads unknown task {}", quoted(from)),
                     );
                     None
                 }
@@ -415,12 +509,27 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
         }
     }
 
+    let env = env_entries(&defaults.env, &task.env, &input_names);
+    check_expansions(
+        &TaskEnv {
+            at,
+            defaults_at,
+            who,
+            env: &env,
+            inputs: &input_names,
+            command: &task.command,
+            args: &task.args,
+        },
+        defaults_reported,
+        problems,
+    );
+
     CompiledTask {
         name: task.name.clone(),
         image,
         command: task.command.clone(),
         args: task.args.clone(),
-        env: merge_env(&defaults.env, &task.env, &input_names),
+        env: env.into_iter().map(|(_, var)| var.clone()).collect(),
         inputs,
         retry: merge_retry(task.retries.as_ref(), defaults.retries.as_ref()),
         timeout: task
@@ -438,16 +547,21 @@ fn compile_task(task: &TaskSpec, at: &str, cx: &mut TaskContext<'_>) -> Compiled
     }
 }
 
-/// Defaults first, then the task's own entries; a task entry or an input replaces a default of
-/// the same name.
-fn merge_env(defaults: &[EnvVar], own: &[EnvVar], inputs: &HashSet<&str>) -> Vec<EnvVar> {
+/// The task's env: defaults first, then the task's own entries; a task entry or an input
+/// replaces a default of the same name. Each entry with where it is written.
+fn env_entries<'a>(
+    defaults: &'a [EnvVar],
+    own: &'a [EnvVar],
+    inputs: &HashSet<&str>,
+) -> Vec<(EnvOrigin, &'a EnvVar)> {
     let own_names: HashSet<&str> = own.iter().map(|e| e.name.as_str()).collect();
-    defaults
+    let kept_defaults = defaults
         .iter()
-        .filter(|e| !own_names.contains(e.name.as_str()) && !inputs.contains(e.name.as_str()))
-        .chain(own)
-        .cloned()
-        .collect()
+        .enumerate()
+        .filter(|(_, e)| !own_names.contains(e.name.as_str()) && !inputs.contains(e.name.as_str()))
+        .map(|(j, e)| (EnvOrigin::Default(j), e));
+    let own = own.iter().enumerate().map(|(j, e)| (EnvOrigin::Own(j), e));
+    kept_defaults.chain(own).collect()
 }
 
 /// The task's `retries` replaces the default's limit; its backoff falls back to the default's.

@@ -1,4 +1,7 @@
-//! Naming rules shared by the validator and the drivers.
+//! Naming rules shared by the validator and the drivers: Kubernetes' rules, so that what ork
+//! accepts the API server accepts too.
+
+use crate::text::quoted;
 
 /// Longest DNS-1123 label Kubernetes accepts.
 pub const MAX_LABEL_LEN: usize = 63;
@@ -11,23 +14,35 @@ pub fn dns_label_error(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("must not be empty".into());
     }
+    let shown = quoted(name);
     if name.len() > MAX_LABEL_LEN {
         return Some(format!(
-            "{:?} is {} characters long, at most {MAX_LABEL_LEN} are allowed",
-            name,
+            "{shown} is {} characters long, at most {MAX_LABEL_LEN} are allowed",
             name.len()
         ));
     }
-    let bytes = name.as_bytes();
-    let ok_char = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if !bytes.iter().all(ok_char) || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+    if !is_dns_label(name) {
         return Some(format!(
-            "{name:?} is not a DNS-1123 label (lowercase letters, digits and '-', \
+            "{shown} is not a DNS-1123 label (lowercase letters, digits and '-', \
              starting and ending with a letter or digit)"
         ));
     }
     None
+}
+
+/// Lowercase letters, digits and '-', starting and ending with a letter or digit (any length).
+fn is_dns_label(name: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let b = name.as_bytes();
+    !b.is_empty()
+        && alnum(b[0])
+        && alnum(b[b.len() - 1])
+        && b.iter().all(|&c| alnum(c) || c == b'-')
+}
+
+/// Dot-separated DNS-1123 labels (any length).
+fn is_dns_subdomain(name: &str) -> bool {
+    name.split('.').all(is_dns_label)
 }
 
 /// Longest DNS-1123 subdomain, the rule for object names.
@@ -44,7 +59,7 @@ pub fn object_name_error(kind: &str, name: &str) -> Option<String> {
     } else {
         MAX_SUBDOMAIN_LEN
     };
-    let shown = crate::text::quoted(name);
+    let shown = quoted(name);
     if name.is_empty() {
         return Some(format!("a {kind} name must not be empty"));
     }
@@ -54,15 +69,7 @@ pub fn object_name_error(kind: &str, name: &str) -> Option<String> {
             name.len()
         ));
     }
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let part_ok = |part: &str| {
-        let b = part.as_bytes();
-        !b.is_empty()
-            && alnum(b[0])
-            && alnum(b[b.len() - 1])
-            && b.iter().all(|&c| alnum(c) || c == b'-')
-    };
-    if !name.split('.').all(part_ok) {
+    if !is_dns_subdomain(name) {
         return Some(format!(
             "{kind} name {shown} is not valid: use lowercase letters, digits, '-' and '.', \
              starting and ending with a letter or digit"
@@ -79,7 +86,7 @@ pub fn generate_name_error(kind: &str, prefix: &str) -> Option<String> {
     } else {
         MAX_SUBDOMAIN_LEN
     } - 5;
-    let shown = crate::text::quoted(prefix);
+    let shown = quoted(prefix);
     if prefix.len() > max {
         return Some(format!(
             "{kind} generateName {shown} is {} characters long, at most {max} are allowed              (five random characters are added)",
@@ -93,6 +100,88 @@ pub fn generate_name_error(kind: &str, prefix: &str) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// Why `name` is not a DNS-1123 subdomain (the rule for a service account name), or `None`.
+pub fn dns_subdomain_error(name: &str) -> Option<String> {
+    let shown = quoted(name);
+    if name.len() > MAX_SUBDOMAIN_LEN {
+        return Some(format!(
+            "{shown} is {} characters long, at most {MAX_SUBDOMAIN_LEN} are allowed",
+            name.len()
+        ));
+    }
+    if !is_dns_subdomain(name) {
+        return Some(format!(
+            "{shown} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit)"
+        ));
+    }
+    None
+}
+
+/// [`env_name_error`] as a pattern, for the CRD schema: Kubernetes' `[-._a-zA-Z][-._a-zA-Z0-9]*`
+/// without `.`, `..` or a `..` prefix (a name starting with '.' goes on with anything but '.').
+pub const ENV_NAME_PATTERN: &str = r"^(\.[-_a-zA-Z0-9][-._a-zA-Z0-9]*|[-_a-zA-Z][-._a-zA-Z0-9]*)$";
+
+/// [`dns_label_error`] as a pattern, for the CRD schema (with a `maxLength` of
+/// [`MAX_LABEL_LEN`]).
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A DNS-1123 subdomain or nothing, as a pattern, for the CRD schema (with a `maxLength` of
+/// [`MAX_SUBDOMAIN_LEN`]).
+pub const DNS_SUBDOMAIN_OR_EMPTY_PATTERN: &str =
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$";
+
+/// [`is_identifier`] as a pattern: parameter and input names.
+pub const IDENTIFIER_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+
+/// Why `name` cannot name an environment variable, or `None`. Kubernetes' rule: letters, digits,
+/// '_', '-' and '.', not starting with a digit, and not `.`, `..` or starting with `..`.
+pub fn env_name_error(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("env name must not be empty".into());
+    }
+    let ok = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_');
+    let b = name.as_bytes();
+    if !b.iter().all(|&c| ok(c)) || b[0].is_ascii_digit() {
+        return Some(format!(
+            "env name {} is not valid: use letters, digits, '_', '-' and '.', \
+             not starting with a digit",
+            quoted(name)
+        ));
+    }
+    if name == "." || name.starts_with("..") {
+        return Some(format!(
+            "env name {} must not be '.' or start with '..'",
+            quoted(name)
+        ));
+    }
+    None
+}
+
+/// Longest name part of a qualified name (`[prefix/]name`).
+pub const MAX_QUALIFIED_NAME_LEN: usize = 63;
+
+/// Whether `name` is a Kubernetes qualified name: an optional DNS-1123 subdomain prefix and
+/// '/', then at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or
+/// digit (the rule for resource names, label keys and the like).
+pub fn is_qualified_name(name: &str) -> bool {
+    let (prefix, name) = match name.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, name),
+    };
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= MAX_SUBDOMAIN_LEN && is_dns_subdomain(p));
+    let b = name.as_bytes();
+    let edge = |c: u8| c.is_ascii_alphanumeric();
+    prefix_ok
+        && !b.is_empty()
+        && b.len() <= MAX_QUALIFIED_NAME_LEN
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// Whether `name` matches `^[A-Za-z_][A-Za-z0-9_]*$` (parameter and input names).
@@ -146,6 +235,84 @@ mod tests {
         assert!(generate_name_error("Run", "-etl").is_some());
         assert!(generate_name_error("Run", "../").is_some());
         assert!(generate_name_error("Run", &"a".repeat(59)).is_some());
+    }
+
+    #[test]
+    fn dns_subdomains() {
+        for good in ["default", "etl-runner", "a.b-c.d", &"a".repeat(253)] {
+            assert_eq!(dns_subdomain_error(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "Upper",
+            "a..b",
+            ".a",
+            "a.",
+            "-a",
+            "a_b",
+            "sp ace",
+            &"a".repeat(254),
+        ] {
+            assert!(dns_subdomain_error(bad).is_some(), "{bad:?}");
+        }
+        let long = dns_subdomain_error(&"x".repeat(100_000)).unwrap();
+        assert!(long.len() < 200, "{long}");
+    }
+
+    #[test]
+    fn env_names_follow_kubernetes() {
+        for good in [
+            "A",
+            "_",
+            "my.env-name",
+            "MY_ENV.NAME",
+            "MyEnvName1",
+            "-x",
+            ".a",
+            "a..b",
+        ] {
+            assert_eq!(env_name_error(good), None, "{good}");
+        }
+        for bad in [
+            "", "1A", "A=B", "A B", "A\nB", "A\0", "é", "a/b", "$(X)", ".", "..", "..a",
+        ] {
+            assert!(env_name_error(bad).is_some(), "{bad:?}");
+        }
+        let long = env_name_error(&format!("{}=", "x".repeat(100_000))).unwrap();
+        assert!(long.len() < 200, "{long}");
+    }
+
+    #[test]
+    fn qualified_names() {
+        let longest_prefix = format!("{}/a", "a".repeat(253));
+        for good in [
+            "cpu",
+            "memory",
+            "hugepages-2Mi",
+            "example.com/gpu",
+            "a",
+            "A_b.c-9",
+            &"a".repeat(63),
+            &longest_prefix,
+        ] {
+            assert!(is_qualified_name(good), "{good}");
+        }
+        let long_prefix = format!("{}/a", "a".repeat(254));
+        for bad in [
+            "",
+            "/gpu",
+            "example.com/",
+            "a/b/c",
+            "Example.com/gpu",
+            "-cpu",
+            "cpu-",
+            "c pu",
+            "cpu\n",
+            &"a".repeat(64),
+            &long_prefix,
+        ] {
+            assert!(!is_qualified_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

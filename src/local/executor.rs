@@ -18,7 +18,8 @@ use jiff::Timestamp;
 
 use crate::driver::{Clock, DriverError, Executor, StatusUpdate, SystemClock};
 use crate::engine::{Launch, MAX_OUTPUT_BYTES, Outcome};
-use crate::task_env::{RunIdentity, expand, ork_env};
+use crate::task_env::{MAX_EXPANDED_BYTES, RunIdentity, TooLong, expand_at_most, ork_env};
+use crate::text::quoted;
 
 /// Files an attempt leaves behind in the run directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,17 +102,33 @@ impl ProcessExecutor {
                 ));
             }
             // Like the kubelet: an env value may refer to variables defined before it.
-            let value = expand(var.value.as_deref().unwrap_or(""), |name| {
-                lookup(&env, name)
-            });
+            let value = var.value.as_deref().unwrap_or("");
+            let value = expand_at_most(value, MAX_EXPANDED_BYTES, |name| lookup(&env, name))
+                .map_err(|TooLong| {
+                    format!(
+                        "env {} expands to more than {MAX_EXPANDED_BYTES} bytes, the most one \
+                         environment variable may hold",
+                        quoted(&var.name)
+                    )
+                })?;
             env.push((var.name.clone(), value));
         }
         let argv: Vec<String> = task
             .command
             .iter()
             .chain(&task.args)
-            .map(|arg| expand(arg, |name| lookup(&env, name)))
-            .collect();
+            .enumerate()
+            .map(|(i, arg)| {
+                expand_at_most(arg, MAX_EXPANDED_BYTES, |name| lookup(&env, name)).map_err(
+                    |TooLong| {
+                        format!(
+                            "argument {i} of the command expands to more than \
+                             {MAX_EXPANDED_BYTES} bytes, the most one argument may hold"
+                        )
+                    },
+                )
+            })
+            .collect::<Result<_, _>>()?;
         let Some((program, args)) = argv.split_first() else {
             return Err("the task has no command".into());
         };
