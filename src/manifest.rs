@@ -266,7 +266,7 @@ fn strict<T: DeserializeOwned>(
         serde_path_to_error::deserialize::<_, T>(ignored)
     };
     for path in unknown.into_iter().take(structure::MAX_PROBLEMS) {
-        problems.0.push(Problem::new(path, "unknown field"));
+        problems.push(path, "unknown field");
     }
     match result {
         Ok(parsed) => Some(parsed),
@@ -283,7 +283,7 @@ fn strict<T: DeserializeOwned>(
                     Some(name) => fields::child(&path, &name),
                     None => path,
                 };
-                problems.0.push(Problem::new(field, message));
+                problems.push(field, message);
             }
             None
         }

@@ -9,7 +9,7 @@ use super::run::Condition;
 use crate::compile::MAX_SECONDS;
 use crate::compile::names::{
     DNS_LABEL_PATTERN, DNS_SUBDOMAIN_OR_EMPTY_PATTERN, ENV_NAME_PATTERN, IDENTIFIER_PATTERN,
-    MAX_LABEL_LEN, MAX_SUBDOMAIN_LEN,
+    MAX_IDENTIFIER_LEN, MAX_LABEL_LEN, MAX_SUBDOMAIN_LEN,
 };
 
 /// A DAG of tasks that a `Run` executes.
@@ -56,7 +56,7 @@ pub struct WorkflowSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ParamSpec {
     /// Parameter name, matching `^[A-Za-z_][A-Za-z0-9_]*$`.
-    #[schemars(pattern(IDENTIFIER_PATTERN))]
+    #[schemars(length(max = MAX_IDENTIFIER_LEN), pattern(IDENTIFIER_PATTERN))]
     pub name: String,
     /// Value used when the run does not supply one; without it the parameter is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,14 +145,14 @@ pub struct TaskSpec {
 #[serde(rename_all = "camelCase")]
 pub struct InputSpec {
     /// Environment variable name, matching `^[A-Za-z_][A-Za-z0-9_]*$`.
-    #[schemars(pattern(IDENTIFIER_PATTERN))]
+    #[schemars(length(max = MAX_IDENTIFIER_LEN), pattern(IDENTIFIER_PATTERN))]
     pub name: String,
     /// A constant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Name of a workflow parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(IDENTIFIER_PATTERN))]
+    #[schemars(length(max = MAX_IDENTIFIER_LEN), pattern(IDENTIFIER_PATTERN))]
     pub from_param: Option<String>,
     /// Name of an upstream task (a direct or transitive dependency) whose output to read.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -86,16 +86,21 @@ pub(super) fn check_expansions(
             })
         });
         if too_long(len) {
+            let name = crate::text::quoted(&var.name);
             match origin {
                 EnvOrigin::Own(j) => problems.push(
                     format!("{}.env[{j}].value", task.at),
-                    format!("{}: {}", task.who, explain(len)),
+                    format!("{}: env {name}: {}", task.who, explain(len)),
                 ),
                 EnvOrigin::Default(j) if !defaults_reported[j] => {
                     defaults_reported[j] = true;
                     problems.push(
                         format!("{}.env[{j}].value", task.defaults_at),
-                        format!("the defaults, for {}: {}", task.who, explain(len)),
+                        format!(
+                            "the defaults, for {}: env {name}: {}",
+                            task.who,
+                            explain(len)
+                        ),
                     );
                 }
                 EnvOrigin::Default(_) => {}

@@ -28,7 +28,7 @@ use dag::Adjacency;
 use expansion::{EnvOrigin, TaskEnv, check_expansions};
 use graph::TaskRef;
 use names::{
-    RESERVED_ENV_PREFIX, dns_label_error, dns_subdomain_error, env_name_error, is_identifier,
+    RESERVED_ENV_PREFIX, dns_label_error, dns_subdomain_error, env_name_error, identifier_error,
 };
 use resources::check_resources;
 
@@ -225,14 +225,8 @@ fn check_params(
         let field = format!("{base}.params[{i}].name");
         // As for tasks, a badly formed name is still indexed so only the name is reported.
         let duplicate = index.contains_key(&param.name);
-        if !is_identifier(&param.name) {
-            problems.push(
-                field,
-                format!(
-                    "parameter name {} must match ^[A-Za-z_][A-Za-z0-9_]*$",
-                    quoted(&param.name)
-                ),
-            );
+        if let Some(why) = identifier_error("parameter name", &param.name) {
+            problems.push(field, why);
         } else if duplicate {
             problems.push(
                 field,
@@ -273,10 +267,15 @@ fn check_defaults(defaults: &TaskDefaults, base: &str, problems: &mut Problems) 
     );
 }
 
-/// Why a number of seconds is out of range, if it is. Any larger number means "never" to the
-/// engine, so the validator takes it; the CRD schema stops at [`MAX_SECONDS`].
+/// Why a number of seconds is out of range, if it is: as the CRD schema says, from 1 to
+/// [`MAX_SECONDS`] (the largest whole number JSON readers agree on), so `ork validate` accepts
+/// exactly what the API server does.
 fn seconds_error(seconds: Option<u64>) -> Option<String> {
-    (seconds == Some(0)).then(|| "must be at least 1".into())
+    match seconds? {
+        0 => Some("must be at least 1".into()),
+        s if s > MAX_SECONDS => Some(format!("{s} is above the maximum {MAX_SECONDS}")),
+        _ => None,
+    }
 }
 
 /// `serviceAccountName` of the object at `at`. An empty name is Kubernetes' default service
@@ -399,11 +398,8 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
         let field = format!("{at}.inputs[{j}]");
         let name = input.name.as_str();
         let shown = Quoted(name);
-        if !is_identifier(name) {
-            problems.push(
-                format!("{field}.name"),
-                format!("{who}: input name {shown} must match ^[A-Za-z_][A-Za-z0-9_]*$"),
-            );
+        if let Some(why) = identifier_error("input name", name) {
+            problems.push(format!("{field}.name"), format!("{who}: {why}"));
         } else if name.starts_with(RESERVED_ENV_PREFIX) {
             problems.push(
                 format!("{field}.name"),

@@ -142,6 +142,9 @@ pub fn env_name_error(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("env name must not be empty".into());
     }
+    if let Some(why) = too_long("env name", name) {
+        return Some(why);
+    }
     let ok = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_');
     let b = name.as_bytes();
     if !b.iter().all(|&c| ok(c)) || b[0].is_ascii_digit() {
@@ -182,6 +185,32 @@ pub fn is_qualified_name(name: &str) -> bool {
         && edge(b[b.len() - 1])
         && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// Longest parameter, input or env name. Kubernetes sets none for env names, but nobody needs
+/// more, and every name ork echoes or stores should stay small.
+pub const MAX_IDENTIFIER_LEN: usize = 253;
+
+/// Why `name` (a parameter or input name, described as `what`) is not one, or `None`: it
+/// must match `^[A-Za-z_][A-Za-z0-9_]*$` and be at most [`MAX_IDENTIFIER_LEN`] long.
+pub fn identifier_error(what: &str, name: &str) -> Option<String> {
+    if !is_identifier(name) {
+        return Some(format!(
+            "{what} {} must match ^[A-Za-z_][A-Za-z0-9_]*$",
+            quoted(name)
+        ));
+    }
+    too_long(what, name)
+}
+
+fn too_long(what: &str, name: &str) -> Option<String> {
+    (name.len() > MAX_IDENTIFIER_LEN).then(|| {
+        format!(
+            "{what} {} is {} characters long, at most {MAX_IDENTIFIER_LEN} are allowed",
+            quoted(name),
+            name.len()
+        )
+    })
 }
 
 /// Whether `name` matches `^[A-Za-z_][A-Za-z0-9_]*$` (parameter and input names).

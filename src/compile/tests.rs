@@ -944,15 +944,18 @@ fn expansions_past_the_argument_limit_are_refused() {
             want: vec![
                 (
                     "spec.defaults.env[2].value".into(),
-                    format!("the defaults, for task \"a\": {}", too_long(262_144)),
+                    format!(
+                        "the defaults, for task \"a\": env \"E3\": {}",
+                        too_long(262_144)
+                    ),
                 ),
                 (
                     "spec.tasks[0].env[0].value".into(),
-                    format!("task \"a\": {}", too_long(262_144)),
+                    format!("task \"a\": env \"OWN\": {}", too_long(262_144)),
                 ),
                 (
                     "spec.tasks[1].env[0].value".into(),
-                    format!("task \"b\": {}", too_long(262_144)),
+                    format!("task \"b\": env \"OWN\": {}", too_long(262_144)),
                 ),
             ],
         },

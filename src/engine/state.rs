@@ -220,7 +220,9 @@ impl Engine {
     /// timeout is the confirmation that it is gone: only then is the timeout recorded, the
     /// parallelism slot freed and the retry's back-off started.
     pub fn finish_attempt(&mut self, task: TaskId, attempt: u32, outcome: Outcome, at: Timestamp) {
-        self.fire_timers(at);
+        // A timer due at the very instant of the report comes after it: the attempt ended in
+        // time.
+        self.fire_timers_before(at);
         let Some(state) = self.tasks.get(task.index()) else {
             return;
         };
@@ -268,14 +270,14 @@ impl Engine {
     /// Fires every timer due at `now` (attempt timeouts, retries, the run deadline), then starts
     /// what can start.
     pub fn tick(&mut self, now: Timestamp) {
-        self.fire_timers(now);
+        self.fire_timers_before(later(now, SignedDuration::from_nanos(1)));
         self.schedule(now);
     }
 
-    /// Fires the timers due at `now`, each at its own time, in time order. Starts nothing.
-    fn fire_timers(&mut self, now: Timestamp) {
+    /// Fires the timers due before `end`, each at its own time, in time order. Starts nothing.
+    fn fire_timers_before(&mut self, end: Timestamp) {
         while let Some(Reverse(timer)) = self.timers.peek().copied() {
-            if timer.at > now || self.is_finished() {
+            if timer.at >= end || self.is_finished() {
                 break;
             }
             self.timers.pop();

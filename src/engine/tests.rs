@@ -1729,12 +1729,12 @@ fn huge_durations_do_not_overflow_the_clock() {
     let cases = [
         (
             "timeoutSeconds",
-            json!({"tasks": [{"name": "a", "timeoutSeconds": u64::MAX}]}),
+            json!({"tasks": [{"name": "a", "timeoutSeconds": crate::compile::MAX_SECONDS}]}),
             RunPhase::Failed,
         ),
         (
             "activeDeadlineSeconds",
-            json!({"activeDeadlineSeconds": u64::MAX, "tasks": [{"name": "a"}]}),
+            json!({"activeDeadlineSeconds": crate::compile::MAX_SECONDS, "tasks": [{"name": "a"}]}),
             RunPhase::Failed,
         ),
         (

@@ -97,8 +97,8 @@ impl ProcessExecutor {
         for var in &task.env {
             if var.value_from.is_some() {
                 return Err(format!(
-                    "env {:?} uses valueFrom, which only works in Kubernetes",
-                    var.name
+                    "env {} uses valueFrom, which only works in Kubernetes",
+                    crate::text::quoted(&var.name)
                 ));
             }
             // Like the kubelet: an env value may refer to variables defined before it.
