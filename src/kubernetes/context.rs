@@ -149,11 +149,7 @@ impl Context {
                 .map(|(name, _)| name.clone())
                 .collect(),
             rejected: run.rejected.clone(),
-            failed_create: run
-                .failed_create
-                .iter()
-                .map(|(job, (why, _))| (job.clone(), why.clone()))
-                .collect(),
+            failed_create: HashMap::new(),
         }
     }
 
@@ -191,6 +187,19 @@ impl Context {
             run.rejected.retain(|job, _| needed(job));
             run.failed_create.retain(|job, _| needed(job));
         }
+    }
+
+    /// Why the run's Jobs have no Pod, as last read: Job name → reason.
+    pub fn failed_creates(&self, uid: &str) -> HashMap<String, String> {
+        let Ok(notes) = self.notes.lock() else {
+            return HashMap::new();
+        };
+        notes.get(uid).map_or_else(HashMap::new, |run| {
+            run.failed_create
+                .iter()
+                .map(|(job, (why, _))| (job.clone(), why.clone()))
+                .collect()
+        })
     }
 
     /// Whether the reason a Job has no Pod was read recently enough.

@@ -186,12 +186,14 @@ async fn watch_namespace(
         .default_backoff()
         .modify(slim_job)
         .inspect_ok(move |event| {
-            if let Event::Apply(job) | Event::InitApply(job) | Event::Delete(job) = event {
+            let first_list = index(&job_index, &job_probes, event);
+            // Only once the index shows it: a reconcile reads what it remembers first and the
+            // index after, so a Job marked seen is in the index it reads, unless it is gone.
+            // (During a re-list the index shows nothing new until the list is complete.)
+            if let Event::Apply(job) | Event::Delete(job) = event {
                 mark_seen(&job_ctx, job);
             }
-            if index(&job_index, &job_probes, event)
-                && job_listed.fetch_add(1, Ordering::SeqCst) == 1
-            {
+            if first_list && job_listed.fetch_add(1, Ordering::SeqCst) == 1 {
                 let _ = job_synced.send(true);
             }
         })

@@ -61,10 +61,13 @@ pub async fn reconcile(
 
     // ---- observe ----
     let definition = resolve(run, &ctx).await?;
+    // What this controller remembers first, the caches after: a Job it made and has seen in
+    // the watch is then in the cache read here, unless it is gone.
+    let mut memory = ctx.memory(&uid);
     let jobs = ctx.jobs_of(&namespace, &name);
     let pods = ctx.pods_of(&namespace, &name);
     read_failed_creates(&ctx, run, &jobs, &pods).await;
-    let memory = ctx.memory(&uid);
+    memory.failed_create = ctx.failed_creates(&uid);
     let now = SystemClock.now();
 
     // ---- decide ----
