@@ -273,9 +273,7 @@ async fn watch_namespace(
         .graceful_shutdown_on(shutdown.clone())
         .run(timed_run_reconcile, retry_later, Arc::clone(&ctx))
         .for_each(|result| {
-            if let Err(e) = result {
-                warn!(error = %e, "run reconcile failed");
-            }
+            log_failure("run", result.err());
             future::ready(())
         });
     let workflows = workflow_controller
@@ -283,15 +281,28 @@ async fn watch_namespace(
         .graceful_shutdown_on(shutdown)
         .run(timed_workflow_reconcile, retry_later, Arc::clone(&ctx))
         .for_each(|result| {
-            if let Err(e) = result {
-                warn!(error = %e, "workflow reconcile failed");
-            }
+            log_failure("workflow", result.err());
             future::ready(())
         });
     info!(namespace = ns.unwrap_or("(all)"), "controller started");
     future::join(runs, workflows).await;
     info!("controller stopped");
     Ok(())
+}
+
+/// Logs a failed reconcile; a lost write race is routine, and only worth a debug line.
+fn log_failure<Q: std::error::Error>(
+    kind: &str,
+    error: Option<kube::runtime::controller::Error<Error, Q>>,
+) {
+    use kube::runtime::controller::Error as ControllerError;
+    match error {
+        None => {}
+        Some(ControllerError::ReconcilerFailed(e, object)) if e.is_conflict() => {
+            tracing::debug!(%kind, %object, "lost a write race; retrying");
+        }
+        Some(e) => warn!(%kind, error = %e, "reconcile failed"),
+    }
 }
 
 /// What every controller of this process shares, beyond the client.
