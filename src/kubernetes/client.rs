@@ -80,6 +80,7 @@ pub struct Counted<S> {
 
 impl<S, B, RB> tower::Service<Request<B>> for Counted<S>
 where
+    B: hyper::body::Body,
     S: tower::Service<Request<B>, Response = Response<RB>>,
     S::Future: Send + 'static,
 {
@@ -93,6 +94,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let verb = verb_of(&req);
+        // What a write sends: the bodies ork builds are in memory, so their size is known.
+        let hint = req.body().size_hint();
+        self.metrics
+            .request_bytes(verb, hint.exact().unwrap_or(hint.lower()));
         let metrics = Arc::clone(&self.metrics);
         let response = self.inner.call(req);
         Box::pin(async move {

@@ -14,8 +14,9 @@ use kube::runtime::reflector::Store;
 use crate::api::{Run, RunPhase, TaskPhase};
 
 /// Upper bounds of the reconcile duration histogram, in seconds.
-const BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 #[derive(Debug, Default)]
@@ -36,6 +37,8 @@ pub struct Metrics {
     tasks_finished: Mutex<BTreeMap<&'static str, u64>>,
     /// `(verb, result)` → API requests; result is the status class (`2xx`, …) or `error`.
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Verb → bytes of request bodies sent.
+    request_bytes: Mutex<BTreeMap<&'static str, u64>>,
     leader: AtomicBool,
     /// The Run caches of every controller (one per watched namespace).
     run_stores: Mutex<Vec<Store<DeserializeGuard<Run>>>>,
@@ -87,6 +90,15 @@ impl Metrics {
     pub fn request(&self, verb: &'static str, result: &'static str) {
         if let Ok(mut map) = self.requests.lock() {
             *map.entry((verb, result)).or_default() += 1;
+        }
+    }
+
+    pub fn request_bytes(&self, verb: &'static str, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.request_bytes.lock() {
+            *map.entry(verb).or_default() += bytes;
         }
     }
 
@@ -206,6 +218,17 @@ impl Metrics {
                     out,
                     "ork_api_requests_total{{verb=\"{verb}\",result=\"{result}\"}} {n}"
                 );
+            }
+        }
+        header(
+            &mut out,
+            "ork_api_request_bytes_total",
+            "counter",
+            "Bytes of request bodies sent to the Kubernetes API, by verb.",
+        );
+        if let Ok(map) = self.request_bytes.lock() {
+            for (verb, n) in map.iter() {
+                let _ = writeln!(out, "ork_api_request_bytes_total{{verb=\"{verb}\"}} {n}");
             }
         }
         header(
