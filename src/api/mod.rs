@@ -8,8 +8,8 @@ mod run;
 mod workflow;
 
 pub use run::{
-    Condition, ConditionStatus, PinnedWorkflow, Run, RunPhase, RunSpec, RunStatus, TaskPhase,
-    TaskStatus, WorkflowRef,
+    Condition, ConditionStatus, PinnedWorkflow, RecordLayout, Run, RunPhase, RunShard,
+    RunShardSpec, RunSpec, RunStatus, TaskCounts, TaskPhase, TaskStatus, WorkflowRef,
 };
 pub use workflow::{
     Backoff, InputSpec, ParamSpec, RetryPolicy, TaskDefaults, TaskSpec, Workflow, WorkflowSpec,

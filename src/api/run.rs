@@ -80,10 +80,54 @@ pub struct RunStatus {
     /// The workflow definition this run is pinned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<PinnedWorkflow>,
-    /// One entry per task, in the workflow's order.
+    /// Tasks by phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_counts: Option<TaskCounts>,
+    /// One entry per task, in the workflow's order — for runs whose records are kept here (up
+    /// to 1,000 tasks). A larger run keeps them in its RunShards (see `records`); `ork get RUN
+    /// -o json` shows them here at any size.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub tasks: Vec<TaskStatus>,
+    /// Where the task records are when they are not in `tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordLayout>,
+    /// Names of running tasks, when the records are in RunShards (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub running_tasks: Vec<String>,
+    /// Names of failed tasks, when the records are in RunShards (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub failed_tasks: Vec<String>,
+}
+
+/// How many tasks of a run are in each phase.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCounts {
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub cancelled: u32,
+}
+
+/// Where a large run keeps its task records and pinned tasks: RunShard objects owned by the
+/// Run, labelled `ork.dev/run: RUN`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordLayout {
+    /// Number of record shards: `RUN.tasks-0`, `RUN.tasks-1`, …, each holding the records of
+    /// `tasksPerShard` consecutive tasks in the workflow's order.
+    pub shards: u32,
+    /// Tasks per record shard.
+    pub tasks_per_shard: u32,
+    /// The RunShards holding the pinned definition's tasks, in order (the rest of the pinned
+    /// definition is in `workflow.spec`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub definition: Vec<String>,
 }
 
 /// Which workflow definition a run executes.
@@ -102,6 +146,35 @@ pub struct PinnedWorkflow {
     /// The run's parameters as they were when it started, pinned like the definition.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+}
+
+/// Part of a large run's records: the records of a range of tasks, or a part of its pinned
+/// definition. Owned by its Run; written only by the controller.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ork.dev",
+    version = "v1alpha1",
+    kind = "RunShard",
+    namespaced,
+    category = "ork",
+    doc = "Task records (or pinned tasks) of a large Run; `ork get RUN -o json` joins them.",
+    printcolumn = r#"{"name": "Run", "type": "string", "jsonPath": ".spec.run"}"#,
+    printcolumn = r#"{"name": "First", "type": "integer", "jsonPath": ".spec.first"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RunShardSpec {
+    /// The Run this belongs to.
+    pub run: String,
+    /// Index, in the workflow's order, of the first task here.
+    pub first: u32,
+    /// Task records, in the workflow's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskStatus>,
+    /// Pinned task definitions, in the workflow's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "task_specs")]
+    pub definition: Vec<super::workflow::TaskSpec>,
 }
 
 /// Phase of a run.
@@ -219,6 +292,15 @@ fn run_phase(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "enum": ["Pending", "Running", "Succeeded", "Failed", "Cancelled"],
+    })
+}
+
+/// Pinned task definitions were validated when pinned; their schema is the Workflow's, and
+/// repeating it here would only double the CRD: a list of objects kept as written.
+fn task_specs(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
     })
 }
 

@@ -87,10 +87,13 @@ impl Engine {
             .and_then(|c| c.reason.as_deref())
             .and_then(final_reason);
         // The run's message names the task that failed first.
-        engine.first_failure = (0..dag.len() as u32)
+        let mut failed: Vec<TaskId> = (0..dag.len() as u32)
             .map(TaskId)
             .filter(|id| engine.tasks[id.index()].phase == TaskPhase::Failed)
-            .min_by_key(|id| engine.tasks[id.index()].finished_at);
+            .collect();
+        failed.sort_by_key(|id| (engine.tasks[id.index()].finished_at, *id));
+        engine.first_failure = failed.first().copied();
+        engine.failed = failed;
         if phase.is_final() {
             return engine;
         }
@@ -106,6 +109,7 @@ impl Engine {
             match stage {
                 Stage::Running => {
                     engine.tally.running += 1;
+                    engine.running.insert(id);
                     if let (Some(timeout), Some(since)) =
                         (task.timeout, attempt_started(id, attempt))
                     {
@@ -114,7 +118,7 @@ impl Engine {
                             // Already past its deadline: being stopped, as when the timer fired.
                             engine.mark_stopping(id, attempt, at);
                         } else {
-                            engine.push_timer(at, TimerKind::AttemptTimeout, id, attempt);
+                            engine.set_timeout(id, attempt, Some(at));
                         }
                     }
                 }

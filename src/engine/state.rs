@@ -1,7 +1,7 @@
 //! The engine's state machine.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
@@ -80,6 +80,8 @@ pub(super) struct TaskState {
     /// The running attempt's deadline, once it has passed: the attempt is being stopped and
     /// its end, when the driver reports it, is a timeout unless it succeeded in time.
     pub(super) stopping: Option<Timestamp>,
+    /// The running attempt's deadline, while its timer runs.
+    pub(super) timeout_at: Option<Timestamp>,
     /// Dependencies that have not succeeded yet.
     pub(super) waiting_on: u32,
     pub(super) dirty: bool,
@@ -119,6 +121,13 @@ pub struct Engine {
     ready: VecDeque<TaskId>,
     timers: BinaryHeap<Reverse<Timer>>,
     pub(super) tally: Tally,
+    /// Tasks with a running attempt (also while it is being stopped), for drivers that look at
+    /// running attempts only: O(running), not O(tasks).
+    pub(super) running: BTreeSet<TaskId>,
+    /// Tasks whose running attempt passed its timeout and is being stopped.
+    pub(super) stopping_tasks: BTreeSet<TaskId>,
+    /// Tasks that failed for good, in the order they did.
+    pub(super) failed: Vec<TaskId>,
     pub(super) phase: RunPhase,
     /// CamelCase reason of the final phase, e.g. `TaskFailed`.
     pub(super) reason: Option<&'static str>,
@@ -149,6 +158,7 @@ impl Engine {
                 outputs: None,
                 retry_at: None,
                 stopping: None,
+                timeout_at: None,
                 waiting_on: dag.parents(id).len() as u32,
                 dirty: false,
             })
@@ -160,6 +170,9 @@ impl Engine {
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             tally: Tally::default(),
+            running: BTreeSet::new(),
+            stopping_tasks: BTreeSet::new(),
+            failed: Vec::new(),
             phase: RunPhase::Pending,
             reason: None,
             started_at: None,
@@ -231,6 +244,8 @@ impl Engine {
         }
         let stopping = state.stopping;
         self.tally.running -= 1;
+        self.running.remove(&task);
+        self.stopping_tasks.remove(&task);
         self.tasks[task.index()].stopping = None;
         let outcome = match (stopping, outcome) {
             (None, outcome) => outcome,
@@ -328,8 +343,10 @@ impl Engine {
     /// Records that the running attempt passed its deadline `at` and is being stopped.
     pub(super) fn mark_stopping(&mut self, task: TaskId, attempt: u32, at: Timestamp) {
         let seconds = self.dag.task(task).timeout.map_or(0, |d| d.as_secs());
+        self.stopping_tasks.insert(task);
         let state = &mut self.tasks[task.index()];
         state.stopping = Some(at);
+        state.timeout_at = None;
         state.message = Some(format!(
             "attempt {attempt} exceeded its timeout of {seconds}s; stopping it"
         ));
@@ -338,10 +355,22 @@ impl Engine {
     /// Attempts past their timeout that the driver has not reported gone yet, with their
     /// deadlines: a driver that keeps no state of its own (Kubernetes) stops these.
     pub fn stopping(&self) -> impl Iterator<Item = (TaskId, u32, Timestamp)> + '_ {
-        self.tasks.iter().enumerate().filter_map(|(i, state)| {
-            let at = state.stopping?;
-            Some((TaskId(i as u32), state.attempts, at))
+        self.stopping_tasks.iter().filter_map(|&id| {
+            let state = &self.tasks[id.index()];
+            Some((id, state.attempts, state.stopping?))
         })
+    }
+
+    /// Running attempts, `(task, attempt)`, in task order.
+    pub fn running_attempts(&self) -> impl Iterator<Item = (TaskId, u32)> + '_ {
+        self.running
+            .iter()
+            .map(|&id| (id, self.tasks[id.index()].attempts))
+    }
+
+    /// Tasks that failed for good, in the order they did.
+    pub fn failed_tasks(&self) -> &[TaskId] {
+        &self.failed
     }
 
     /// Actions queued since the last call, in order.
@@ -404,16 +433,13 @@ impl Engine {
         state.phase = TaskPhase::Running;
         state.attempts += 1;
         state.retry_at = None;
+        state.timeout_at = None;
         state.started_at.get_or_insert(now);
         let attempt = state.attempts;
         self.tally.running += 1;
+        self.running.insert(task);
         if let Some(timeout) = timeout {
-            self.push_timer(
-                later(now, timeout),
-                TimerKind::AttemptTimeout,
-                task,
-                attempt,
-            );
+            self.set_timeout(task, attempt, Some(later(now, timeout)));
         }
         self.mark(task);
         self.actions.push(Action::Start(Launch {
@@ -574,6 +600,8 @@ impl Engine {
                 Stage::Done => continue,
                 Stage::Running => {
                     self.tally.running -= 1;
+                    self.running.remove(&task);
+                    self.stopping_tasks.remove(&task);
                     self.actions.push(Action::Kill {
                         task,
                         attempt: state.attempts,
@@ -614,7 +642,10 @@ impl Engine {
         state.reason = Some(reason.into());
         state.message = Some(message);
         match phase {
-            TaskPhase::Failed => self.tally.failed += 1,
+            TaskPhase::Failed => {
+                self.tally.failed += 1;
+                self.failed.push(task);
+            }
             TaskPhase::Skipped => self.tally.skipped += 1,
             TaskPhase::Cancelled => self.tally.cancelled += 1,
             TaskPhase::Succeeded => self.tally.succeeded += 1,
@@ -649,7 +680,43 @@ impl Engine {
             TimerKind::RetryDue => Stage::Backoff,
         };
         let state = &self.tasks[timer.task.index()];
-        state.attempts == timer.attempt && state.stage == stage && state.stopping.is_none()
+        let current = match timer.kind {
+            TimerKind::AttemptTimeout => state.timeout_at == Some(timer.at),
+            _ => true,
+        };
+        current
+            && state.attempts == timer.attempt
+            && state.stage == stage
+            && state.stopping.is_none()
+    }
+
+    /// Sets (or with `None` clears) the deadline of the running attempt `attempt` of `task`.
+    pub(super) fn set_timeout(&mut self, task: TaskId, attempt: u32, at: Option<Timestamp>) {
+        let state = &mut self.tasks[task.index()];
+        if state.timeout_at == at {
+            return;
+        }
+        state.timeout_at = at;
+        if let Some(at) = at {
+            self.push_timer(at, TimerKind::AttemptTimeout, task, attempt);
+        }
+    }
+
+    /// The driver says when attempt `attempt` of `task` really started running (`None`: not
+    /// yet): its timeout counts from there. A Kubernetes driver counts from the Pod's start, as
+    /// the kubelet counts the Pod's own deadline; until then no timeout runs. Ignored for an
+    /// attempt that is not running or is being stopped.
+    pub fn attempt_started(&mut self, task: TaskId, attempt: u32, since: Option<Timestamp>) {
+        let Some(state) = self.tasks.get(task.index()) else {
+            return;
+        };
+        if state.stage != Stage::Running || state.attempts != attempt || state.stopping.is_some() {
+            return;
+        }
+        let Some(timeout) = self.dag.task(task).timeout else {
+            return;
+        };
+        self.set_timeout(task, attempt, since.map(|s| later(s, timeout)));
     }
 
     /// Drops stale timers from the front of the heap so [`next_wakeup`](Self::next_wakeup) is

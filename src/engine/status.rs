@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 
 use super::state::Engine;
-use crate::api::{Condition, ConditionStatus, RunPhase, RunStatus, TaskStatus};
+use crate::api::{Condition, ConditionStatus, RunPhase, RunStatus, TaskCounts, TaskStatus};
 use crate::compile::TaskId;
 
 impl Engine {
@@ -34,11 +34,26 @@ impl Engine {
             finished_at: self.finished_at,
             conditions: vec![self.succeeded_condition()],
             progress: Some(format!("{}/{}", self.tally.succeeded, self.tasks.len())),
+            task_counts: Some(self.task_counts()),
             duration: match (self.started_at, self.finished_at) {
                 (Some(start), Some(end)) => Some(human_duration(end.duration_since(start))),
                 _ => None,
             },
             ..RunStatus::default()
+        }
+    }
+
+    /// Tasks by phase. O(1).
+    pub fn task_counts(&self) -> TaskCounts {
+        let t = &self.tally;
+        let finished = t.succeeded + t.failed + t.skipped + t.cancelled;
+        TaskCounts {
+            pending: (self.tasks.len() as u32).saturating_sub(finished + t.running),
+            running: t.running,
+            succeeded: t.succeeded,
+            failed: t.failed,
+            skipped: t.skipped,
+            cancelled: t.cancelled,
         }
     }
 

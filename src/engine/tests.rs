@@ -1661,6 +1661,7 @@ fn run_status_serializes_to_the_documented_shape() {
             "startedAt": "2026-11-26T03:00:00Z",
             "finishedAt": "2026-11-26T03:00:09Z",
             "progress": "2/2",
+            "taskCounts": {"pending": 0, "running": 0, "succeeded": 2, "failed": 0, "skipped": 0, "cancelled": 0},
             "duration": "9s",
             "conditions": [{
                 "type": "Succeeded",

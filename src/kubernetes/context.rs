@@ -16,6 +16,7 @@ use super::decide::{Config, Memory};
 use super::definition::Definition;
 use super::index::RunIndex;
 use super::metrics::Metrics;
+use super::state::RunState;
 
 /// How long a Job this controller created is taken to exist before the watch shows it.
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
@@ -62,6 +63,8 @@ pub struct Context {
     /// Compiled pinned definitions by run UID: a run is compiled once, not on every reconcile.
     compiled: Mutex<HashMap<String, Arc<Definition>>>,
     notes: Mutex<HashMap<String, RunNotes>>,
+    /// What is kept of each run between reconciles, by run UID.
+    states: Mutex<HashMap<String, RunState>>,
     /// Failed reconciles in a row, by object key.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -86,6 +89,7 @@ impl Context {
             synced,
             compiled: Mutex::default(),
             notes: Mutex::default(),
+            states: Mutex::default(),
             failures: Mutex::default(),
         }
     }
@@ -122,8 +126,24 @@ impl Context {
         }
     }
 
+    /// Takes what is kept of run `uid`, if anything: the reconcile owns it until it gives it
+    /// back with [`keep_state`](Self::keep_state) (the Controller never reconciles one object
+    /// twice at once).
+    pub fn take_state(&self, uid: &str) -> Option<RunState> {
+        self.states.lock().ok()?.remove(uid)
+    }
+
+    pub fn keep_state(&self, uid: &str, state: RunState) {
+        if let Ok(mut states) = self.states.lock() {
+            states.insert(uid.to_string(), state);
+        }
+    }
+
     /// Drops everything kept about a run that is over or gone.
     pub fn forget(&self, uid: &str) {
+        if let Ok(mut states) = self.states.lock() {
+            states.remove(uid);
+        }
         if let Ok(mut compiled) = self.compiled.lock() {
             compiled.remove(uid);
         }
@@ -179,13 +199,15 @@ impl Context {
         }
     }
 
-    /// Drops the rejections of Jobs no longer needed (their attempts are recorded as over).
-    pub fn keep_rejections(&self, uid: &str, needed: impl Fn(&str) -> bool) {
+    /// Drops the refusals now recorded as their attempts' outcomes.
+    pub fn drop_rejections(&self, uid: &str, recorded: &[String]) {
         if let Ok(mut notes) = self.notes.lock()
             && let Some(run) = notes.get_mut(uid)
         {
-            run.rejected.retain(|job, _| needed(job));
-            run.failed_create.retain(|job, _| needed(job));
+            for job in recorded {
+                run.rejected.remove(job);
+                run.failed_create.remove(job);
+            }
         }
     }
 

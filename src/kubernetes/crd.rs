@@ -4,11 +4,11 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{Run, Workflow};
+use crate::api::{Run, RunShard, Workflow};
 
 /// Both CRDs, Workflow first.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Workflow::crd(), Run::crd()]
+    vec![Workflow::crd(), Run::crd(), RunShard::crd()]
 }
 
 /// `(file name, YAML)` of each CRD, as committed under `crds/`.

@@ -19,9 +19,12 @@ use super::definition::{Definition, Resolution};
 use super::job::build_job;
 use super::names::{LABEL_ATTEMPT, LABEL_TASK, job_name};
 use super::observe::{ObserveContext, job_finished, job_verdict, observe_attempt, pod_finished};
-use crate::api::{Condition, ConditionStatus, Run, RunPhase, RunStatus, TaskPhase, TaskStatus};
+use super::state::RunState;
+use crate::api::{
+    Condition, ConditionStatus, Run, RunPhase, RunShardSpec, RunStatus, TaskPhase, TaskStatus,
+};
 use crate::compile::TaskId;
-use crate::engine::{Action, Engine, Outcome};
+use crate::engine::{Action, Outcome};
 use crate::task_env::RunIdentity;
 use crate::text;
 
@@ -34,6 +37,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 const NO_POD_RECHECK: Duration = Duration::from_secs(5);
 /// Failed tasks named in Events by one reconcile; the rest are counted in one more.
 const MAX_TASK_EVENTS: usize = 10;
+/// Running and failed tasks named in a large run's summary.
+const MAX_NAMED: usize = super::layout::MAX_NAMED_TASKS;
 /// A Job that ended without its Pod in the cache: after this long the Pod is taken as gone
 /// and the Job's own verdict counts.
 const POD_RESULT_WAIT: SignedDuration = SignedDuration::from_secs(10);
@@ -51,6 +56,9 @@ pub struct Config {
     pub job_ttl_seconds: Option<i32>,
     /// Largest status a Run may hold, in bytes of JSON.
     pub max_status_bytes: usize,
+    /// Runs of up to this many tasks keep every record in the Run's status; larger ones in
+    /// RunShards.
+    pub inline_tasks: usize,
 }
 
 impl Default for Config {
@@ -61,6 +69,7 @@ impl Default for Config {
             job_ttl_seconds: None,
             // etcd takes objects up to 1.5 MiB; the spec and metadata need room too.
             max_status_bytes: 1_000_000,
+            inline_tasks: 1000,
         }
     }
 }
@@ -81,6 +90,8 @@ pub struct Memory {
 
 /// Everything the decision is made from.
 pub struct Observed<'a> {
+    /// The Run; when no state is kept for it, its status with every task's record (joined from
+    /// its RunShards when it has them).
     pub run: &'a Run,
     pub definition: &'a Resolution,
     /// Jobs labelled with the run's name, whoever owns them.
@@ -105,8 +116,15 @@ pub struct Note {
 /// What the reconciler carries out.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// The status to write; `None` when the recorded one is right.
+    /// Parts of a large run's pinned definition, to create first (its first write).
+    pub definition_parts: Vec<(String, RunShardSpec)>,
+    /// Records that changed: task index and record.
+    pub records: Vec<(usize, TaskStatus)>,
+    /// The Run's status (without records when `whole` is false) when it changed.
     pub status: Option<RunStatus>,
+    /// Write `status` whole, with a merge patch (a first write, or a run that cannot go on),
+    /// rather than only what changed.
+    pub whole: bool,
     /// Jobs to create, after the status is written.
     pub create: Vec<Job>,
     /// Names of Jobs to delete, after the status is written.
@@ -117,13 +135,17 @@ pub struct Plan {
     pub requeue: Option<Duration>,
     /// The run is over: what is kept about it can go.
     pub finished: bool,
+    /// Refused Jobs whose refusal this plan records as their attempts' outcome.
+    pub recorded_refusals: Vec<String>,
 }
 
-/// Decides what to do about a run.
-pub fn decide(o: &Observed<'_>) -> Plan {
+/// Decides what to do about a run. `state` is what is kept of it between reconciles: `None`
+/// rebuilds it from `o.run`'s status.
+pub fn decide(state: &mut Option<RunState>, o: &Observed<'_>) -> Plan {
     let children = Children::new(o);
     let old = o.run.status.clone().unwrap_or_default();
     if old.phase.is_some_and(RunPhase::is_final) {
+        *state = None;
         return Plan {
             delete: children.active_jobs(|_| true),
             finished: true,
@@ -137,8 +159,47 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         Resolution::Waiting(reason, message) => {
             held(o, &old, &children, RunPhase::Pending, reason, message)
         }
-        Resolution::Ready(definition) => run(o, &old, &children, definition),
+        Resolution::Ready(definition) => {
+            let state = state.get_or_insert_with(|| restore(o, &old, &children, definition));
+            run(o, state, &children)
+        }
     }
+}
+
+/// The state of a run, rebuilt from its status (every record in it).
+fn restore(
+    o: &Observed<'_>,
+    old: &RunStatus,
+    children: &Children<'_>,
+    definition: &Arc<Definition>,
+) -> RunState {
+    let name = o.run.name_any();
+    let dag = &definition.dag;
+    let recorded: HashMap<&str, &TaskStatus> =
+        old.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
+    // Once written, the layout stays; before, it follows the run's size.
+    let sharded =
+        old.records.is_some() || (old.tasks.is_empty() && dag.len() > o.config.inline_tasks);
+    RunState::restore(
+        Arc::clone(definition),
+        old,
+        o.run.resource_version().unwrap_or_default(),
+        HashMap::new(),
+        sharded,
+        o.now,
+        |task, attempt| {
+            let live = children
+                .owned
+                .get(job_name(&name, &dag.task(task).name, attempt).as_str())
+                .and_then(|job| children.started(job));
+            live.or_else(|| {
+                recorded
+                    .get(dag.task(task).name.as_str())
+                    .filter(|t| t.attempts == attempt)
+                    .and_then(|t| t.pod_started_at)
+            })
+        },
+    )
 }
 
 /// The run's Jobs and Pods, indexed.
@@ -255,6 +316,7 @@ fn held(
     let changed = &status != old;
     let mut plan = Plan {
         status: changed.then_some(status),
+        whole: true,
         ..Plan::default()
     };
     if phase.is_final() {
@@ -338,42 +400,15 @@ enum Seen {
     NameTaken,
 }
 
-/// A run with a definition: the engine restored from the status, fed what the Jobs and Pods
-/// say, in the order it happened.
-fn run(
-    o: &Observed<'_>,
-    old: &RunStatus,
-    children: &Children<'_>,
-    definition: &Definition,
-) -> Plan {
+/// A run with a definition: its engine fed what the Jobs and Pods say, in the order it
+/// happened, then the records and summary that changed.
+fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan {
     let name = o.run.name_any();
+    let definition = Arc::clone(&state.definition);
     let dag = &definition.dag;
     let job_of = |task: TaskId, attempt: u32| job_name(&name, &dag.task(task).name, attempt);
-    let recorded: HashMap<&str, &TaskStatus> =
-        old.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
-    // When each attempt's Pod started: from the Pod while it is there, else as recorded (the
-    // Pod may be gone by now, deleted for its timeout, say).
-    let pod_started = |task: TaskId, attempt: u32| -> Option<Timestamp> {
-        let live = children
-            .owned
-            .get(job_of(task, attempt).as_str())
-            .and_then(|job| children.started(job));
-        live.or_else(|| {
-            recorded
-                .get(dag.task(task).name.as_str())
-                .filter(|t| t.attempts == attempt)
-                .and_then(|t| t.pod_started_at)
-        })
-    };
-    let mut engine = Engine::restore(
-        Arc::clone(dag),
-        definition.params.clone(),
-        old,
-        o.now,
-        pod_started,
-    );
-    if engine.phase() == RunPhase::Pending {
-        engine.start(o.now);
+    if state.engine.phase() == RunPhase::Pending {
+        state.engine.start(o.now);
     }
 
     let mut requeue: Option<Duration> = None;
@@ -381,32 +416,49 @@ fn run(
     let mut ends: Vec<(Timestamp, TaskId, u32, Outcome)> = Vec::new();
     let mut waiting: HashMap<TaskId, String> = HashMap::new();
     let mut unmade: Vec<TaskId> = Vec::new();
-    for task in old.tasks.iter().filter(|t| t.phase == TaskPhase::Running) {
-        let Some(id) = dag.id(&task.name) else {
-            continue;
-        };
-        let attempt = task.attempts;
+    let mut recorded_refusals = Vec::new();
+    // Running attempts as recorded: what their Jobs say is all that can have changed.
+    let running: Vec<(TaskId, u32)> = state
+        .engine
+        .running_attempts()
+        .filter(|&(id, attempt)| {
+            let recorded = &state.records[id.index()];
+            recorded.phase == TaskPhase::Running && recorded.attempts == attempt
+        })
+        .collect();
+    // Each attempt's timeout counts from its Pod's start, as the kubelet counts the Pod's own
+    // deadline: from the Pod while it is there, else as recorded (the Pod may be gone, deleted
+    // for its timeout, say); no timeout runs before the Pod starts.
+    for &(id, attempt) in &running {
+        let live = children
+            .owned
+            .get(job_of(id, attempt).as_str())
+            .and_then(|job| children.started(job));
+        let since = live.or(state.records[id.index()].pod_started_at);
+        state.engine.attempt_started(id, attempt, since);
+    }
+    for &(id, attempt) in &running {
         let job = job_of(id, attempt);
-        match seen(o, children, task, &job) {
-            Seen::Ended(outcome, at) => ends.push((at, id, attempt, outcome)),
+        let recorded_job = state.records[id.index()].job.as_deref() == Some(job.as_str());
+        match seen(o, children, attempt, recorded_job, &job) {
+            Seen::Ended(outcome, at) => {
+                if matches!(outcome, Outcome::Refused { .. }) {
+                    recorded_refusals.push(job);
+                }
+                ends.push((at, id, attempt, outcome));
+            }
             Seen::Going(why) => {
                 if let Some(why) = why {
                     waiting.insert(id, why);
                 }
-                if children
-                    .owned
-                    .get(job.as_str())
-                    .is_some_and(|j| children.pods_of(j).is_empty())
-                {
-                    soon(NO_POD_RECHECK);
-                }
-                if children
-                    .owned
-                    .get(job.as_str())
-                    .is_some_and(|j| job_finished(j))
-                {
-                    // Ended, its Pod not in the cache yet.
-                    soon(SOON);
+                if let Some(found) = children.owned.get(job.as_str()) {
+                    if children.pods_of(found).is_empty() {
+                        soon(NO_POD_RECHECK);
+                    }
+                    if job_finished(found) {
+                        // Ended, its Pod not in the cache yet.
+                        soon(SOON);
+                    }
                 }
             }
             Seen::Unmade => unmade.push(id),
@@ -416,9 +468,9 @@ fn run(
     // In the order things happened, each at its own time; then the present.
     ends.sort_by_key(|(at, id, attempt, _)| (*at, *id, *attempt));
     for (at, id, attempt, outcome) in ends {
-        engine.finish_attempt(id, attempt, outcome, at);
+        state.engine.finish_attempt(id, attempt, outcome, at);
     }
-    engine.tick(o.now);
+    state.engine.tick(o.now);
 
     let owner = o.run.controller_owner_ref(&());
     let identity = RunIdentity {
@@ -431,16 +483,27 @@ fn run(
     };
     let namespace = o.run.namespace().unwrap_or_default();
     let mut create = Vec::new();
-    let mut launches: Vec<_> = engine
+    let mut launches: Vec<_> = state
+        .engine
         .take_actions()
         .into_iter()
         .filter_map(|action| match action {
             Action::Start(launch) => Some(launch),
-            // Stopping follows from the status and the engine's state, below.
+            // Stopping follows from the records and the engine's state, below.
             Action::Kill { .. } => None,
         })
         .collect();
-    launches.extend(unmade.into_iter().filter_map(|id| engine.relaunch(id)));
+    launches.extend(
+        unmade
+            .into_iter()
+            .filter_map(|id| state.engine.relaunch(id)),
+    );
+    for launch in &launches {
+        // Not running until its Pod starts.
+        state
+            .engine
+            .attempt_started(launch.task, launch.attempt, None);
+    }
     if let Some(owner) = &owner {
         for launch in &launches {
             let job = job_of(launch.task, launch.attempt);
@@ -448,12 +511,11 @@ fn run(
                 soon(SOON);
                 continue;
             }
-            let task = dag.task(launch.task);
             create.push(build_job(
                 owner,
                 &namespace,
                 &identity,
-                task,
+                dag.task(launch.task),
                 launch,
                 o.config.job_ttl_seconds,
             ));
@@ -464,48 +526,119 @@ fn run(
         .filter_map(|j| j.metadata.name.clone())
         .collect();
 
-    // ---- the status ----
-    let mut status = engine.run_status();
-    for condition in &mut status.conditions {
+    // ---- the records that changed: the engine's changes and what the running attempts say ----
+    let stopping: HashMap<TaskId, Timestamp> = state
+        .engine
+        .stopping()
+        .map(|(id, _, at)| (id, at))
+        .collect();
+    let mut candidates: Vec<TaskId> = state.engine.take_changes();
+    candidates.extend(running.iter().map(|(id, _)| *id));
+    candidates.sort_unstable();
+    candidates.dedup();
+    let mut records: Vec<(usize, TaskStatus)> = Vec::new();
+    for id in candidates {
+        let before = &state.records[id.index()];
+        let mut record = state.engine.task_status(id);
+        if record.attempts > 0 {
+            let job = job_of(id, record.attempts);
+            // Recorded once it exists: a record naming a Job that was never made would take
+            // it for lost after a restart.
+            let exists =
+                children.owned.contains_key(job.as_str()) || o.memory.unseen.contains(&job);
+            let same_attempt = before.attempts == record.attempts;
+            record.job = if exists {
+                Some(job)
+            } else {
+                before.job.clone().filter(|_| same_attempt)
+            };
+            let live = children
+                .owned
+                .get(job_of(id, record.attempts).as_str())
+                .and_then(|j| children.started(j));
+            record.pod_started_at = live.or(before.pod_started_at.filter(|_| same_attempt));
+            if record.phase == TaskPhase::Running
+                && !stopping.contains_key(&id)
+                && let Some(why) = waiting.remove(&id)
+            {
+                record.message = Some(why);
+            }
+        }
+        let record = RunState::stored_record(record);
+        // Which Job runs an attempt and when its Pod started are written along with the next
+        // change of the record, not on their own: no write per attempt just to say so.
+        if differs_beyond_links(&record, before) {
+            records.push((id.index(), record));
+        }
+    }
+
+    // ---- the summary ----
+    let mut head = state.engine.run_status_head();
+    for condition in &mut head.conditions {
         condition.message = condition.message.take().map(text::cap_message);
     }
-    status.workflow = Some(definition.pinned.clone());
-    status.observed_generation = o.run.metadata.generation;
-    let stopping: HashMap<TaskId, Timestamp> =
-        engine.stopping().map(|(id, _, at)| (id, at)).collect();
-    for (i, task) in status.tasks.iter_mut().enumerate() {
-        let id = TaskId(i as u32);
-        if task.attempts == 0 {
-            continue;
+    head.observed_generation = o.run.metadata.generation;
+    head.workflow = state.head.workflow.clone();
+    let mut definition_parts = Vec::new();
+    if !state.written {
+        // The first write pins the definition: in the Run, or in parts for a large run.
+        let mut pinned = definition.pinned.clone();
+        if state.sharded {
+            let spec = pinned.spec.clone().unwrap_or_default();
+            match super::layout::split_definition(&name, &spec) {
+                Ok((without_tasks, parts)) => {
+                    pinned.spec = Some(without_tasks);
+                    head.records = Some(super::layout::layout(
+                        dag.len(),
+                        parts.iter().map(|(n, _)| n.clone()).collect(),
+                    ));
+                    definition_parts = parts;
+                }
+                Err(message) => {
+                    let old = o.run.status.clone().unwrap_or_default();
+                    return held(
+                        o,
+                        &old,
+                        children,
+                        RunPhase::Failed,
+                        "StatusTooLarge",
+                        &message,
+                    );
+                }
+            }
         }
-        let job = job_of(id, task.attempts);
-        task.pod_started_at = pod_started(id, task.attempts);
-        let exists = children.owned.contains_key(job.as_str()) || o.memory.unseen.contains(&job);
-        let before = recorded.get(task.name.as_str());
-        task.job = if exists {
-            Some(job)
-        } else {
-            before
-                .filter(|b| b.attempts == task.attempts)
-                .and_then(|b| b.job.clone())
-        };
-        if task.phase == TaskPhase::Running
-            && !stopping.contains_key(&id)
-            && let Some(why) = waiting.remove(&id)
-        {
-            task.message = Some(why);
-        }
+        head.workflow = Some(pinned);
+    } else {
+        head.records = state.head.records.clone();
     }
-    if let Some(size) = too_large(&status, o.config.max_status_bytes) {
+    if state.sharded {
+        head.running_tasks = state
+            .engine
+            .running_attempts()
+            .take(MAX_NAMED)
+            .map(|(id, _)| dag.task(id).name.clone())
+            .collect();
+        head.failed_tasks = state
+            .engine
+            .failed_tasks()
+            .iter()
+            .take(MAX_NAMED)
+            .map(|id| dag.task(*id).name.clone())
+            .collect();
+    } else if let Some(size) = {
+        let size = state.inline_size_with(&head, &records);
+        (size > o.config.max_status_bytes).then_some(size)
+    } {
         let message = format!(
             "the run's status would be {size} bytes, over the {} a Run may hold (tasks, \
              outputs and the pinned definition together); split the workflow or write smaller \
              outputs",
             o.config.max_status_bytes
         );
+        let old = o.run.status.clone().unwrap_or_default();
         return held(
             o,
-            old,
+            &old,
             children,
             RunPhase::Failed,
             "StatusTooLarge",
@@ -513,10 +646,42 @@ fn run(
         );
     }
 
-    // ---- what to stop: judged from the status about to be recorded ----
-    let finished = engine.is_finished();
+    // ---- what to stop: judged from the records about to be written ----
+    let finished = state.engine.is_finished();
     let grace = o.config.stop_grace;
+    let current = |task: &str| -> Option<&TaskStatus> {
+        let id = dag.id(task)?;
+        let changed = records
+            .iter()
+            .find(|(i, _)| *i == id.index())
+            .map(|(_, r)| r);
+        Some(changed.unwrap_or(&state.records[id.index()]))
+    };
+    // Every Job of the run when just rebuilt (what a crash may have left behind), else the Jobs
+    // whose attempts just ended or are being stopped.
+    let left_running: HashSet<String> = records
+        .iter()
+        .filter_map(|(i, _)| {
+            let before = &state.records[*i];
+            (before.phase == TaskPhase::Running).then(|| job_of(TaskId(*i as u32), before.attempts))
+        })
+        .chain(
+            stopping
+                .keys()
+                .map(|id| job_of(*id, state.records[id.index()].attempts)),
+        )
+        .collect();
+    let check_all = state.fresh || finished;
     let delete = children.active_jobs(|job| {
+        if !check_all
+            && !job
+                .metadata
+                .name
+                .as_ref()
+                .is_some_and(|n| left_running.contains(n))
+        {
+            return false;
+        }
         let (Some(task), Some(attempt)) = (
             label(job, LABEL_TASK),
             label(job, LABEL_ATTEMPT).and_then(|a| a.parse::<u32>().ok()),
@@ -526,14 +691,13 @@ fn run(
         if finished {
             return true;
         }
-        let Some(id) = dag.id(task) else {
+        let Some(current) = current(task) else {
             return true; // a task this run does not have
         };
-        let current = &status.tasks[id.index()];
         if current.phase != TaskPhase::Running || current.attempts != attempt {
             return true;
         }
-        match stopping.get(&id) {
+        match dag.id(task).and_then(|id| stopping.get(&id)) {
             // Past its deadline: the kubelet stops it (keeping its Pod and logs); ork deletes
             // the Job only if that has not happened after a grace period.
             Some(deadline) => later(*deadline, grace) <= o.now,
@@ -548,34 +712,53 @@ fn run(
     }
 
     // ---- Events ----
-    let events = notes(old, &status, &|task: &TaskStatus| {
-        task.job.clone().or_else(|| {
-            let id = dag.id(&task.name)?;
-            let job = job_of(id, task.attempts);
-            creating.contains(&job).then_some(job)
-        })
-    });
+    let events = notes(
+        &state.head,
+        &head,
+        &state.records,
+        &records,
+        &|task: &TaskStatus| {
+            task.job.clone().or_else(|| {
+                let id = dag.id(&task.name)?;
+                let job = job_of(id, task.attempts);
+                creating.contains(&job).then_some(job)
+            })
+        },
+    );
 
     if !finished {
-        let next = engine
+        let next = state
+            .engine
             .next_wakeup()
             .map_or(RESYNC, |at| until(at, o.now))
             .min(RESYNC);
         soon(next.max(Duration::from_millis(10)));
     }
-    let changed = &status != old;
+    let whole = !state.written;
+    let head_changed = whole || head != state.head;
     Plan {
-        status: changed.then_some(status),
+        definition_parts,
+        records,
+        status: head_changed.then_some(head),
+        whole,
         create,
         delete,
         events,
         requeue: if finished { None } else { requeue },
         finished,
+        recorded_refusals,
     }
 }
 
-/// What the Job of a recorded running attempt says.
-fn seen(o: &Observed<'_>, children: &Children<'_>, task: &TaskStatus, job: &str) -> Seen {
+/// What the Job of a running attempt says. `recorded` tells whether its record names the Job
+/// (it was seen once).
+fn seen(
+    o: &Observed<'_>,
+    children: &Children<'_>,
+    attempt: u32,
+    recorded: bool,
+    job: &str,
+) -> Seen {
     if let Some(found) = children.owned.get(job) {
         let pods = children.pods_of(found);
         let cx = ObserveContext {
@@ -604,8 +787,7 @@ fn seen(o: &Observed<'_>, children: &Children<'_>, task: &TaskStatus, job: &str)
         let outcome = Outcome::Refused {
             reason: "JobRejected".into(),
             message: format!(
-                "the API server refused the Job of attempt {}: {}",
-                task.attempts,
+                "the API server refused the Job of attempt {attempt}: {}",
                 text::cap(message.clone(), 4096)
             ),
         };
@@ -614,18 +796,25 @@ fn seen(o: &Observed<'_>, children: &Children<'_>, task: &TaskStatus, job: &str)
     if children.foreign.contains(job) {
         return Seen::NameTaken;
     }
-    // Made once (this controller made it, or the status says so) and gone now.
-    if task.job.as_deref() == Some(job) || o.memory.created.contains(job) {
+    // Made once (this controller made it, or the record says so) and gone now.
+    if recorded || o.memory.created.contains(job) {
         let outcome = Outcome::Failed {
             reason: "JobLost".into(),
-            message: format!(
-                "Job {job} disappeared while attempt {} was running",
-                task.attempts
-            ),
+            message: format!("Job {job} disappeared while attempt {attempt} was running"),
         };
         return Seen::Ended(outcome, o.now);
     }
     Seen::Unmade
+}
+
+/// Whether two records of a task differ in more than the Job they name and its Pod's start.
+fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
+    let unlinked = |t: &TaskStatus| TaskStatus {
+        job: None,
+        pod_started_at: None,
+        ..t.clone()
+    };
+    unlinked(a) != unlinked(b)
 }
 
 /// Events for what changed: the run starting and ending, and each task that failed for good
@@ -633,30 +822,28 @@ fn seen(o: &Observed<'_>, children: &Children<'_>, task: &TaskStatus, job: &str)
 fn notes(
     old: &RunStatus,
     new: &RunStatus,
+    before: &[TaskStatus],
+    changed: &[(usize, TaskStatus)],
     job_of: &dyn Fn(&TaskStatus) -> Option<String>,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
     let was = old.phase.unwrap_or(RunPhase::Pending);
     let is = new.phase.unwrap_or(RunPhase::Pending);
     if was == RunPhase::Pending && is != RunPhase::Pending {
+        let total = new.task_counts.map_or(0, |c| {
+            c.pending + c.running + c.succeeded + c.failed + c.skipped + c.cancelled
+        });
         notes.push(Note {
             type_: EventType::Normal,
             reason: "Started",
-            note: format!("started; {} tasks", new.tasks.len()),
+            note: format!("started; {total} tasks"),
             job: None,
         });
     }
-    let before: HashMap<&str, TaskPhase> = old
-        .tasks
+    let failed: Vec<&TaskStatus> = changed
         .iter()
-        .map(|t| (t.name.as_str(), t.phase))
-        .collect();
-    let failed: Vec<&TaskStatus> = new
-        .tasks
-        .iter()
-        .filter(|t| {
-            t.phase == TaskPhase::Failed && before.get(t.name.as_str()) != Some(&TaskPhase::Failed)
-        })
+        .filter(|(i, t)| t.phase == TaskPhase::Failed && before[*i].phase != TaskPhase::Failed)
+        .map(|(_, t)| t)
         .collect();
     for task in failed.iter().take(MAX_TASK_EVENTS) {
         notes.push(Note {
@@ -703,12 +890,6 @@ fn notes(
         });
     }
     notes
-}
-
-/// The status's size when it is over `max` bytes.
-fn too_large(status: &RunStatus, max: usize) -> Option<usize> {
-    let size = serde_json::to_vec(status).map_or(usize::MAX, |bytes| bytes.len());
-    (size > max).then_some(size)
 }
 
 fn later(at: Timestamp, by: SignedDuration) -> Timestamp {

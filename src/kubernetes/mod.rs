@@ -15,11 +15,13 @@ pub mod http;
 pub mod index;
 mod invalid;
 pub mod job;
+pub mod layout;
 pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod observe;
 mod run_reconciler;
+pub mod state;
 mod workflow_reconciler;
 
 pub use controller::{Settings, run};

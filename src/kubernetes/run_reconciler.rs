@@ -8,6 +8,7 @@
 //! triggered. Job names are deterministic and a Job that exists is never created again, so a
 //! controller killed at any point converges without duplicates.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +23,14 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::context::Context;
-use super::decide::{Memory, Note, Observed, Plan, decide};
+use super::decide::{Note, Observed, Plan, decide};
 use super::definition::resolve;
 use super::error::{Error, api_code};
 use super::invalid;
-use crate::api::{Run, RunStatus, TaskPhase};
+use super::layout;
+use super::names::{LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY};
+use super::state::RunState;
+use crate::api::{Run, RunShard, RunShardSpec, RunStatus, TaskPhase, TaskStatus};
 use crate::driver::{Clock, SystemClock};
 use crate::text;
 
@@ -61,28 +65,95 @@ pub async fn reconcile(
 
     // ---- observe ----
     let definition = resolve(run, &ctx).await?;
+    // What is kept of the run, if it is still what the API server has.
+    let mut state = ctx
+        .take_state(&uid)
+        .filter(|s| Some(s.resource_version.as_str()) == run.metadata.resource_version.as_deref());
+    // Without it, a large run's records are read back from its RunShards.
+    let mut shard_versions = HashMap::new();
+    let assembled;
+    let observed = match (&state, run.status.as_ref().and_then(|s| s.records.as_ref())) {
+        (None, Some(_)) => {
+            let (full, versions) = read_shards(run, &namespace, &uid, &ctx).await?;
+            shard_versions = versions;
+            assembled = full;
+            &assembled
+        }
+        _ => run,
+    };
     // What this controller remembers first, the caches after: a Job it made and has seen in
     // the watch is then in the cache read here, unless it is gone.
     let mut memory = ctx.memory(&uid);
     let jobs = ctx.jobs_of(&namespace, &name);
     let pods = ctx.pods_of(&namespace, &name);
-    read_failed_creates(&ctx, run, &jobs, &pods).await;
+    read_failed_creates(&ctx, observed, &jobs, &pods).await;
     memory.failed_create = ctx.failed_creates(&uid);
     let now = SystemClock.now();
 
     // ---- decide ----
-    let plan = decide(&Observed {
-        run,
-        definition: &definition,
-        jobs: &jobs,
-        pods: &pods,
-        memory: &memory,
-        now,
-        config: &ctx.config,
-    });
+    let restored = state.is_none();
+    let plan = decide(
+        &mut state,
+        &Observed {
+            run: observed,
+            definition: &definition,
+            jobs: &jobs,
+            pods: &pods,
+            memory: &memory,
+            now,
+            config: &ctx.config,
+        },
+    );
+    if restored && let Some(state) = state.as_mut() {
+        state.shard_versions = shard_versions;
+    }
 
     // ---- act ----
-    execute(plan, run, &namespace, &uid, &memory, &ctx).await
+    let result = execute(plan, run, &namespace, &uid, state.as_mut(), &ctx).await;
+    // Kept only when every write went through: otherwise it is rebuilt from what was written.
+    if let (Ok(_), Some(state)) = (&result, state)
+        && !state.engine.is_finished()
+    {
+        ctx.keep_state(&uid, state);
+    }
+    result
+}
+
+/// A large run with every record and its whole pinned definition, joined from its RunShards,
+/// and the resourceVersions of its record shards.
+async fn read_shards(
+    run: &Run,
+    namespace: &str,
+    uid: &str,
+    ctx: &Context,
+) -> Result<(Run, HashMap<u32, String>), Error> {
+    let api: Api<RunShard> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{LABEL_RUN}={}", run.name_any());
+    let listed = api.list(&ListParams::default().labels(&selector)).await?;
+    let ours: Vec<RunShard> = listed
+        .items
+        .into_iter()
+        .filter(|s| {
+            s.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .collect();
+    let mut full = run.clone();
+    layout::assemble(&mut full, &ours).map_err(Error::Internal)?;
+    let name = run.name_any();
+    let versions = ours
+        .iter()
+        .filter_map(|s| {
+            let shard_name = s.metadata.name.as_deref()?;
+            let k = shard_name
+                .strip_prefix(&format!("{name}.tasks-"))?
+                .parse::<u32>()
+                .ok()?;
+            Some((k, s.metadata.resource_version.clone()?))
+        })
+        .collect();
+    Ok((full, versions))
 }
 
 /// Carries out a plan: status, creations, deletions, Events, in that order.
@@ -91,32 +162,27 @@ async fn execute(
     run: &Run,
     namespace: &str,
     uid: &str,
-    memory: &Memory,
+    state: Option<&mut RunState>,
     ctx: &Context,
 ) -> Result<Action, Error> {
     let runs: Api<Run> = Api::namespaced(ctx.client.clone(), namespace);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let old = run.status.clone().unwrap_or_default();
-    if let Some(status) = &plan.status {
-        match write_status(&runs, run, status).await {
-            Ok(()) => {}
-            Err(e) if permanent(&e) => return status_refused(&runs, run, &e, ctx).await,
-            Err(e) => return Err(e),
+    let wrote = match state {
+        Some(state) => write_records(&plan, run, namespace, state, ctx).await,
+        None => match &plan.status {
+            Some(status) => write_whole(&runs, run, status).await.map(|_| true),
+            None => Ok(false),
+        },
+    };
+    match wrote {
+        Ok(true) => {
+            count_tasks(ctx, run, &old, &plan);
+            ctx.drop_rejections(uid, &plan.recorded_refusals);
         }
-        count_tasks(ctx, run, &old, status);
-        // Rejections now recorded as the attempts' outcomes are not needed any more.
-        let running: std::collections::HashSet<&str> = status
-            .tasks
-            .iter()
-            .filter(|t| t.phase == TaskPhase::Running)
-            .filter_map(|t| t.job.as_deref())
-            .collect();
-        let creating: std::collections::HashSet<&str> = plan
-            .create
-            .iter()
-            .filter_map(|j| j.metadata.name.as_deref())
-            .collect();
-        ctx.keep_rejections(uid, |job| running.contains(job) || creating.contains(job));
+        Ok(false) => {}
+        Err(e) if permanent(&e) => return status_refused(&runs, run, &e, ctx).await,
+        Err(e) => return Err(e),
     }
 
     // Only once the status that asks for them is recorded.
@@ -148,9 +214,6 @@ async fn execute(
             }
             Created::Failed(e) => transient = Some(e),
         }
-    }
-    if !memory.rejected.is_empty() {
-        soon(Duration::ZERO);
     }
 
     let deletions: Vec<_> = plan
@@ -235,32 +298,177 @@ fn permanent(error: &Error) -> bool {
     api_code(error).is_some_and(|code| (400..500).contains(&code) && code != 409 && code != 429)
 }
 
-/// Writes the status subresource, on condition that the Run is still the version it was
-/// computed from. A merge patch: fields left out stay as they are, so the pinned definition,
-/// which never changes once recorded, is sent only the first time.
-async fn write_status(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<(), Error> {
-    let mut body = serde_json::to_value(status).map_err(|source| Error::Encode {
+/// Writes a whole status with a merge patch, on condition that the Run is still the version it
+/// was computed from. Returns the Run as written.
+async fn write_whole(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<Run, Error> {
+    let body = serde_json::to_value(status).map_err(|source| Error::Encode {
         what: "the run status",
         source,
     })?;
-    let pinned_before = run.status.as_ref().and_then(|s| s.workflow.as_ref());
-    if pinned_before.is_some()
-        && pinned_before == status.workflow.as_ref()
-        && let Some(fields) = body.as_object_mut()
-    {
-        fields.remove("workflow");
-    }
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": run.resource_version()},
         "status": body,
     });
-    api.patch_status(
-        &run.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch_status(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?)
+}
+
+/// Writes what a plan changed of a run with a state: the parts of a large run's pinned
+/// definition (first write), its changed record shards, then the Run's status — whole the first
+/// time, only what changed after. Each write carries the version it was computed from. The
+/// state learns what was written. Returns whether anything was.
+async fn write_records(
+    plan: &Plan,
+    run: &Run,
+    namespace: &str,
+    state: &mut RunState,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    let runs: Api<Run> = Api::namespaced(ctx.client.clone(), namespace);
+    let shards: Api<RunShard> = Api::namespaced(ctx.client.clone(), namespace);
+    let owner = run
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Internal(format!("Run {} has no uid", run.name_any())))?;
+    let uid = owner.uid.clone();
+    let shard_object = |name: &str, spec: RunShardSpec| {
+        let mut shard = RunShard::new(name, spec);
+        shard.metadata.namespace = Some(namespace.to_string());
+        shard.metadata.owner_references = Some(vec![owner.clone()]);
+        shard.metadata.labels = Some(shard_labels(&run.name_any()));
+        shard
+    };
+    for (name, spec) in &plan.definition_parts {
+        match shards
+            .create(&PostParams::default(), &shard_object(name, spec.clone()))
+            .await
+        {
+            Ok(_) => {}
+            // Named after its content: one of ours with that name holds the same tasks.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let existing = shards.get(name).await?;
+                if !existing
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == uid)
+                {
+                    return Err(Error::Internal(format!(
+                        "RunShard {name} belongs to another object; waiting for it to go"
+                    )));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut wrote = !plan.definition_parts.is_empty();
+    if state.sharded {
+        // Records first: they are the truth a restart rebuilds from; the summary follows.
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<(usize, &TaskStatus)>> =
+            std::collections::BTreeMap::new();
+        for (i, record) in &plan.records {
+            let (k, j) = layout::shard_of(crate::compile::TaskId(*i as u32));
+            by_shard.entry(k).or_default().push((j, record));
+        }
+        for (k, entries) in by_shard {
+            let name = layout::record_shard_name(&run.name_any(), k);
+            let written = match state.shard_versions.get(&k) {
+                Some(version) => {
+                    let patch = layout::shard_patch(version, &entries);
+                    shards
+                        .patch(&name, &PatchParams::default(), &json_patch(patch)?)
+                        .await?
+                }
+                None => {
+                    let first = k * layout::TASKS_PER_SHARD;
+                    let end = (first as usize + layout::TASKS_PER_SHARD as usize)
+                        .min(state.records.len());
+                    let mut tasks: Vec<TaskStatus> = state.records[first as usize..end].to_vec();
+                    for (j, record) in &entries {
+                        tasks[*j] = (*record).clone();
+                    }
+                    let spec = RunShardSpec {
+                        run: run.name_any(),
+                        first,
+                        tasks,
+                        definition: Vec::new(),
+                    };
+                    shards
+                        .create(&PostParams::default(), &shard_object(&name, spec))
+                        .await?
+                }
+            };
+            if let Some(version) = written.metadata.resource_version {
+                state.shard_versions.insert(k, version);
+            }
+            wrote = true;
+        }
+    }
+    let written_run = if plan.whole {
+        match &plan.status {
+            Some(head) => {
+                let mut status = head.clone();
+                if !state.sharded {
+                    status.tasks = state.records.clone();
+                    for (i, record) in &plan.records {
+                        status.tasks[*i] = record.clone();
+                    }
+                }
+                Some(write_whole(&runs, run, &status).await?)
+            }
+            None => None,
+        }
+    } else {
+        let inline_records: Vec<(usize, &TaskStatus)> = if state.sharded {
+            Vec::new()
+        } else {
+            plan.records.iter().map(|(i, r)| (*i, r)).collect()
+        };
+        match (&plan.status, inline_records.is_empty()) {
+            (None, true) => None,
+            (head, _) => {
+                let new_head = head.clone().unwrap_or_else(|| state.head.clone());
+                let patch = layout::status_patch(
+                    &state.resource_version,
+                    &state.head,
+                    &new_head,
+                    &inline_records,
+                );
+                Some(
+                    runs.patch_status(
+                        &run.name_any(),
+                        &PatchParams::default(),
+                        &json_patch(patch)?,
+                    )
+                    .await?,
+                )
+            }
+        }
+    };
+    if let Some(written) = written_run {
+        state.resource_version = written.metadata.resource_version.unwrap_or_default();
+        wrote = true;
+    }
+    state.commit(plan.status.clone(), &plan.records);
+    Ok(wrote)
+}
+
+fn json_patch(ops: serde_json::Value) -> Result<Patch<()>, Error> {
+    let patch = serde_json::from_value(ops).map_err(|source| Error::Encode {
+        what: "a JSON patch",
+        source,
+    })?;
+    Ok(Patch::Json(patch))
+}
+
+fn shard_labels(run: &str) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        (LABEL_RUN.to_string(), run.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+    ])
 }
 
 /// The API server refused the status for good (a schema it breaks, say): the run fails with
@@ -324,7 +532,7 @@ async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), Error> {
     }
 }
 
-/// For running attempts whose Job has had no Pod for a while, reads why (the Job's latest
+/// For the run's Jobs that have had no Pod for a while, reads why (the Job's latest
 /// `FailedCreate` Event: a quota, an admission webhook, a missing service account), a few per
 /// reconcile and each at most every [`FAILED_CREATE_TTL`].
 async fn read_failed_creates(
@@ -339,13 +547,6 @@ async fn read_failed_creates(
         .iter()
         .flat_map(|p| p.owner_references().iter().map(|o| o.uid.as_str()))
         .collect();
-    let running: std::collections::HashSet<&str> = run
-        .status
-        .iter()
-        .flat_map(|s| &s.tasks)
-        .filter(|t| t.phase == TaskPhase::Running)
-        .filter_map(|t| t.job.as_deref())
-        .collect();
     let waiting = jobs.iter().filter(|job| {
         let name = job.metadata.name.as_deref().unwrap_or_default();
         let old_enough = job
@@ -353,8 +554,13 @@ async fn read_failed_creates(
             .creation_timestamp
             .as_ref()
             .is_some_and(|t| now.duration_since(t.0) >= NO_POD_PATIENCE);
-        running.contains(name)
-            && old_enough
+        let ours = job
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.uid == uid);
+        ours && old_enough
+            && job.metadata.deletion_timestamp.is_none()
+            && !super::observe::job_finished(job)
             && !job
                 .metadata
                 .uid
@@ -387,22 +593,20 @@ async fn read_failed_creates(
     }
 }
 
-/// Metrics for what a status write recorded.
-fn count_tasks(ctx: &Context, run: &Run, old: &RunStatus, new: &RunStatus) {
-    let before: std::collections::HashMap<&str, (TaskPhase, u32)> = old
+/// Metrics for what a write recorded.
+fn count_tasks(ctx: &Context, run: &Run, old: &RunStatus, plan: &Plan) {
+    let before: HashMap<&str, (TaskPhase, u32)> = old
         .tasks
         .iter()
         .map(|t| (t.name.as_str(), (t.phase, t.attempts)))
         .collect();
-    for task in &new.tasks {
+    for (_, task) in &plan.records {
         let was = before.get(task.name.as_str()).copied();
-        if was != Some((task.phase, task.attempts)) {
-            ctx.metrics.task_changed(was, (task.phase, task.attempts));
-        }
+        ctx.metrics.task_changed(was, (task.phase, task.attempts));
     }
-    if new.phase != old.phase
-        && let Some(phase) = new.phase
+    if let Some(phase) = plan.status.as_ref().and_then(|s| s.phase)
         && phase.is_final()
+        && old.phase != Some(phase)
     {
         info!(run = %run.name_any(), ?phase, "run finished");
     }

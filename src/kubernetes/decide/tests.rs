@@ -15,6 +15,7 @@ use super::*;
 use crate::api::{PinnedWorkflow, RunPhase, TaskPhase, TaskStatus, WorkflowSpec};
 use crate::compile::{bind_params, compile};
 use crate::kubernetes::definition::{Definition, Resolution};
+use crate::kubernetes::state::RunState;
 
 const RUN_UID: &str = "run-uid";
 
@@ -54,6 +55,12 @@ fn definition(spec: Value) -> Resolution {
 /// What the API server and the caches show, and the reconciler's part.
 struct World {
     run: Run,
+    /// What the controller keeps of the run between reconciles.
+    state: Option<RunState>,
+    /// Record shards written, by index.
+    shards: BTreeMap<u32, Vec<TaskStatus>>,
+    /// Parts of a pinned definition written.
+    parts: Vec<(String, crate::api::RunShardSpec)>,
     definition: Resolution,
     jobs: Vec<Arc<Job>>,
     pods: Vec<Arc<Pod>>,
@@ -67,12 +74,16 @@ impl World {
     fn new(spec: Value) -> Self {
         let run: Run = serde_json::from_value(json!({
             "apiVersion": "ork.dev/v1alpha1", "kind": "Run",
-            "metadata": {"name": "etl-1", "namespace": "team", "uid": RUN_UID, "generation": 1},
+            "metadata": {"name": "etl-1", "namespace": "team", "uid": RUN_UID, "generation": 1,
+                         "resourceVersion": "1"},
             "spec": {"workflow": {"tasks": [{"name": "placeholder"}]}},
         }))
         .unwrap();
         Self {
             run,
+            state: None,
+            shards: BTreeMap::new(),
+            parts: Vec::new(),
             definition: definition(spec),
             jobs: Vec::new(),
             pods: Vec::new(),
@@ -82,25 +93,135 @@ impl World {
         }
     }
 
+    /// The decision alone: nothing written, the state kept as it was.
     fn decide(&self, now: Timestamp) -> Plan {
-        decide(&Observed {
-            run: &self.run,
-            definition: &self.definition,
-            jobs: &self.jobs,
-            pods: &self.pods,
-            memory: &self.memory,
-            now,
-            config: &self.config,
-        })
+        let mut state = None;
+        self.decide_with(&mut state, now)
+    }
+
+    fn decide_with(&self, state: &mut Option<RunState>, now: Timestamp) -> Plan {
+        // Without a state, a large run is read back whole from its shards, as the reconciler
+        // does.
+        let run = if state.is_none() {
+            self.assembled()
+        } else {
+            self.run.clone()
+        };
+        decide(
+            state,
+            &Observed {
+                run: &run,
+                definition: &self.definition,
+                jobs: &self.jobs,
+                pods: &self.pods,
+                memory: &self.memory,
+                now,
+                config: &self.config,
+            },
+        )
+    }
+
+    /// The Run with every record and its whole definition, joined from its shards.
+    fn assembled(&self) -> Run {
+        let mut run = self.run.clone();
+        let mut shards: Vec<crate::api::RunShard> = self
+            .parts
+            .iter()
+            .map(|(name, spec)| {
+                let mut shard = crate::api::RunShard::new(name, spec.clone());
+                shard.metadata.name = Some(name.clone());
+                shard
+            })
+            .collect();
+        for (k, tasks) in &self.shards {
+            let spec = crate::api::RunShardSpec {
+                run: "etl-1".into(),
+                first: k * 64,
+                tasks: tasks.clone(),
+                definition: Vec::new(),
+            };
+            shards.push(crate::api::RunShard::new(&format!("etl-1.tasks-{k}"), spec));
+        }
+        crate::kubernetes::layout::assemble(&mut run, &shards).unwrap();
+        run
+    }
+
+    /// A change made behind the controller's back: what it keeps is stale.
+    fn touch(&mut self) {
+        let version: u64 = self
+            .run
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        self.run.metadata.resource_version = Some((version + 1).to_string());
+    }
+
+    /// The status and records a plan writes, applied as the API server would.
+    fn write(&mut self, plan: &Plan) {
+        let sharded = self.state.as_ref().is_some_and(|s| s.sharded);
+        self.parts.extend(plan.definition_parts.iter().cloned());
+        let mut status = self.run.status.clone().unwrap_or_default();
+        if let Some(new) = &plan.status {
+            let tasks = std::mem::take(&mut status.tasks);
+            status = new.clone();
+            if !plan.whole || self.state.is_some() {
+                status.tasks = tasks;
+            }
+        }
+        if let Some(state) = &self.state {
+            if sharded {
+                for (i, record) in &plan.records {
+                    let (k, j) = crate::kubernetes::layout::shard_of(TaskId(*i as u32));
+                    let shard = self.shards.entry(k).or_insert_with(|| {
+                        let first = (k * 64) as usize;
+                        let end = (first + 64).min(state.records.len());
+                        state.records[first..end].to_vec()
+                    });
+                    shard[j] = record.clone();
+                }
+            } else {
+                if status.tasks.len() != state.records.len() {
+                    status.tasks = state.records.clone();
+                }
+                for (i, record) in &plan.records {
+                    status.tasks[*i] = record.clone();
+                }
+            }
+        }
+        let wrote_run = plan.status.is_some() || (!sharded && !plan.records.is_empty());
+        self.run.status = Some(status);
+        if wrote_run {
+            self.touch();
+        }
+        let version = self
+            .run
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        if let Some(state) = self.state.as_mut() {
+            state.resource_version = version;
+            state.commit(plan.status.clone(), &plan.records);
+        }
     }
 
     /// A reconcile whose writes all succeed: the status is recorded and the Jobs are created
-    /// (known to the controller, not yet in the cache).
+    /// (known to the controller, not yet in the cache). The state is kept only while the Run
+    /// is at the version it was kept for, as the reconciler does.
     fn step(&mut self, now: Timestamp) -> Plan {
-        let plan = self.decide(now);
-        if let Some(status) = &plan.status {
-            self.run.status = Some(status.clone());
-        }
+        let version = self
+            .run
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let mut state = self.state.take().filter(|s| s.resource_version == version);
+        let plan = self.decide_with(&mut state, now);
+        self.state = state;
+        self.write(&plan);
         for job in &plan.create {
             let name = job.metadata.name.clone().unwrap();
             self.memory.created.insert(name.clone());
@@ -160,10 +281,14 @@ impl World {
         self.jobs[i] = Arc::new(updated);
     }
 
+    /// A task's record, wherever it is written (the Run's status, or a record shard).
     fn task(&self, name: &str) -> TaskStatus {
-        self.status()
-            .tasks
-            .iter()
+        if let Some(t) = self.status().tasks.iter().find(|t| t.name == name) {
+            return t.clone();
+        }
+        self.shards
+            .values()
+            .flatten()
             .find(|t| t.name == name)
             .cloned()
             .unwrap_or_else(|| panic!("no task {name}"))
@@ -240,14 +365,18 @@ fn a_job_created_but_not_yet_in_the_cache_is_neither_made_again_nor_lost() {
     let plan = w.step(t(1));
     assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
     assert_eq!(w.task("a").phase, TaskPhase::Running);
-    assert_eq!(
-        w.task("a").job.as_deref(),
-        Some("etl-1.a.1"),
-        "recorded as made"
+    assert!(
+        plan.status.is_none() && plan.records.is_empty(),
+        "no write just to say the Job exists"
     );
     w.show_jobs(t(1));
     let plan = w.step(t(2));
-    assert!(plan.create.is_empty() && plan.status.is_none());
+    assert!(plan.create.is_empty() && plan.status.is_none() && plan.records.is_empty());
+    // The link is written with the record's next change.
+    w.pod("etl-1.a.1", succeeded_pod(1, 2, ""));
+    w.step(t(3));
+    assert_eq!(w.task("a").job.as_deref(), Some("etl-1.a.1"));
+    assert_eq!(w.task("a").pod_started_at, Some(t(1)));
 }
 
 #[test]
@@ -277,7 +406,6 @@ fn a_job_that_disappears_after_it_was_seen_is_a_lost_attempt() {
     w.step(t(0));
     w.show_jobs(t(0));
     w.step(t(1));
-    assert_eq!(w.task("a").job.as_deref(), Some("etl-1.a.1"));
     w.jobs.clear();
     let plan = w.step(t(2));
     let a = w.task("a");
@@ -717,4 +845,79 @@ fn a_run_waiting_for_its_workflow_is_pending_and_woken_by_the_workflow() {
     );
     assert_eq!(plan.requeue, Some(RESYNC), "no polling; only a safety net");
     assert!(plan.events.is_empty());
+}
+
+// ---- runs past the inline limit ----
+
+#[test]
+fn a_large_run_keeps_its_records_in_shards_and_a_summary_in_its_status() {
+    let tasks: Vec<Value> = (0..150).map(|i| json!({"name": format!("t{i}")})).collect();
+    let mut w = World::new(json!({"tasks": tasks}));
+    w.config.inline_tasks = 100;
+    let plan = w.step(t(0));
+    assert_eq!(plan.definition_parts.len(), 1);
+    assert_eq!(plan.create.len(), 150);
+    let status = w.status().clone();
+    assert!(status.tasks.is_empty(), "no records in the Run");
+    let layout = status.records.as_ref().expect("says where the records are");
+    assert_eq!((layout.shards, layout.tasks_per_shard), (3, 64));
+    assert_eq!(layout.definition, [plan.definition_parts[0].0.clone()]);
+    assert!(
+        status
+            .workflow
+            .as_ref()
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    assert_eq!(status.running_tasks.len(), 20, "named, up to a bound");
+    assert_eq!(status.task_counts.unwrap().running, 150);
+    assert_eq!(w.shards.len(), 3);
+    assert_eq!(w.shards[&2].len(), 150 - 128);
+
+    // One task ends: one record is written, and the summary.
+    w.show_jobs(t(0));
+    w.pod("etl-1.t70.1", succeeded_pod(1, 2, r#"{"n": 70}"#));
+    w.pod("etl-1.t3.1", failed_pod(1, 2, 1, "Error"));
+    let plan = w.step(t(3));
+    let written: Vec<usize> = plan.records.iter().map(|(i, _)| *i).collect();
+    assert_eq!(written, [3, 70]);
+    let status = w.status();
+    assert_eq!(status.task_counts.unwrap().succeeded, 1);
+    assert_eq!(status.failed_tasks, ["t3"]);
+    assert_eq!(w.task("t70").outputs.unwrap()["n"], 70);
+
+    // A restart: the state is rebuilt from the shards and goes on where it was.
+    w.state = None;
+    let plan = w.step(t(4));
+    assert!(plan.create.is_empty(), "nothing made again");
+    assert!(
+        plan.records.is_empty() && plan.status.is_none(),
+        "nothing to write"
+    );
+    for i in (0..150).filter(|i| *i != 3 && *i != 70) {
+        w.pod(&format!("etl-1.t{i}.1"), succeeded_pod(1, 5, ""));
+    }
+    w.step(t(6));
+    assert_eq!(w.phase(), RunPhase::Failed);
+    assert_eq!(w.status().task_counts.unwrap().succeeded, 149);
+}
+
+#[test]
+fn only_the_records_that_changed_are_written() {
+    let tasks: Vec<Value> = (0..50).map(|i| json!({"name": format!("t{i}")})).collect();
+    let mut w = World::new(json!({"tasks": tasks}));
+    let first = w.step(t(0));
+    assert!(first.whole, "the first write is whole");
+    w.show_jobs(t(0));
+    w.pod("etl-1.t7.1", succeeded_pod(1, 2, ""));
+    let plan = w.step(t(3));
+    assert!(!plan.whole);
+    let written: Vec<usize> = plan.records.iter().map(|(i, _)| *i).collect();
+    assert_eq!(written, [7]);
+    assert_eq!(w.status().tasks.len(), 50);
+    assert_eq!(w.task("t7").phase, TaskPhase::Succeeded);
 }

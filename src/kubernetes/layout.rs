@@ -1,0 +1,440 @@
+//! Where a run's task records live, and the writes that keep them. Up to the inline limit
+//! (1,000 tasks by default) every record is in the Run's `status.tasks`, as small runs always
+//! were. Past it the Run's status keeps the summary (phase, conditions, counts, the running and
+//! failed tasks by name) and the records live in RunShard objects owned by the Run: `RUN.tasks-K`
+//! holds the records of tasks `K × 64 … K × 64 + 63` in the workflow's order, and
+//! `RUN.def-HASH-K` the pinned definition's tasks, packed by size. Every object stays far below
+//! etcd's limit whatever the run's size: a record is at most a few KiB (outputs ≤ 4 KiB, a
+//! message ≤ 4 KiB), so a record shard stays under 600 KiB, and definition parts are packed to
+//! 512 KiB.
+//!
+//! A write sends only what changed: JSON patches replacing the changed records (and the Run's
+//! changed summary fields), each carrying the resourceVersion it was computed from, so a
+//! decision made on a stale view is refused instead of overwriting newer results. Pure: the
+//! reconciler sends what these functions build.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::api::{
+    RecordLayout, Run, RunShard, RunShardSpec, RunStatus, TaskSpec, TaskStatus, WorkflowSpec,
+};
+use crate::compile::TaskId;
+use crate::text;
+
+/// Records per record shard.
+pub const TASKS_PER_SHARD: u32 = 64;
+/// Largest part of a pinned definition, in bytes of JSON.
+pub const DEFINITION_PART_BYTES: usize = 512 * 1024;
+/// Longest task message kept in a record, so a record shard has a bound.
+pub const MAX_TASK_MESSAGE_BYTES: usize = 4096;
+/// Running and failed tasks named in a large run's summary.
+pub const MAX_NAMED_TASKS: usize = 20;
+
+/// The record shard holding `task`, and the task's place in it.
+pub fn shard_of(task: TaskId) -> (u32, usize) {
+    (
+        task.0 / TASKS_PER_SHARD,
+        (task.0 % TASKS_PER_SHARD) as usize,
+    )
+}
+
+/// Number of record shards for `tasks` tasks.
+pub fn shard_count(tasks: usize) -> u32 {
+    (tasks as u32).div_ceil(TASKS_PER_SHARD)
+}
+
+/// Name of record shard `k` of run `run`.
+pub fn record_shard_name(run: &str, k: u32) -> String {
+    format!("{run}.tasks-{k}")
+}
+
+/// A record as stored: its message bounded.
+pub fn stored(mut record: TaskStatus) -> TaskStatus {
+    if let Some(message) = record.message.take() {
+        record.message = Some(text::cap(message, MAX_TASK_MESSAGE_BYTES));
+    }
+    record
+}
+
+/// The pinned definition of a large run, split: the spec without its tasks (kept in the Run's
+/// status) and the tasks in parts of at most [`DEFINITION_PART_BYTES`], named after a hash of
+/// their content so that two pins of different definitions never share a part. `Err` names a
+/// task too large for any part.
+pub fn split_definition(
+    run: &str,
+    spec: &WorkflowSpec,
+) -> Result<(WorkflowSpec, Vec<(String, RunShardSpec)>), String> {
+    let mut sizes = Vec::with_capacity(spec.tasks.len());
+    let mut hash = FNV_OFFSET;
+    for task in &spec.tasks {
+        let json = serde_json::to_vec(task).map_err(|e| e.to_string())?;
+        if json.len() > DEFINITION_PART_BYTES {
+            return Err(format!(
+                "task {}'s definition is {} bytes of JSON, more than the {DEFINITION_PART_BYTES} \
+                 one part of a pinned definition may hold",
+                text::quoted(&task.name),
+                json.len()
+            ));
+        }
+        hash = fnv1a(hash, &json);
+        sizes.push(json.len());
+    }
+    let mut parts: Vec<(u32, Vec<TaskSpec>)> = Vec::new();
+    let mut bytes = 0usize;
+    for (i, (task, size)) in spec.tasks.iter().zip(sizes).enumerate() {
+        if parts.is_empty() || bytes + size > DEFINITION_PART_BYTES {
+            parts.push((i as u32, Vec::new()));
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some((_, tasks)) = parts.last_mut() {
+            tasks.push(task.clone());
+        }
+    }
+    let shards = parts
+        .into_iter()
+        .enumerate()
+        .map(|(k, (first, definition))| {
+            let name = format!("{run}.def-{:08x}-{k}", hash as u32);
+            let spec = RunShardSpec {
+                run: run.to_string(),
+                first,
+                tasks: Vec::new(),
+                definition,
+            };
+            (name, spec)
+        })
+        .collect();
+    let head = WorkflowSpec {
+        tasks: Vec::new(),
+        ..spec.clone()
+    };
+    Ok((head, shards))
+}
+
+/// The Run as a whole: its status with every task's record in `tasks` and the pinned
+/// definition with every task, joined from its RunShards when it has them (they may come in
+/// any order; other runs' shards are ignored). `Err` says what is missing.
+pub fn assemble(run: &mut Run, shards: &[RunShard]) -> Result<(), String> {
+    let Some(status) = run.status.as_mut() else {
+        return Ok(());
+    };
+    let Some(layout) = status.records.clone() else {
+        return Ok(());
+    };
+    let name = run.metadata.name.clone().unwrap_or_default();
+    let by_name: BTreeMap<&str, &RunShard> = shards
+        .iter()
+        .filter(|s| s.spec.run == name)
+        .filter_map(|s| Some((s.metadata.name.as_deref()?, s)))
+        .collect();
+    // The pinned tasks, part by part.
+    let mut tasks: Vec<TaskSpec> = Vec::new();
+    for part in &layout.definition {
+        let shard = by_name
+            .get(part.as_str())
+            .ok_or_else(|| format!("RunShard {part} (part of the pinned definition) is missing"))?;
+        tasks.extend(shard.spec.definition.iter().cloned());
+    }
+    if let Some(spec) = status.workflow.as_mut().and_then(|w| w.spec.as_mut())
+        && spec.tasks.is_empty()
+    {
+        spec.tasks = tasks;
+    }
+    // Records: a shard that does not exist yet holds only tasks that have not started.
+    let names: Vec<String> = status
+        .workflow
+        .as_ref()
+        .and_then(|w| w.spec.as_ref())
+        .map(|s| s.tasks.iter().map(|t| t.name.clone()).collect())
+        .unwrap_or_default();
+    let mut records: Vec<TaskStatus> = names.iter().map(|n| pending(n)).collect();
+    for k in 0..layout.shards {
+        let Some(shard) = by_name.get(record_shard_name(&name, k).as_str()) else {
+            continue;
+        };
+        for (j, record) in shard.spec.tasks.iter().enumerate() {
+            let i = shard.spec.first as usize + j;
+            if let Some(slot) = records.get_mut(i) {
+                *slot = record.clone();
+            }
+        }
+    }
+    status.tasks = records;
+    Ok(())
+}
+
+/// The record of a task that has not started.
+pub fn pending(name: &str) -> TaskStatus {
+    TaskStatus {
+        name: name.to_string(),
+        phase: crate::api::TaskPhase::Pending,
+        attempts: 0,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        reason: None,
+        message: None,
+        outputs: None,
+        next_attempt_at: None,
+        job: None,
+        pod_started_at: None,
+    }
+}
+
+/// The summary fields of a status as JSON members: everything but `tasks`, and but the pinned
+/// `workflow`, which is written once, with the first status, and never changes.
+fn head_fields(status: &RunStatus) -> Map<String, Value> {
+    let head = RunStatus {
+        workflow: None,
+        ..head_without_definition(status)
+    };
+    match serde_json::to_value(head) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    }
+}
+
+fn head_without_definition(status: &RunStatus) -> RunStatus {
+    RunStatus {
+        phase: status.phase,
+        started_at: status.started_at,
+        finished_at: status.finished_at,
+        observed_generation: status.observed_generation,
+        conditions: status.conditions.clone(),
+        progress: status.progress.clone(),
+        duration: status.duration.clone(),
+        workflow: None,
+        task_counts: status.task_counts,
+        tasks: Vec::new(),
+        records: status.records.clone(),
+        running_tasks: status.running_tasks.clone(),
+        failed_tasks: status.failed_tasks.clone(),
+    }
+}
+
+/// A status without its task records (the records are not copied).
+pub fn head(status: &RunStatus) -> RunStatus {
+    RunStatus {
+        workflow: status.workflow.clone(),
+        ..head_without_definition(status)
+    }
+}
+
+/// A JSON patch of the Run's status subresource: the summary fields that differ between `old`
+/// and `new` (whose task lists are not looked at) and the records in `changed` (task index and
+/// record), on condition that the Run is still at `resource_version`.
+pub fn status_patch(
+    resource_version: &str,
+    old: &RunStatus,
+    new: &RunStatus,
+    changed: &[(usize, &TaskStatus)],
+) -> Value {
+    let mut ops = vec![
+        json!({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}),
+    ];
+    let (before, after) = (head_fields(old), head_fields(new));
+    for (key, value) in &after {
+        if before.get(key) != Some(value) {
+            ops.push(json!({"op": "add", "path": format!("/status/{key}"), "value": value}));
+        }
+    }
+    for key in before.keys() {
+        if !after.contains_key(key) {
+            ops.push(json!({"op": "remove", "path": format!("/status/{key}")}));
+        }
+    }
+    for (i, record) in changed {
+        ops.push(json!({"op": "replace", "path": format!("/status/tasks/{i}"), "value": record}));
+    }
+    Value::Array(ops)
+}
+
+/// A JSON patch of record shard `shard` replacing the records at `changed` (indexes within the
+/// shard), on condition that it is still at `resource_version`.
+pub fn shard_patch(resource_version: &str, records: &[(usize, &TaskStatus)]) -> Value {
+    let mut ops = vec![
+        json!({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}),
+    ];
+    for (j, record) in records {
+        ops.push(json!({"op": "replace", "path": format!("/spec/tasks/{j}"), "value": record}));
+    }
+    Value::Array(ops)
+}
+
+/// The layout of a large run of `tasks` tasks whose definition parts are `definition`.
+pub fn layout(tasks: usize, definition: Vec<String>) -> RecordLayout {
+    RecordLayout {
+        shards: shard_count(tasks),
+        tasks_per_shard: TASKS_PER_SHARD,
+        definition,
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, continued from `hash`: stable across builds, unlike the standard library's hasher.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PinnedWorkflow, TaskPhase};
+
+    fn spec(n: usize, command_bytes: usize) -> WorkflowSpec {
+        serde_json::from_value(json!({
+            "defaults": {"image": "i"},
+            "tasks": (0..n).map(|i| json!({"name": format!("t{i}"), "command": ["x".repeat(command_bytes)]})).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn shards_hold_64_consecutive_tasks() {
+        assert_eq!(shard_of(TaskId(0)), (0, 0));
+        assert_eq!(shard_of(TaskId(63)), (0, 63));
+        assert_eq!(shard_of(TaskId(64)), (1, 0));
+        assert_eq!(shard_count(1), 1);
+        assert_eq!(shard_count(64), 1);
+        assert_eq!(shard_count(10_000), 157);
+        assert_eq!(record_shard_name("etl-x", 3), "etl-x.tasks-3");
+    }
+
+    #[test]
+    fn a_definition_is_split_by_size_and_named_by_content() {
+        let big = spec(2_000, 600);
+        let (head, parts) = split_definition("r", &big).unwrap();
+        assert!(head.tasks.is_empty());
+        assert_eq!(head.defaults, big.defaults);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        let mut next = 0;
+        for (name, part) in &parts {
+            assert!(name.starts_with("r.def-"), "{name}");
+            assert_eq!(part.first, next);
+            next += part.definition.len() as u32;
+            let bytes = serde_json::to_vec(&part.definition).unwrap().len();
+            assert!(bytes <= DEFINITION_PART_BYTES + 1024, "{bytes}");
+        }
+        assert_eq!(next, 2_000);
+        let (_, again) = split_definition("r", &big).unwrap();
+        assert_eq!(
+            parts[0].0, again[0].0,
+            "the same definition, the same names"
+        );
+        let (_, other) = split_definition("r", &spec(2_000, 601)).unwrap();
+        assert_ne!(parts[0].0, other[0].0, "another definition, other names");
+        let too_big = spec(1, DEFINITION_PART_BYTES);
+        assert!(
+            split_definition("r", &too_big)
+                .unwrap_err()
+                .contains("\"t0\"")
+        );
+    }
+
+    #[test]
+    fn a_run_is_assembled_from_its_shards() {
+        let full = spec(150, 4);
+        let (head, parts) = split_definition("r", &full).unwrap();
+        let mut run: Run = serde_json::from_value(json!({
+            "metadata": {"name": "r"}, "spec": {}}))
+        .unwrap();
+        run.status = Some(RunStatus {
+            workflow: Some(PinnedWorkflow {
+                spec: Some(head),
+                ..PinnedWorkflow::default()
+            }),
+            records: Some(layout(150, parts.iter().map(|(n, _)| n.clone()).collect())),
+            ..RunStatus::default()
+        });
+        let mut shards: Vec<RunShard> = parts
+            .into_iter()
+            .map(|(name, spec)| {
+                let mut s = RunShard::new(&name, spec);
+                s.metadata.name = Some(name);
+                s
+            })
+            .collect();
+        // Shard 1 (tasks 64..128) exists; 0 and 2 have not been written.
+        let mut records: Vec<TaskStatus> = (64..128).map(|i| pending(&format!("t{i}"))).collect();
+        records[1].phase = TaskPhase::Succeeded;
+        shards.push(RunShard::new(
+            "r.tasks-1",
+            RunShardSpec {
+                run: "r".into(),
+                first: 64,
+                tasks: records,
+                definition: Vec::new(),
+            },
+        ));
+        // Another run's shard of the same index is ignored.
+        shards.push(RunShard::new(
+            "r.tasks-0",
+            RunShardSpec {
+                run: "other".into(),
+                first: 0,
+                tasks: vec![pending("zzz")],
+                definition: Vec::new(),
+            },
+        ));
+        assemble(&mut run, &shards).unwrap();
+        let status = run.status.unwrap();
+        assert_eq!(status.tasks.len(), 150);
+        assert_eq!(status.tasks[65].phase, TaskPhase::Succeeded);
+        assert_eq!(status.tasks[0].name, "t0");
+        assert_eq!(status.workflow.unwrap().spec.unwrap().tasks, full.tasks);
+
+        let mut missing: Run = serde_json::from_value(json!({"metadata": {"name": "r"}, "spec": {},
+            "status": {"records": {"shards": 1, "tasksPerShard": 64, "definition": ["r.def-0-0"]}}})).unwrap();
+        assert!(
+            assemble(&mut missing, &[])
+                .unwrap_err()
+                .contains("r.def-0-0")
+        );
+    }
+
+    #[test]
+    fn patches_send_only_what_changed() {
+        let mut old = RunStatus {
+            progress: Some("0/3".into()),
+            duration: Some("1s".into()),
+            tasks: (0..3).map(|i| pending(&format!("t{i}"))).collect(),
+            ..RunStatus::default()
+        };
+        let mut new = old.clone();
+        new.progress = Some("1/3".into());
+        new.duration = None;
+        new.tasks[1].phase = TaskPhase::Succeeded;
+        let patch = status_patch("42", &old, &new, &[(1, &new.tasks[1])]);
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": "42"},
+                {"op": "add", "path": "/status/progress", "value": "1/3"},
+                {"op": "remove", "path": "/status/duration"},
+                {"op": "replace", "path": "/status/tasks/1", "value": new.tasks[1]},
+            ])
+        );
+        old.tasks.clear();
+        let record = pending("t5");
+        assert_eq!(
+            shard_patch("7", &[(5, &record)]),
+            json!([
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": "7"},
+                {"op": "replace", "path": "/spec/tasks/5", "value": record},
+            ])
+        );
+    }
+
+    #[test]
+    fn stored_messages_are_bounded() {
+        let mut record = pending("t");
+        record.message = Some("m".repeat(100_000));
+        assert!(stored(record).message.unwrap().len() <= MAX_TASK_MESSAGE_BYTES);
+    }
+}

@@ -1,0 +1,129 @@
+//! What the controller keeps in memory about a run it drives, between reconciles: the engine,
+//! every task's record and the status summary as last written, and the resourceVersions they
+//! were written at. A reconcile of a run whose Run is still at that resourceVersion goes on
+//! from here, doing work in proportion to what changed; any other (after a restart, a leader
+//! change, a write by anyone else, a failed write) rebuilds it from the API server once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::definition::Definition;
+use super::layout::{self, stored};
+use crate::api::{RunStatus, TaskStatus};
+use crate::compile::TaskId;
+use crate::engine::Engine;
+
+/// A run as this controller drives it.
+#[derive(Debug)]
+pub struct RunState {
+    pub engine: Engine,
+    pub definition: Arc<Definition>,
+    /// Every task's record as last written (or read), in the workflow's order.
+    pub records: Vec<TaskStatus>,
+    /// The Run's status as last written, without task records.
+    pub head: RunStatus,
+    /// Whether the status of this layout has been written at all (a first write sends it whole).
+    pub written: bool,
+    /// The records live in RunShards, not in the Run's status.
+    pub sharded: bool,
+    /// The Run's resourceVersion this state corresponds to.
+    pub resource_version: String,
+    /// Record shards that exist, with their resourceVersions.
+    pub shard_versions: HashMap<u32, String>,
+    /// Bytes of JSON of each record, and of all of them, for the size of an inline status.
+    record_bytes: Vec<usize>,
+    pub inline_bytes: usize,
+    /// Just rebuilt from the API: the next decision looks at every Job of the run once.
+    pub fresh: bool,
+}
+
+impl RunState {
+    /// The state of a run whose status (with every record, joined from its RunShards if it has
+    /// them) is `status`. `pod_started(task, attempt)` says when an attempt's Pod started.
+    pub fn restore(
+        definition: Arc<Definition>,
+        status: &RunStatus,
+        resource_version: String,
+        shard_versions: HashMap<u32, String>,
+        sharded: bool,
+        now: Timestamp,
+        pod_started: impl Fn(TaskId, u32) -> Option<Timestamp>,
+    ) -> Self {
+        let dag = Arc::clone(&definition.dag);
+        let engine = Engine::restore(
+            Arc::clone(&dag),
+            definition.params.clone(),
+            status,
+            now,
+            pod_started,
+        );
+        let by_name: HashMap<&str, &TaskStatus> =
+            status.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
+        let records: Vec<TaskStatus> = dag
+            .tasks()
+            .map(|(_, task)| {
+                by_name
+                    .get(task.name.as_str())
+                    .map_or_else(|| layout::pending(&task.name), |t| (*t).clone())
+            })
+            .collect();
+        let written = if sharded {
+            status.records.is_some()
+        } else {
+            status.tasks.len() == dag.len()
+        };
+        let mut state = Self {
+            engine,
+            definition,
+            records,
+            head: layout::head(status),
+            written,
+            sharded,
+            resource_version,
+            shard_versions,
+            record_bytes: Vec::new(),
+            inline_bytes: 0,
+            fresh: true,
+        };
+        state.record_bytes = state.records.iter().map(json_len).collect();
+        state.inline_bytes = state.record_bytes.iter().sum();
+        state
+    }
+
+    /// Records what a successful write recorded.
+    pub fn commit(&mut self, head: Option<RunStatus>, records: &[(usize, TaskStatus)]) {
+        if let Some(head) = head {
+            self.head = head;
+        }
+        for (i, record) in records {
+            if let Some(slot) = self.records.get_mut(*i) {
+                let bytes = json_len(record);
+                self.inline_bytes = self.inline_bytes + bytes - self.record_bytes[*i];
+                self.record_bytes[*i] = bytes;
+                *slot = record.clone();
+            }
+        }
+        self.written = true;
+        self.fresh = false;
+    }
+
+    /// The size the inline status would have with `changed` records replaced.
+    pub fn inline_size_with(&self, head: &RunStatus, changed: &[(usize, TaskStatus)]) -> usize {
+        let mut bytes = self.inline_bytes + json_len(head);
+        for (i, record) in changed {
+            bytes = bytes + json_len(record) - self.record_bytes.get(*i).copied().unwrap_or(0);
+        }
+        bytes
+    }
+
+    /// The record of task `i` as it would be stored.
+    pub fn stored_record(record: TaskStatus) -> TaskStatus {
+        stored(record)
+    }
+}
+
+fn json_len<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}
