@@ -100,6 +100,11 @@ pub enum Command {
         /// finishes (`ttlSecondsAfterFinished`); by default Jobs stay until their Run is deleted.
         #[arg(long, env = "ORK_JOB_TTL_SECONDS", value_name = "SECONDS")]
         job_ttl_seconds: Option<u32>,
+        /// Runs of up to this many tasks keep every task's record in the Run's status; larger
+        /// runs keep them in RunShards (at most 1000).
+        #[arg(long, env = "ORK_INLINE_TASKS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u32).range(0..=1000))]
+        inline_tasks: u32,
     },
 }
 
@@ -159,6 +164,7 @@ pub fn main(cli: Cli) -> ExitCode {
             lease_seconds,
             image_pull_timeout,
             job_ttl_seconds,
+            inline_tasks,
         } => {
             init_logging(log_format);
             let http_address = match metrics_address.as_str() {
@@ -185,6 +191,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 image_pull_timeout: (image_pull_timeout > 0)
                     .then(|| jiff::SignedDuration::from_secs(i64::from(image_pull_timeout))),
                 job_ttl_seconds: job_ttl_seconds.map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
+                inline_tasks: inline_tasks as usize,
                 ..crate::kubernetes::decide::Config::default()
             };
             let settings = crate::kubernetes::Settings {

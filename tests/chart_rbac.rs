@@ -319,7 +319,10 @@ async fn namespaced_install_is_enough_and_every_rule_is_needed() {
     let sa_config = work.path().join("sa-kubeconfig");
     service_account_kubeconfig(&client, &admin, &system, &sa_config).await;
     let _kubelet = Kubelet::start(client.clone(), &team, work.path().join("node"));
+    // Runs of more than 2 tasks keep their records in RunShards: the rule for them is needed too.
     let args: Vec<String> = [
+        "--inline-tasks",
+        "2",
         "--namespace",
         &team,
         "--namespace",
@@ -484,8 +487,11 @@ async fn cluster_wide_install_runs_the_examples() {
     let sa_config = work.path().join("sa-kubeconfig");
     service_account_kubeconfig(&client, &admin, &system, &sa_config).await;
     let _kubelet = Kubelet::start(client.clone(), &team, work.path().join("node"));
-    // Watches every namespace, as the chart's default install does.
+    // Watches every namespace, as the chart's default install does; runs of more than 2 tasks
+    // keep their records in RunShards.
     let args: Vec<String> = [
+        "--inline-tasks",
+        "2",
         "--leader-elect",
         "--lease-name",
         "ork",

@@ -126,6 +126,11 @@ The controller's permissions on the resources it manages, shared by the ClusterR
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["list"]
+# A run of more than 1,000 tasks keeps its task records (and pinned tasks) in RunShards: created
+# and patched as tasks change, listed back after a restart, read when one already exists.
+- apiGroups: ["ork.dev"]
+  resources: ["runshards"]
+  verbs: ["get", "list", "create", "patch"]
 # Kubernetes Events for a run starting and finishing and for each task that fails.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
