@@ -61,6 +61,21 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a Run from the cluster with every task's record, whatever its size (a run of
+    /// more than 1,000 tasks keeps them in RunShards; this joins them).
+    Get {
+        /// `run/NAME`, `runs/NAME` or `NAME` (a Run).
+        run: String,
+        /// Namespace of the Run (default: the kubeconfig context's, else `default`).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = GetFormat::Json)]
+        output: GetFormat,
+        /// Kubeconfig file; by default $KUBECONFIG or ~/.kube/config, then in-cluster config.
+        #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Print the CustomResourceDefinitions (YAML), for `kubectl apply --server-side -f -`.
     Crds,
     /// Run the Kubernetes controller: reconcile Workflows and Runs, one Job per task attempt.
@@ -116,6 +131,12 @@ pub enum LogFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GetFormat {
+    Json,
+    Yaml,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
@@ -139,6 +160,12 @@ pub fn main(cli: Cli) -> ExitCode {
             work_dir,
             quiet,
         } => run(file, param.into_iter().collect(), output, work_dir, quiet),
+        Command::Get {
+            run,
+            namespace,
+            output,
+            kubeconfig,
+        } => get(&run, namespace, output, kubeconfig),
         Command::Crds => match crate::kubernetes::crd::crds_yaml() {
             Ok(yaml) => {
                 use std::io::Write;
@@ -327,6 +354,58 @@ impl Report {
 }
 
 /// The documents of every file; warnings and problems go to `report`.
+/// `ork get`: exit 0 with the Run on stdout, 1 when it cannot be read, 2 for a bad name.
+fn get(
+    target: &str,
+    namespace: Option<String>,
+    output: GetFormat,
+    kubeconfig: Option<PathBuf>,
+) -> ExitCode {
+    let name = ["run/", "runs/", "run.ork.dev/", "runs.ork.dev/"]
+        .iter()
+        .find_map(|prefix| target.strip_prefix(prefix))
+        .unwrap_or(target);
+    if let Some(problem) = crate::compile::names::object_name_error("Run", name) {
+        eprintln!("error: {problem}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let metrics = Arc::new(crate::kubernetes::Metrics::default());
+        let client = crate::kubernetes::client::client(kubeconfig.as_deref(), metrics).await?;
+        let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        crate::kubernetes::get::full_run(&client, &namespace, name).await
+    });
+    let run = match result {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("error: cannot get Run {}: {e}", crate::text::quoted(name));
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match output {
+        GetFormat::Json => serde_json::to_string_pretty(&run).map_err(|e| e.to_string()),
+        GetFormat::Yaml => serde_saphyr::to_string(&run).map_err(|e| e.to_string()),
+    };
+    match text {
+        Ok(text) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}", text.trim_end()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot encode the Run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn load(files: &[PathBuf], report: &mut Report) -> Vec<Document> {
     let mut documents = Vec::new();
     for file in files {

@@ -11,6 +11,7 @@ pub mod crd;
 pub mod decide;
 pub mod definition;
 pub mod error;
+pub mod get;
 pub mod http;
 pub mod index;
 mod invalid;
