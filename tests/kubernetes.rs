@@ -837,3 +837,126 @@ async fn a_status_too_large_for_one_object_fails_the_run_instead_of_hanging() {
     })
     .await;
 }
+
+/// A run past the inline limit keeps its records in RunShards, every object small at every
+/// moment; a controller killed in the middle converges with one Job per task and every result;
+/// `ork get` shows the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_run_survives_a_controller_restart() {
+    const LAYERS: usize = 20;
+    const WIDTH: usize = 100;
+    let mut env = Env::new("large").await;
+    let mut tasks = Vec::new();
+    for layer in 0..LAYERS {
+        for i in 0..WIDTH {
+            let mut task = json!({"name": format!("l{layer}-t{i}"),
+                "command": ["sh", "-c", format!("echo '{{\"n\": {i}}}' > $ORK_OUTPUT")]});
+            if layer > 0 {
+                task["dependsOn"] = json!([
+                    format!("l{}-t{i}", layer - 1),
+                    format!("l{}-t{}", layer - 1, (i + 1) % WIDTH)
+                ]);
+            }
+            tasks.push(task);
+        }
+    }
+    env.apply_workflow(
+        &json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": "big"}, "spec": {"defaults": {"image": "busybox"}, "tasks": tasks}}),
+    )
+    .await;
+    // Every object the watch sees, at every moment: never near etcd's limit.
+    let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let largest = std::sync::Arc::clone(&largest);
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            env.client.clone(),
+            &env.ns,
+            &kube::api::ApiResource::erase::<ork::api::RunShard>(&()),
+        );
+        let runs: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            env.client.clone(),
+            &env.ns,
+            &kube::api::ApiResource::erase::<ork::api::Run>(&()),
+        );
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let shards = kube::runtime::watcher(api, Default::default()).boxed();
+            let runs = kube::runtime::watcher(runs, Default::default()).boxed();
+            let mut both = futures::stream::select(shards, runs);
+            while let Some(event) = both.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(o)
+                    | kube::runtime::watcher::Event::InitApply(o),
+                ) = event
+                {
+                    let size = serde_json::to_vec(&o).map_or(0, |b| b.len());
+                    largest.fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    env.create_run("big-1", "big", json!({})).await;
+    let total = (LAYERS * WIDTH) as u32;
+    env.wait_run("big-1", "to get half way", |run| {
+        let counts = run.status.as_ref()?.task_counts?;
+        (counts.succeeded >= total / 2).then_some(())
+    })
+    .await;
+    env.kill_controller();
+    env.start_controller();
+    let run = env.wait_final("big-1").await;
+    watcher.abort();
+    let status = run.status.as_ref().unwrap();
+    assert_eq!(
+        status.phase,
+        Some(RunPhase::Succeeded),
+        "{:?}",
+        status.conditions
+    );
+    assert!(status.tasks.is_empty(), "the records are in RunShards");
+    assert_eq!(status.task_counts.unwrap().succeeded, total);
+    assert_eq!(status.records.as_ref().unwrap().shards, total.div_ceil(64));
+    let jobs = env.job_names("big-1").await;
+    assert_eq!(jobs.len(), total as usize, "one Job per task");
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    println!("largest Run or RunShard seen: {largest} bytes");
+    assert!(largest < 700 * 1024, "{largest} bytes");
+
+    // `ork get` joins the records back.
+    let out = Command::new(ORK)
+        .args([
+            "get",
+            "run/big-1",
+            "-n",
+            &env.ns,
+            "-o",
+            "json",
+            "--kubeconfig",
+        ])
+        .arg(&env.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = full["status"]["tasks"].as_array().unwrap();
+    assert_eq!(records.len(), total as usize);
+    assert!(
+        records
+            .iter()
+            .all(|t| t["phase"] == "Succeeded" && t["attempts"] == 1)
+    );
+    assert_eq!(records[WIDTH + 7]["outputs"]["n"], 7);
+    assert_eq!(
+        full["status"]["workflow"]["spec"]["tasks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        total as usize,
+        "the whole pinned definition"
+    );
+}

@@ -140,8 +140,10 @@ pub struct PinnedWorkflow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
     /// The definition itself, copied when the run started (by the controller), so that editing
-    /// or deleting the Workflow does not change a run that has begun.
+    /// or deleting the Workflow does not change a run that has begun. (Its schema is the
+    /// Workflow's, checked when it was pinned; a large run keeps its tasks in RunShards.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
     pub spec: Option<WorkflowSpec>,
     /// The run's parameters as they were when it started, pinned like the definition.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

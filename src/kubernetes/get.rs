@@ -18,7 +18,9 @@ pub async fn full_run(client: &Client, namespace: &str, name: &str) -> Result<Ru
         let shards: Api<RunShard> = Api::namespaced(client.clone(), namespace);
         let selector = format!("{LABEL_RUN}={name}");
         let uid = run.uid().unwrap_or_default();
-        let listed = shards.list(&ListParams::default().labels(&selector)).await?;
+        let listed = shards
+            .list(&ListParams::default().labels(&selector))
+            .await?;
         let ours: Vec<RunShard> = listed
             .items
             .into_iter()

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::decide::{Note, Observed, Plan, decide};
-use super::definition::resolve;
+use super::definition::{Resolution, resolve};
 use super::error::{Error, api_code};
 use super::invalid;
 use super::layout;
@@ -64,12 +64,11 @@ pub async fn reconcile(
     ctx.wait_synced().await;
 
     // ---- observe ----
-    let definition = resolve(run, &ctx).await?;
     // What is kept of the run, if it is still what the API server has.
     let mut state = ctx
         .take_state(&uid)
         .filter(|s| Some(s.resource_version.as_str()) == run.metadata.resource_version.as_deref());
-    // Without it, a large run's records are read back from its RunShards.
+    // Without it, a large run's records and pinned tasks are read back from its RunShards.
     let mut shard_versions = HashMap::new();
     let assembled;
     let observed = match (&state, run.status.as_ref().and_then(|s| s.records.as_ref())) {
@@ -80,6 +79,10 @@ pub async fn reconcile(
             &assembled
         }
         _ => run,
+    };
+    let definition = match &state {
+        Some(state) => Resolution::Ready(Arc::clone(&state.definition)),
+        None => resolve(observed, &ctx).await?,
     };
     // What this controller remembers first, the caches after: a Job it made and has seen in
     // the watch is then in the cache read here, unless it is gone.
