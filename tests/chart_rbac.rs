@@ -221,13 +221,16 @@ async fn run_one(
         &["-n", ns, "apply", "-f", "-"],
         Some(&run.to_string()),
     );
-    let runs: Api<ork::api::Run> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(40);
     let result = loop {
         if forbidden_requests(port) > 0.0 {
             break Err("the API server refused a request (403)".to_string());
         }
-        let status = runs.get(name).await.ok().and_then(|r| r.status);
+        // The whole run: with `--inline-tasks 2` its records are in RunShards.
+        let status = ork::kubernetes::get::full_run(client, ns, name)
+            .await
+            .ok()
+            .and_then(|r| r.status);
         let task = |n: &str| status.as_ref()?.tasks.iter().find(|t| t.name == n).cloned();
         let ran = ["a", "b"]
             .iter()
