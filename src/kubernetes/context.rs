@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::decide::{Config, Memory};
 use super::definition::Definition;
-use super::index::RunIndex;
+use super::index::{Group, RunIndex};
 use super::metrics::Metrics;
 use super::state::RunState;
 
@@ -102,18 +102,28 @@ impl Context {
         let _ = synced.wait_for(|ready| *ready).await;
     }
 
-    pub fn jobs_of(&self, namespace: &str, run: &str) -> Vec<Arc<Job>> {
-        self.jobs
-            .read()
-            .map(|i| i.children(namespace, run))
-            .unwrap_or_default()
-    }
-
-    pub fn pods_of(&self, namespace: &str, run: &str) -> Vec<Arc<Pod>> {
-        self.pods
-            .read()
-            .map(|i| i.children(namespace, run))
-            .unwrap_or_default()
+    /// Calls `f` with the run's Jobs (by name) and Pods (by Job name) as the caches hold them
+    /// now, without copying them. `f` must not wait: the caches are read-locked meanwhile.
+    pub fn with_children<T>(
+        &self,
+        namespace: &str,
+        run: &str,
+        f: impl FnOnce(&Group<Job>, &Group<Pod>) -> T,
+    ) -> T {
+        let (no_jobs, no_pods) = (Group::new(), Group::new());
+        let jobs = self.jobs.read();
+        let pods = self.pods.read();
+        let run_jobs = jobs
+            .as_ref()
+            .ok()
+            .and_then(|i| i.groups(namespace, run))
+            .unwrap_or(&no_jobs);
+        let run_pods = pods
+            .as_ref()
+            .ok()
+            .and_then(|i| i.groups(namespace, run))
+            .unwrap_or(&no_pods);
+        f(run_jobs, run_pods)
     }
 
     pub fn compiled(&self, uid: &str) -> Option<Arc<Definition>> {

@@ -23,7 +23,7 @@ use super::context::{Backoff, Context};
 use super::decide::Config;
 use super::error::Error;
 use super::http::{self, Probes};
-use super::index::{RunIndex, slim_job, slim_pod, slim_run};
+use super::index::{RunIndex, job_of_pod, slim_job, slim_pod, slim_run};
 use super::leader::{self, LeaderElection};
 use super::metrics::Metrics;
 use super::names::{LABEL_RUN, managed_selector};
@@ -155,7 +155,7 @@ async fn watch_namespace(
     probes.expect_namespace(4);
     let managed = watcher::Config::default().labels(&managed_selector());
     let jobs = Arc::new(RwLock::new(RunIndex::default()));
-    let pods = Arc::new(RwLock::new(RunIndex::default()));
+    let pods = Arc::new(RwLock::new(RunIndex::grouped_by(job_of_pod)));
     // Reconciles wait until both child caches have been filled once.
     let (synced_tx, synced_rx) = watch::channel(false);
     let synced_tx = Arc::new(synced_tx);

@@ -16,6 +16,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::definition::{Definition, Resolution};
+use super::index::Group;
 use super::job::build_job;
 use super::names::{LABEL_ATTEMPT, LABEL_TASK, job_name};
 use super::observe::{ObserveContext, job_finished, job_verdict, observe_attempt, pod_finished};
@@ -94,10 +95,10 @@ pub struct Observed<'a> {
     /// its RunShards when it has them).
     pub run: &'a Run,
     pub definition: &'a Resolution,
-    /// Jobs labelled with the run's name, whoever owns them.
-    pub jobs: &'a [Arc<Job>],
-    /// Pods labelled with the run's name.
-    pub pods: &'a [Arc<Pod>],
+    /// Jobs labelled with the run's name, whoever owns them, by name.
+    pub jobs: &'a Group<Job>,
+    /// Pods labelled with the run's name, by the name of their Job.
+    pub pods: &'a Group<Pod>,
     pub memory: &'a Memory,
     pub now: Timestamp,
     pub config: &'a Config,
@@ -202,20 +203,57 @@ fn restore(
     )
 }
 
-/// The run's Jobs and Pods, indexed.
+/// The run's Jobs and Pods, looked up by name: a decision costs in proportion to what it looks
+/// at, not to how many Jobs the run has made.
 struct Children<'a> {
+    uid: &'a str,
+    jobs: &'a Group<Job>,
+    pods: &'a Group<Pod>,
     /// Jobs the run owns, by name.
-    owned: HashMap<&'a str, &'a Job>,
-    /// Names of Jobs labelled with the run's name that another object owns: an earlier Run of
-    /// the same name whose Jobs are not collected yet. Never adopted, never touched.
-    foreign: HashSet<&'a str>,
-    /// Pods by the UID of the Job that owns them.
-    pods: HashMap<&'a str, Vec<&'a Pod>>,
+    owned: Owned<'a>,
+    /// Jobs of the run's name that another object owns (an earlier Run of the same name whose
+    /// Jobs are not collected yet): never adopted, never touched.
+    foreign: Foreign<'a>,
+}
+
+/// The owned Jobs of a run, by name.
+struct Owned<'a> {
+    uid: &'a str,
+    jobs: &'a Group<Job>,
+}
+
+impl<'a> Owned<'a> {
+    fn get(&self, name: &str) -> Option<&'a Job> {
+        self.jobs
+            .get(name)?
+            .iter()
+            .map(Arc::as_ref)
+            .find(|job| controller_uid(*job) == Some(self.uid))
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// Names of Jobs another object owns.
+struct Foreign<'a> {
+    uid: &'a str,
+    jobs: &'a Group<Job>,
+}
+
+impl Foreign<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.jobs.get(name).is_some_and(|jobs| {
+            jobs.iter()
+                .any(|job| controller_uid(job.as_ref()) != Some(self.uid))
+        })
+    }
 }
 
 /// Every Job of the run with UID `uid` that may still run something: what a run that will
 /// record nothing more (finished, or unreadable) stops.
-pub fn active_jobs(uid: &str, jobs: &[Arc<Job>], pods: &[Arc<Pod>]) -> Vec<String> {
+pub fn active_jobs(uid: &str, jobs: &Group<Job>, pods: &Group<Pod>) -> Vec<String> {
     Children::of(uid, jobs, pods).active_jobs(|_| true)
 }
 
@@ -225,38 +263,32 @@ impl<'a> Children<'a> {
         Self::of(uid, o.jobs, o.pods)
     }
 
-    fn of(uid: &str, jobs: &'a [Arc<Job>], pods: &'a [Arc<Pod>]) -> Self {
-        let mut owned = HashMap::new();
-        let mut foreign = HashSet::new();
-        for job in jobs {
-            let Some(name) = job.metadata.name.as_deref() else {
-                continue;
-            };
-            if controller_uid(job.as_ref()) == Some(uid) {
-                owned.insert(name, job.as_ref());
-            } else {
-                foreign.insert(name);
-            }
-        }
-        let mut by_job: HashMap<&str, Vec<&Pod>> = HashMap::new();
-        for pod in pods {
-            if let Some(job_uid) = controller_uid(pod.as_ref()) {
-                by_job.entry(job_uid).or_default().push(pod.as_ref());
-            }
-        }
+    fn of(uid: &'a str, jobs: &'a Group<Job>, pods: &'a Group<Pod>) -> Self {
         Self {
-            owned,
-            foreign,
-            pods: by_job,
+            uid,
+            jobs,
+            pods,
+            owned: Owned { uid, jobs },
+            foreign: Foreign { uid, jobs },
         }
     }
 
-    fn pods_of(&self, job: &Job) -> &[&'a Pod] {
-        job.metadata
-            .uid
-            .as_deref()
-            .and_then(|uid| self.pods.get(uid))
-            .map_or(&[], Vec::as_slice)
+    /// The Pods of `job` (those it owns: a Pod of an earlier Job of the same name is not).
+    fn pods_of(&self, job: &Job) -> Vec<&'a Pod> {
+        let (Some(name), Some(job_uid)) =
+            (job.metadata.name.as_deref(), job.metadata.uid.as_deref())
+        else {
+            return Vec::new();
+        };
+        self.pods
+            .get(name)
+            .map(|pods| {
+                pods.iter()
+                    .map(Arc::as_ref)
+                    .filter(|pod| controller_uid(*pod) == Some(job_uid))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// When the Pod of `job` started on a node.
@@ -276,16 +308,31 @@ impl<'a> Children<'a> {
             && !self.pods_of(job).iter().any(|p| pod_finished(p))
     }
 
-    /// Names of the active owned Jobs for which `stop` holds, sorted.
+    /// Names of the active owned Jobs for which `stop` holds, sorted. Looks at every Job of the
+    /// run: for a run that ends, or one just rebuilt.
     fn active_jobs(&self, stop: impl Fn(&Job) -> bool) -> Vec<String> {
         let mut names: Vec<String> = self
-            .owned
-            .iter()
-            .filter(|(_, job)| self.is_active(job) && stop(job))
-            .map(|(name, _)| name.to_string())
+            .jobs
+            .values()
+            .flatten()
+            .filter(|job| controller_uid(job.as_ref()) == Some(self.uid))
+            .filter(|job| self.is_active(job) && stop(job))
+            .filter_map(|job| job.metadata.name.clone())
             .collect();
         names.sort();
         names
+    }
+
+    /// Names of the active owned Jobs among `names` for which `stop` holds, sorted.
+    fn active_among(&self, names: &HashSet<String>, stop: impl Fn(&Job) -> bool) -> Vec<String> {
+        let mut found: Vec<String> = names
+            .iter()
+            .filter_map(|name| self.owned.get(name))
+            .filter(|job| self.is_active(job) && stop(job))
+            .filter_map(|job| job.metadata.name.clone())
+            .collect();
+        found.sort();
+        found
     }
 }
 
@@ -578,7 +625,8 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         condition.message = condition.message.take().map(text::cap_message);
     }
     head.observed_generation = o.run.metadata.generation;
-    head.workflow = state.head.workflow.clone();
+    // The pinned definition is written once, with the first status, and never again.
+    head.workflow = None;
     let mut definition_parts = Vec::new();
     if !state.written {
         // The first write pins the definition: in the Run, or in parts for a large run.
@@ -671,17 +719,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
                 .map(|id| job_of(*id, state.records[id.index()].attempts)),
         )
         .collect();
-    let check_all = state.fresh || finished;
-    let delete = children.active_jobs(|job| {
-        if !check_all
-            && !job
-                .metadata
-                .name
-                .as_ref()
-                .is_some_and(|n| left_running.contains(n))
-        {
-            return false;
-        }
+    let stop = |job: &Job| {
         let (Some(task), Some(attempt)) = (
             label(job, LABEL_TASK),
             label(job, LABEL_ATTEMPT).and_then(|a| a.parse::<u32>().ok()),
@@ -703,7 +741,12 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             Some(deadline) => later(*deadline, grace) <= o.now,
             None => false,
         }
-    });
+    };
+    let delete = if state.fresh || finished {
+        children.active_jobs(stop)
+    } else {
+        children.active_among(&left_running, stop)
+    };
     for deadline in stopping.values() {
         let stop_at = later(*deadline, grace);
         if stop_at > o.now {
@@ -766,7 +809,7 @@ fn seen(
             image_pull_timeout: o.config.image_pull_timeout,
             failed_create: o.memory.failed_create.get(job).map(String::as_str),
         };
-        let observation = observe_attempt(found, pods, cx);
+        let observation = observe_attempt(found, &pods, cx);
         if let Some((outcome, at)) = observation.end {
             return Seen::Ended(outcome, at.map_or(o.now, |at| at.min(o.now)));
         }

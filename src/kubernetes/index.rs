@@ -18,9 +18,14 @@ use crate::api::{Run, RunPhase};
 /// `(namespace, run name)`.
 pub type RunKey = (String, String);
 
-type Children<K> = HashMap<RunKey, HashMap<String, Arc<K>>>;
+/// A run's objects by group (a Job's name; for a Pod, the name of its Job).
+pub type Group<K> = HashMap<String, Vec<Arc<K>>>;
 
-/// Objects labelled with `ork.dev/run`, grouped by run.
+type Children<K> = HashMap<RunKey, Group<K>>;
+
+/// Objects labelled with `ork.dev/run`, grouped by run, and within a run by a key of each
+/// object (a Job by its name, a Pod by its Job's): a reconcile looks up what it needs by name,
+/// in time independent of the run's size.
 #[derive(Debug)]
 pub struct RunIndex<K> {
     live: Children<K>,
@@ -28,44 +33,41 @@ pub struct RunIndex<K> {
     relisting: Option<Children<K>>,
     /// Whether a full list has completed at least once.
     listed: bool,
+    group_of: fn(&K) -> Option<String>,
 }
 
-impl<K> Default for RunIndex<K> {
+impl<K: Resource> Default for RunIndex<K> {
+    /// Grouped by the object's own name.
     fn default() -> Self {
-        Self {
-            live: HashMap::new(),
-            relisting: None,
-            listed: false,
-        }
+        Self::grouped_by(|obj| obj.meta().name.clone())
     }
 }
 
 impl<K: Resource> RunIndex<K> {
+    /// An index grouping each run's objects by `group_of`.
+    pub fn grouped_by(group_of: fn(&K) -> Option<String>) -> Self {
+        Self {
+            live: HashMap::new(),
+            relisting: None,
+            listed: false,
+            group_of,
+        }
+    }
+
     /// Applies one watch event.
     pub fn apply(&mut self, event: &Event<K>)
     where
         K: Clone,
     {
+        let group_of = self.group_of;
         match event {
-            Event::Apply(obj) => insert(&mut self.live, obj),
-            Event::Delete(obj) => {
-                if let Some((key, name)) = keys(obj)
-                    && let Some(children) = self.live.get_mut(&key)
-                {
-                    children.remove(&name);
-                    if children.is_empty() {
-                        self.live.remove(&key);
-                    }
-                }
-            }
+            Event::Apply(obj) => insert(&mut self.live, obj, group_of),
+            Event::Delete(obj) => remove(&mut self.live, obj, group_of),
             Event::Init => self.relisting = Some(HashMap::new()),
-            Event::InitApply(obj) => {
-                if let Some(fresh) = self.relisting.as_mut() {
-                    insert(fresh, obj);
-                } else {
-                    insert(&mut self.live, obj);
-                }
-            }
+            Event::InitApply(obj) => match self.relisting.as_mut() {
+                Some(fresh) => insert(fresh, obj, group_of),
+                None => insert(&mut self.live, obj, group_of),
+            },
             Event::InitDone => {
                 if let Some(fresh) = self.relisting.take() {
                     self.live = fresh;
@@ -75,11 +77,15 @@ impl<K: Resource> RunIndex<K> {
         }
     }
 
+    /// The children of a run, by group.
+    pub fn groups(&self, namespace: &str, run: &str) -> Option<&Group<K>> {
+        self.live.get(&(namespace.to_string(), run.to_string()))
+    }
+
     /// The children of a run.
     pub fn children(&self, namespace: &str, run: &str) -> Vec<Arc<K>> {
-        self.live
-            .get(&(namespace.to_string(), run.to_string()))
-            .map(|c| c.values().cloned().collect())
+        self.groups(namespace, run)
+            .map(|g| g.values().flatten().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -92,6 +98,25 @@ impl<K: Resource> RunIndex<K> {
     pub fn runs(&self) -> usize {
         self.live.len()
     }
+}
+
+/// A Pod's group: the name of its Job.
+pub fn job_of_pod(pod: &Pod) -> Option<String> {
+    let labels = pod.metadata.labels.as_ref();
+    labels
+        .and_then(|l| {
+            l.get("job-name")
+                .or_else(|| l.get("batch.kubernetes.io/job-name"))
+        })
+        .cloned()
+        .or_else(|| {
+            pod.metadata
+                .owner_references
+                .as_ref()?
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.name.clone())
+        })
 }
 
 /// Keeps of a Job only what the controller reads: its identity, labels, owners, creation and
@@ -168,17 +193,39 @@ fn slim_meta(meta: &mut ObjectMeta) {
     meta.generate_name = None;
 }
 
-fn keys<K: Resource>(obj: &K) -> Option<(RunKey, String)> {
+fn run_key<K: Resource>(obj: &K) -> Option<RunKey> {
     let meta = obj.meta();
     let run = meta.labels.as_ref()?.get(LABEL_RUN)?;
-    Some(((meta.namespace.clone()?, run.clone()), meta.name.clone()?))
+    Some((meta.namespace.clone()?, run.clone()))
 }
 
-fn insert<K: Resource + Clone>(map: &mut Children<K>, obj: &K) {
-    if let Some((key, name)) = keys(obj) {
-        map.entry(key)
-            .or_default()
-            .insert(name, Arc::new(obj.clone()));
+fn insert<K: Resource + Clone>(map: &mut Children<K>, obj: &K, group_of: fn(&K) -> Option<String>) {
+    let (Some(key), Some(group), Some(name)) =
+        (run_key(obj), group_of(obj), obj.meta().name.clone())
+    else {
+        return;
+    };
+    let members = map.entry(key).or_default().entry(group).or_default();
+    members.retain(|m| m.meta().name.as_deref() != Some(name.as_str()));
+    members.push(Arc::new(obj.clone()));
+}
+
+fn remove<K: Resource>(map: &mut Children<K>, obj: &K, group_of: fn(&K) -> Option<String>) {
+    let (Some(key), Some(group), Some(name)) =
+        (run_key(obj), group_of(obj), obj.meta().name.as_deref())
+    else {
+        return;
+    };
+    if let Some(groups) = map.get_mut(&key) {
+        if let Some(members) = groups.get_mut(&group) {
+            members.retain(|m| m.meta().name.as_deref() != Some(name));
+            if members.is_empty() {
+                groups.remove(&group);
+            }
+        }
+        if groups.is_empty() {
+            map.remove(&key);
+        }
     }
 }
 
@@ -222,6 +269,31 @@ mod tests {
         assert_eq!(names(&index, "a", "r1"), ["r1-y-1"]);
         index.apply(&Event::Delete(job("a", "r2", "r2-x-1")));
         assert_eq!(index.runs(), 2, "empty runs are dropped");
+    }
+
+    #[test]
+    fn pods_are_grouped_by_their_job() {
+        let pod = |name: &str, job: &str| -> Pod {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "namespace": "a",
+                "labels": {"ork.dev/run": "r", "job-name": job}}}),
+            )
+            .unwrap()
+        };
+        let mut index: RunIndex<Pod> = RunIndex::grouped_by(job_of_pod);
+        index.apply(&Event::Apply(pod("p1", "r.x.1")));
+        index.apply(&Event::Apply(pod("p2", "r.x.1")));
+        index.apply(&Event::Apply(pod("p3", "r.y.1")));
+        index.apply(&Event::Apply(pod("p1", "r.x.1")));
+        let groups = index.groups("a", "r").unwrap();
+        assert_eq!(
+            groups["r.x.1"].len(),
+            2,
+            "an update replaces, it does not add"
+        );
+        assert_eq!(groups["r.y.1"].len(), 1);
+        index.apply(&Event::Delete(pod("p3", "r.y.1")));
+        assert!(!index.groups("a", "r").unwrap().contains_key("r.y.1"));
     }
 
     #[test]

@@ -199,14 +199,13 @@ async fn publish<K: Resource<DynamicType = ()>>(
 
 /// A run that cannot be read will not record anything more: stop what it still runs.
 async fn stop_jobs(ctx: &Context, namespace: &str, name: &str, uid: &str) {
-    let jobs = ctx.jobs_of(namespace, name);
-    let pods = ctx.pods_of(namespace, name);
+    let stop = ctx.with_children(namespace, name, |jobs, pods| active_jobs(uid, jobs, pods));
     let api: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), namespace);
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    for job in active_jobs(uid, &jobs, &pods) {
+    for job in stop {
         if let Err(e) = api.delete(&job, &params).await {
             warn!(%job, error = %e, "cannot stop a Job of an unreadable Run");
         }

@@ -197,6 +197,11 @@ fn head_fields(status: &RunStatus) -> Map<String, Value> {
     }
 }
 
+/// A status's summary: without task records or the pinned definition.
+pub fn summary(status: &RunStatus) -> RunStatus {
+    head_without_definition(status)
+}
+
 fn head_without_definition(status: &RunStatus) -> RunStatus {
     RunStatus {
         phase: status.phase,

@@ -28,7 +28,7 @@ use super::definition::{Resolution, resolve};
 use super::error::{Error, api_code};
 use super::invalid;
 use super::layout;
-use super::names::{LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY};
+use super::names::{LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, job_name};
 use super::state::RunState;
 use crate::api::{Run, RunShard, RunShardSpec, RunStatus, TaskPhase, TaskStatus};
 use crate::driver::{Clock, SystemClock};
@@ -87,26 +87,28 @@ pub async fn reconcile(
     // What this controller remembers first, the caches after: a Job it made and has seen in
     // the watch is then in the cache read here, unless it is gone.
     let mut memory = ctx.memory(&uid);
-    let jobs = ctx.jobs_of(&namespace, &name);
-    let pods = ctx.pods_of(&namespace, &name);
-    read_failed_creates(&ctx, observed, &jobs, &pods).await;
+    if let Some(state) = &state {
+        read_failed_creates(&ctx, run, state).await;
+    }
     memory.failed_create = ctx.failed_creates(&uid);
     let now = SystemClock.now();
 
     // ---- decide ----
     let restored = state.is_none();
-    let plan = decide(
-        &mut state,
-        &Observed {
-            run: observed,
-            definition: &definition,
-            jobs: &jobs,
-            pods: &pods,
-            memory: &memory,
-            now,
-            config: &ctx.config,
-        },
-    );
+    let plan = ctx.with_children(&namespace, &name, |jobs, pods| {
+        decide(
+            &mut state,
+            &Observed {
+                run: observed,
+                definition: &definition,
+                jobs,
+                pods,
+                memory: &memory,
+                now,
+                config: &ctx.config,
+            },
+        )
+    });
     if restored && let Some(state) = state.as_mut() {
         state.shard_versions = shard_versions;
     }
@@ -535,50 +537,50 @@ async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), Error> {
     }
 }
 
-/// For the run's Jobs that have had no Pod for a while, reads why (the Job's latest
+/// For running attempts whose Job has had no Pod for a while, reads why (the Job's latest
 /// `FailedCreate` Event: a quota, an admission webhook, a missing service account), a few per
 /// reconcile and each at most every [`FAILED_CREATE_TTL`].
-async fn read_failed_creates(
-    ctx: &Context,
-    run: &Run,
-    jobs: &[Arc<Job>],
-    pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
-) {
+async fn read_failed_creates(ctx: &Context, run: &Run, state: &RunState) {
+    let (name, namespace) = (run.name_any(), run.namespace().unwrap_or_default());
     let uid = run.uid().unwrap_or_default();
     let now = SystemClock.now();
-    let with_pods: std::collections::HashSet<&str> = pods
-        .iter()
-        .flat_map(|p| p.owner_references().iter().map(|o| o.uid.as_str()))
+    let dag = &state.definition.dag;
+    let running: Vec<String> = state
+        .engine
+        .running_attempts()
+        .map(|(id, attempt)| job_name(&name, &dag.task(id).name, attempt))
         .collect();
-    let waiting = jobs.iter().filter(|job| {
-        let name = job.metadata.name.as_deref().unwrap_or_default();
-        let old_enough = job
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .is_some_and(|t| now.duration_since(t.0) >= NO_POD_PATIENCE);
-        let ours = job
-            .owner_references()
+    let waiting: Vec<(String, String)> = ctx.with_children(&namespace, &name, |jobs, pods| {
+        running
             .iter()
-            .any(|o| o.controller == Some(true) && o.uid == uid);
-        ours && old_enough
-            && job.metadata.deletion_timestamp.is_none()
-            && !super::observe::job_finished(job)
-            && !job
-                .metadata
-                .uid
-                .as_deref()
-                .is_some_and(|u| with_pods.contains(u))
-            && !ctx.failed_create_is_fresh(&uid, name, FAILED_CREATE_TTL)
+            .filter_map(|job_name| {
+                let job = jobs.get(job_name)?.iter().find(|j| {
+                    j.owner_references()
+                        .iter()
+                        .any(|o| o.controller == Some(true) && o.uid == uid)
+                })?;
+                let old_enough = job
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .is_some_and(|t| now.duration_since(t.0) >= NO_POD_PATIENCE);
+                let waiting = old_enough
+                    && job.metadata.deletion_timestamp.is_none()
+                    && !super::observe::job_finished(job)
+                    && pods.get(job_name).is_none_or(Vec::is_empty)
+                    && !ctx.failed_create_is_fresh(&uid, job_name, FAILED_CREATE_TTL);
+                waiting.then(|| {
+                    (
+                        job_name.clone(),
+                        job.metadata.uid.clone().unwrap_or_default(),
+                    )
+                })
+            })
+            .take(MAX_EVENT_READS)
+            .collect()
     });
-    let namespace = run.namespace().unwrap_or_default();
     let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &namespace);
-    for job in waiting.take(MAX_EVENT_READS) {
-        let (Some(name), Some(job_uid)) =
-            (job.metadata.name.as_deref(), job.metadata.uid.as_deref())
-        else {
-            continue;
-        };
+    for (job, job_uid) in waiting {
         let selector = format!("involvedObject.uid={job_uid},reason=FailedCreate");
         match events.list(&ListParams::default().fields(&selector)).await {
             Ok(list) => {
@@ -588,10 +590,10 @@ async fn read_failed_creates(
                     .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
                     .and_then(|e| e.message.clone());
                 if let Some(why) = latest {
-                    ctx.failed_create(&uid, name, text::cap(why, 1024));
+                    ctx.failed_create(&uid, &job, text::cap(why, 1024));
                 }
             }
-            Err(e) => warn!(job = name, error = %e, "cannot read the Job's events"),
+            Err(e) => warn!(%job, error = %e, "cannot read the Job's events"),
         }
     }
 }

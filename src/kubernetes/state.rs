@@ -22,7 +22,8 @@ pub struct RunState {
     pub definition: Arc<Definition>,
     /// Every task's record as last written (or read), in the workflow's order.
     pub records: Vec<TaskStatus>,
-    /// The Run's status as last written, without task records.
+    /// The Run's status as last written: its summary, without task records or the pinned
+    /// definition (written once, never changed).
     pub head: RunStatus,
     /// Whether the status of this layout has been written at all (a first write sends it whole).
     pub written: bool,
@@ -35,6 +36,8 @@ pub struct RunState {
     /// Bytes of JSON of each record, and of all of them, for the size of an inline status.
     record_bytes: Vec<usize>,
     pub inline_bytes: usize,
+    /// Bytes of JSON of the pinned definition, which never changes.
+    definition_bytes: usize,
     /// Just rebuilt from the API: the next decision looks at every Job of the run once.
     pub fresh: bool,
 }
@@ -78,15 +81,17 @@ impl RunState {
             engine,
             definition,
             records,
-            head: layout::head(status),
+            head: layout::summary(status),
             written,
             sharded,
             resource_version,
             shard_versions,
             record_bytes: Vec::new(),
             inline_bytes: 0,
+            definition_bytes: 0,
             fresh: true,
         };
+        state.definition_bytes = json_len(&state.definition.pinned);
         state.record_bytes = state.records.iter().map(json_len).collect();
         state.inline_bytes = state.record_bytes.iter().sum();
         state
@@ -95,7 +100,7 @@ impl RunState {
     /// Records what a successful write recorded.
     pub fn commit(&mut self, head: Option<RunStatus>, records: &[(usize, TaskStatus)]) {
         if let Some(head) = head {
-            self.head = head;
+            self.head = layout::summary(&head);
         }
         for (i, record) in records {
             if let Some(slot) = self.records.get_mut(*i) {
@@ -111,7 +116,8 @@ impl RunState {
 
     /// The size the inline status would have with `changed` records replaced.
     pub fn inline_size_with(&self, head: &RunStatus, changed: &[(usize, TaskStatus)]) -> usize {
-        let mut bytes = self.inline_bytes + json_len(head);
+        let summary = layout::summary(head);
+        let mut bytes = self.inline_bytes + self.definition_bytes + json_len(&summary);
         for (i, record) in changed {
             bytes = bytes + json_len(record) - self.record_bytes.get(*i).copied().unwrap_or(0);
         }

@@ -107,13 +107,27 @@ impl World {
         } else {
             self.run.clone()
         };
+        // As the index holds them: Jobs by name, Pods by the name of their Job.
+        let mut jobs = crate::kubernetes::index::Group::new();
+        for job in &self.jobs {
+            jobs.entry(job.metadata.name.clone().unwrap())
+                .or_insert_with(Vec::new)
+                .push(Arc::clone(job));
+        }
+        let mut pods = crate::kubernetes::index::Group::new();
+        for pod in &self.pods {
+            let job = crate::kubernetes::index::job_of_pod(pod).unwrap();
+            pods.entry(job)
+                .or_insert_with(Vec::new)
+                .push(Arc::clone(pod));
+        }
         decide(
             state,
             &Observed {
                 run: &run,
                 definition: &self.definition,
-                jobs: &self.jobs,
-                pods: &self.pods,
+                jobs: &jobs,
+                pods: &pods,
                 memory: &self.memory,
                 now,
                 config: &self.config,
@@ -166,7 +180,12 @@ impl World {
         let mut status = self.run.status.clone().unwrap_or_default();
         if let Some(new) = &plan.status {
             let tasks = std::mem::take(&mut status.tasks);
+            // The pinned definition is written with the first status only, and stays.
+            let pinned = status.workflow.take();
             status = new.clone();
+            if status.workflow.is_none() {
+                status.workflow = pinned;
+            }
             if !plan.whole || self.state.is_some() {
                 status.tasks = tasks;
             }
