@@ -28,14 +28,15 @@
 //! The table's columns, per run:
 //! - `wall`: from creating the Run (the first Job, for bare Jobs) until a watch sees it finished
 //!   (the last Job Complete).
-//! - `vs bare`: bare-Jobs time / this run's time for the same N (1.00x = as fast as bare Jobs).
+//! - `vs bare`: bare-Jobs time / this run's time for the same N (1.00x = as fast as bare Jobs;
+//!   shown only for a run that Succeeded).
 //! - `requests/task`: the controller's API requests by verb (`ork_api_requests_total`, all
 //!   results), from just before the Run is created until the controller has gone quiet after it
 //!   finished, divided by N; `bytes/task` likewise from `ork_api_request_bytes_total`.
 //! - `largest`: the largest Run or RunShard (when that resource exists) at any moment, as a
 //!   watch delivers it, re-serialised as compact JSON.
 //! - `reconcile`: p50/p99 of `ork_reconcile_duration_seconds{kind="run"}` over the run,
-//!   interpolated linearly within the histogram's buckets.
+//!   interpolated linearly within the histogram's buckets (`>10000` when past the last bound).
 //! - `Pod done -> Job`: from a task's last parent Pod seen Succeeded to the task's Job seen,
 //!   as one watcher sees both (layered runs only).
 //! - `peak RSS`: the controller's `VmHWM` just before it is stopped.
@@ -308,7 +309,7 @@ struct Row {
     bytes: Option<f64>,
     largest: Option<usize>,
     /// Seconds.
-    reconcile: Option<(f64, f64)>,
+    reconcile: Option<(Quantile, Quantile)>,
     /// Milliseconds.
     handoff: Option<(f64, f64)>,
     peak_kib: Option<u64>,
@@ -379,9 +380,8 @@ impl Row {
             requests,
             self.bytes.map_or_else(dash, |b| bytes(per_task(b))),
             self.largest.map_or_else(dash, |b| bytes(b as f64)),
-            self.reconcile.map_or_else(dash, |(p50, p99)| {
-                format!("{:.1} / {:.1} ms", p50 * 1e3, p99 * 1e3)
-            }),
+            self.reconcile
+                .map_or_else(dash, |(p50, p99)| format!("{} / {} ms", p50.ms(), p99.ms())),
             self.handoff
                 .map_or_else(dash, |(p50, p99)| format!("{p50:.0} / {p99:.0} ms")),
             self.peak_kib
@@ -1340,10 +1340,27 @@ impl Scrape {
     }
 }
 
+/// A quantile read from a histogram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Quantile {
+    At(f64),
+    /// Past the highest finite bound, this one: the histogram cannot say by how much.
+    Above(f64),
+}
+
+impl Quantile {
+    fn ms(self) -> String {
+        match self {
+            Quantile::At(secs) => format!("{:.1}", secs * 1e3),
+            Quantile::Above(secs) => format!(">{:.0}", secs * 1e3),
+        }
+    }
+}
+
 /// The `q` quantile of a cumulative histogram, as Prometheus' `histogram_quantile` computes it:
-/// linear within the bucket holding that rank (from 0 for the first bucket); the highest finite
-/// bound if the rank falls in `+Inf`. `None` without observations.
-fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+/// linear within the bucket holding that rank (from 0 for the first bucket); above the highest
+/// finite bound if the rank falls in `+Inf`. `None` without observations.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<Quantile> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;
@@ -1353,13 +1370,15 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     for &(bound, count) in buckets {
         if count >= rank {
             if bound.is_infinite() {
-                return Some(lower);
+                return Some(Quantile::Above(lower));
             }
             let within = count - below;
             if within <= 0.0 {
-                return Some(lower);
+                return Some(Quantile::At(lower));
             }
-            return Some(lower + (bound - lower) * (rank - below) / within);
+            return Some(Quantile::At(
+                lower + (bound - lower) * (rank - below) / within,
+            ));
         }
         (lower, below) = (bound, count);
     }
@@ -1380,19 +1399,23 @@ fn quantiles_interpolate_within_the_bucket() {
         (0.99, 0.0982), // rank 19.8: 9.8 of the 10 in (0.01, 0.1]
     ];
     for (q, expected) in cases {
-        let got = quantile(&buckets, q).unwrap();
+        let Some(Quantile::At(got)) = quantile(&buckets, q) else {
+            panic!("q {q}: no value within the buckets");
+        };
         assert!((got - expected).abs() < 1e-12, "q {q}: {got} != {expected}");
     }
     assert_eq!(
         quantile(&[(0.0005, 4.0), (inf, 4.0)], 0.5),
-        Some(0.00025),
+        Some(Quantile::At(0.00025)),
         "the first bucket starts at 0"
     );
     assert_eq!(
         quantile(&[(0.1, 1.0), (10.0, 1.0), (inf, 5.0)], 0.99),
-        Some(10.0),
-        "past the last bound: the last bound"
+        Some(Quantile::Above(10.0)),
+        "past the last bound: above it"
     );
+    assert_eq!(Quantile::Above(10.0).ms(), ">10000");
+    assert_eq!(Quantile::At(0.0123).ms(), "12.3");
     assert_eq!(quantile(&[(0.1, 0.0), (inf, 0.0)], 0.5), None);
     assert_eq!(quantile(&[], 0.5), None);
 }
