@@ -67,7 +67,7 @@ pub async fn reconcile(
     // What is kept of the run, if it is still what the API server has.
     let mut state = ctx
         .take_state(&uid)
-        .filter(|s| Some(s.resource_version.as_str()) == run.metadata.resource_version.as_deref());
+        .filter(|s| s.is_current(run.metadata.resource_version.as_deref()));
     // Without it, a large run's records and pinned tasks are read back from its RunShards.
     let mut shard_versions = HashMap::new();
     let assembled;
@@ -176,7 +176,11 @@ async fn execute(
     let wrote = match state {
         Some(state) => write_records(&plan, run, namespace, state, ctx).await,
         None => match &plan.status {
-            Some(status) => write_whole(&runs, run, status).await.map(|_| true),
+            Some(status) => {
+                write_whole(&runs, run, run.metadata.resource_version.as_deref(), status)
+                    .await
+                    .map(|_| true)
+            }
             None => Ok(false),
         },
     };
@@ -305,13 +309,18 @@ fn permanent(error: &Error) -> bool {
 
 /// Writes a whole status with a merge patch, on condition that the Run is still the version it
 /// was computed from. Returns the Run as written.
-async fn write_whole(api: &Api<Run>, run: &Run, status: &RunStatus) -> Result<Run, Error> {
+async fn write_whole(
+    api: &Api<Run>,
+    run: &Run,
+    version: Option<&str>,
+    status: &RunStatus,
+) -> Result<Run, Error> {
     let body = serde_json::to_value(status).map_err(|source| Error::Encode {
         what: "the run status",
         source,
     })?;
     let patch = serde_json::json!({
-        "metadata": {"resourceVersion": run.resource_version()},
+        "metadata": {"resourceVersion": version},
         "status": body,
     });
     Ok(api
@@ -422,7 +431,8 @@ async fn write_records(
                         status.tasks[*i] = record.clone();
                     }
                 }
-                Some(write_whole(&runs, run, &status).await?)
+                let version = Some(state.resource_version.as_str());
+                Some(write_whole(&runs, run, version, &status).await?)
             }
             None => None,
         }
@@ -454,7 +464,7 @@ async fn write_records(
         }
     };
     if let Some(written) = written_run {
-        state.resource_version = written.metadata.resource_version.unwrap_or_default();
+        state.written_at(written.metadata.resource_version.unwrap_or_default());
         wrote = true;
     }
     state.commit(plan.status.clone(), &plan.records);

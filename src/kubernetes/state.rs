@@ -31,6 +31,9 @@ pub struct RunState {
     pub sharded: bool,
     /// The Run's resourceVersion this state corresponds to.
     pub resource_version: String,
+    /// The resourceVersion the last write of this state was made on: the watch cache may still
+    /// show it for a moment, and nothing but that write has happened since.
+    pub written_over: Option<String>,
     /// Record shards that exist, with their resourceVersions.
     pub shard_versions: HashMap<u32, String>,
     /// Bytes of JSON of each record, and of all of them, for the size of an inline status.
@@ -85,6 +88,7 @@ impl RunState {
             written,
             sharded,
             resource_version,
+            written_over: None,
             shard_versions,
             record_bytes: Vec::new(),
             inline_bytes: 0,
@@ -95,6 +99,21 @@ impl RunState {
         state.record_bytes = state.records.iter().map(json_len).collect();
         state.inline_bytes = state.record_bytes.iter().sum();
         state
+    }
+
+    /// Whether this state is what the API server has for a Run at `version`: the version it was
+    /// last written at, or the one just before that write (the watch cache lags a little behind
+    /// the controller's own writes; going on from here then is right, and rebuilding would only
+    /// cost the work of the whole run).
+    pub fn is_current(&self, version: Option<&str>) -> bool {
+        version
+            .is_some_and(|v| v == self.resource_version || self.written_over.as_deref() == Some(v))
+    }
+
+    /// The Run was written: it is now at `version`.
+    pub fn written_at(&mut self, version: String) {
+        let before = std::mem::replace(&mut self.resource_version, version);
+        self.written_over = Some(before);
     }
 
     /// Records what a successful write recorded.

@@ -222,7 +222,9 @@ impl World {
             .clone()
             .unwrap_or_default();
         if let Some(state) = self.state.as_mut() {
-            state.resource_version = version;
+            if wrote_run {
+                state.written_at(version);
+            }
             state.commit(plan.status.clone(), &plan.records);
         }
     }
@@ -237,7 +239,10 @@ impl World {
             .resource_version
             .clone()
             .unwrap_or_default();
-        let mut state = self.state.take().filter(|s| s.resource_version == version);
+        let mut state = self
+            .state
+            .take()
+            .filter(|s| s.is_current(Some(version.as_str())));
         let plan = self.decide_with(&mut state, now);
         self.state = state;
         self.write(&plan);
@@ -939,4 +944,23 @@ fn only_the_records_that_changed_are_written() {
     assert_eq!(written, [7]);
     assert_eq!(w.status().tasks.len(), 50);
     assert_eq!(w.task("t7").phase, TaskPhase::Succeeded);
+}
+
+#[test]
+fn a_watch_cache_one_write_behind_keeps_the_state() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
+    w.step(t(0));
+    let written = w.run.metadata.resource_version.clone();
+    // The cache still shows the Run as it was before that write: nothing else has happened.
+    w.run.metadata.resource_version = Some("1".into());
+    let plan = w.step(t(1));
+    assert!(plan.create.is_empty(), "nothing made again");
+    assert!(!w.state.as_ref().unwrap().fresh, "not rebuilt");
+    // A version the controller did not write: rebuilt from the API.
+    w.run.metadata.resource_version = Some("999".into());
+    let version = w.run.metadata.resource_version.clone();
+    assert_ne!(version, written);
+    let plan = w.step(t(2));
+    assert!(plan.status.is_none() && plan.records.is_empty());
+    assert!(w.state.as_ref().unwrap().fresh, "rebuilt");
 }
