@@ -950,17 +950,26 @@ fn only_the_records_that_changed_are_written() {
 fn a_watch_cache_one_write_behind_keeps_the_state() {
     let mut w = World::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
     w.step(t(0));
-    let written = w.run.metadata.resource_version.clone();
+    w.show_jobs(t(0));
+    // A stray Job of the run: only a state rebuilt from the API looks at every Job.
+    let stray: Job = serde_json::from_value(json!({"metadata": {"name": "etl-1.gone.1",
+        "namespace": "team", "uid": "uid-stray",
+        "labels": {"ork.dev/run": "etl-1", "ork.dev/task": "gone", "ork.dev/attempt": "1"},
+        "ownerReferences": [{"apiVersion": "ork.dev/v1alpha1", "kind": "Run", "name": "etl-1",
+                             "uid": RUN_UID, "controller": true}]}}))
+    .unwrap();
+    w.jobs.push(Arc::new(stray));
     // The cache still shows the Run as it was before that write: nothing else has happened.
     w.run.metadata.resource_version = Some("1".into());
     let plan = w.step(t(1));
     assert!(plan.create.is_empty(), "nothing made again");
-    assert!(!w.state.as_ref().unwrap().fresh, "not rebuilt");
-    // A version the controller did not write: rebuilt from the API.
+    assert!(
+        plan.delete.is_empty(),
+        "kept, not rebuilt: {:?}",
+        plan.delete
+    );
+    // A version the controller did not write: rebuilt from the API, every Job looked at.
     w.run.metadata.resource_version = Some("999".into());
-    let version = w.run.metadata.resource_version.clone();
-    assert_ne!(version, written);
     let plan = w.step(t(2));
-    assert!(plan.status.is_none() && plan.records.is_empty());
-    assert!(w.state.as_ref().unwrap().fresh, "rebuilt");
+    assert_eq!(plan.delete, ["etl-1.gone.1"], "rebuilt");
 }
