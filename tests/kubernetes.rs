@@ -184,9 +184,22 @@ async fn a_controller_killed_mid_run_converges_without_duplicates() {
         .await;
     env.create_run("steps-1", "steps", json!({})).await;
     env.wait_task_running("steps-1", "b").await;
+    // The status is written before the Job is created, so wait for b's Pod too: a controller
+    // killed between the two is a different scenario (the restart creates the Job).
+    let pods = env.pods();
+    eventually("b's pod to exist", LONG, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("ork.dev/task=b"))
+                .await
+                .ok()?;
+            (!list.items.is_empty()).then_some(())
+        }
+    })
+    .await;
     env.kill_controller();
     // b finishes while no controller is running; the simulator reports it to the API server.
-    let pods = env.pods();
     eventually("b's pod to finish without a controller", LONG, || {
         let pods = pods.clone();
         async move {
