@@ -22,6 +22,8 @@
 //!   runs first for a size, so the others can be compared with it).
 //! - `ORK_SCALE_CONTROLLER`: the `ork` binary to run as the controller (default: the one Cargo
 //!   built for this test, so a release binary under `cargo test --release`).
+//! - `ORK_SCALE_LOG_DIR`: keep each controller's log there, as `controller-SHAPE-N.log`
+//!   (default: a temporary directory, removed afterwards); `ORK_LOG` sets what it logs.
 //! - `ORK_SCALE_TIMEOUT_SECS`: how long one run may take before it is reported as timed out
 //!   (default 120 s + 100 ms per task).
 //!
@@ -523,7 +525,10 @@ async fn measure_ork(client: &Client, shape: Shape, n: usize, bare: Option<Durat
         .await
         .unwrap_or_else(|e| panic!("create workflow {name}: {e}"));
 
-    let log = rig.work.path().join("controller.log");
+    let log = match std::env::var_os("ORK_SCALE_LOG_DIR") {
+        Some(dir) => PathBuf::from(dir).join(format!("controller-{name}.log")),
+        None => rig.work.path().join("controller.log"),
+    };
     let controller = Controller::start(&controller_binary(), &rig.kubeconfig, &rig.ns, &log);
     let ready = until(SETUP_LIMIT, || {
         let controller = &controller;
@@ -1080,7 +1085,10 @@ impl Controller {
             .args(["--namespace", ns, "--log-format", "json"])
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{port}"))
-            .env("ORK_LOG", "info")
+            .env(
+                "ORK_LOG",
+                std::env::var("ORK_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("POD_NAME", "scale")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

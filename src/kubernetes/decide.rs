@@ -147,11 +147,7 @@ pub fn decide(state: &mut Option<RunState>, o: &Observed<'_>) -> Plan {
     let old = o.run.status.clone().unwrap_or_default();
     if old.phase.is_some_and(RunPhase::is_final) {
         *state = None;
-        return Plan {
-            delete: children.active_jobs(|_| true),
-            finished: true,
-            ..Plan::default()
-        };
+        return finished(&children);
     }
     match o.definition {
         Resolution::Rejected(reason, message) => {
@@ -255,6 +251,20 @@ impl Foreign<'_> {
 /// record nothing more (finished, or unreadable) stops.
 pub fn active_jobs(uid: &str, jobs: &Group<Job>, pods: &Group<Pod>) -> Vec<String> {
     Children::of(uid, jobs, pods).active_jobs(|_| true)
+}
+
+/// What is left to do about a finished run: stop whatever of it still runs. Needs neither its
+/// definition nor its records, so a reconcile of a finished run reads nothing.
+pub fn decide_finished(uid: &str, jobs: &Group<Job>, pods: &Group<Pod>) -> Plan {
+    finished(&Children::of(uid, jobs, pods))
+}
+
+fn finished(children: &Children<'_>) -> Plan {
+    Plan {
+        delete: children.active_jobs(|_| true),
+        finished: true,
+        ..Plan::default()
+    }
 }
 
 impl<'a> Children<'a> {

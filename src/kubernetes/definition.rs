@@ -64,6 +64,7 @@ pub async fn resolve(run: &Run, ctx: &Context) -> Result<Resolution, Error> {
         }
         (None, Some(reference), None) => {
             let namespace = run.namespace().unwrap_or_default();
+            tracing::debug!(run = %name, workflow = %reference.name, "reading the workflow");
             // Read behind a guard: a Workflow ork cannot read rejects this run, it does not
             // fail every reconcile of it.
             let workflows: Api<DeserializeGuard<Workflow>> =

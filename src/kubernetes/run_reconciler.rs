@@ -20,17 +20,17 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event as KubeEvent;
 use kube::{Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::context::Context;
-use super::decide::{Note, Observed, Plan, decide};
+use super::decide::{Note, Observed, Plan, decide, decide_finished};
 use super::definition::{Resolution, resolve};
 use super::error::{Error, api_code};
 use super::invalid;
 use super::layout;
 use super::names::{LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, job_name};
 use super::state::RunState;
-use crate::api::{Run, RunShard, RunShardSpec, RunStatus, TaskPhase, TaskStatus};
+use crate::api::{Run, RunPhase, RunShard, RunShardSpec, RunStatus, TaskPhase, TaskStatus};
 use crate::driver::{Clock, SystemClock};
 use crate::text;
 
@@ -62,12 +62,31 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     ctx.wait_synced().await;
+    // A finished run (its cached copy keeps no records or definition) only has its Jobs
+    // stopped: nothing is read or resolved for it.
+    if run
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(RunPhase::is_final)
+    {
+        ctx.forget(&uid);
+        let plan = ctx.with_children(&namespace, &name, |jobs, pods| {
+            decide_finished(&uid, jobs, pods)
+        });
+        return execute(plan, run, &namespace, &uid, None, &ctx).await;
+    }
 
     // ---- observe ----
     // What is kept of the run, if it is still what the API server has.
-    let mut state = ctx
-        .take_state(&uid)
-        .filter(|s| s.is_current(run.metadata.resource_version.as_deref()));
+    let version = run.metadata.resource_version.as_deref();
+    let mut state = ctx.take_state(&uid).filter(|s| {
+        let current = s.is_current(version);
+        if !current {
+            debug!(run = %name, seen = ?version, kept = %s.resource_version, "the run changed; rebuilding its state");
+        }
+        current
+    });
     // Without it, a large run's records and pinned tasks are read back from its RunShards.
     let mut shard_versions = HashMap::new();
     let assembled;
@@ -380,45 +399,71 @@ async fn write_records(
     }
     let mut wrote = !plan.definition_parts.is_empty();
     if state.sharded {
-        // Records first: they are the truth a restart rebuilds from; the summary follows.
+        // Records first: they are the truth a restart rebuilds from; the summary follows. The
+        // shards are independent of each other, so they are written at once.
         let mut by_shard: std::collections::BTreeMap<u32, Vec<(usize, &TaskStatus)>> =
             std::collections::BTreeMap::new();
         for (i, record) in &plan.records {
             let (k, j) = layout::shard_of(crate::compile::TaskId(*i as u32));
             by_shard.entry(k).or_default().push((j, record));
         }
-        for (k, entries) in by_shard {
-            let name = layout::record_shard_name(&run.name_any(), k);
-            let written = match state.shard_versions.get(&k) {
-                Some(version) => {
-                    let patch = layout::shard_patch(version, &entries);
-                    shards
-                        .patch(&name, &PatchParams::default(), &json_patch(patch)?)
-                        .await?
-                }
-                None => {
-                    let first = k * layout::TASKS_PER_SHARD;
-                    let end = (first as usize + layout::TASKS_PER_SHARD as usize)
-                        .min(state.records.len());
-                    let mut tasks: Vec<TaskStatus> = state.records[first as usize..end].to_vec();
-                    for (j, record) in &entries {
-                        tasks[*j] = (*record).clone();
+        let writes: Vec<_> = by_shard
+            .into_iter()
+            .map(|(k, entries)| {
+                let name = layout::record_shard_name(&run.name_any(), k);
+                let request = match state.shard_versions.get(&k) {
+                    Some(version) => {
+                        json_patch(layout::shard_patch(version, &entries)).map(ShardWrite::Patch)
                     }
-                    let spec = RunShardSpec {
-                        run: run.name_any(),
-                        first,
-                        tasks,
-                        definition: Vec::new(),
+                    None => {
+                        let first = k * layout::TASKS_PER_SHARD;
+                        let end = (first as usize + layout::TASKS_PER_SHARD as usize)
+                            .min(state.records.len());
+                        let mut tasks: Vec<TaskStatus> =
+                            state.records[first as usize..end].to_vec();
+                        for (j, record) in &entries {
+                            tasks[*j] = (*record).clone();
+                        }
+                        let spec = RunShardSpec {
+                            run: run.name_any(),
+                            first,
+                            tasks,
+                            definition: Vec::new(),
+                        };
+                        Ok(ShardWrite::Create(Box::new(shard_object(&name, spec))))
+                    }
+                };
+                let shards = shards.clone();
+                async move {
+                    let written = match request? {
+                        ShardWrite::Patch(patch) => {
+                            shards.patch(&name, &PatchParams::default(), &patch).await?
+                        }
+                        ShardWrite::Create(shard) => {
+                            shards.create(&PostParams::default(), &shard).await?
+                        }
                     };
-                    shards
-                        .create(&PostParams::default(), &shard_object(&name, spec))
-                        .await?
+                    Ok::<_, Error>((k, written.metadata.resource_version))
                 }
-            };
-            if let Some(version) = written.metadata.resource_version {
-                state.shard_versions.insert(k, version);
+            })
+            .collect();
+        let results: Vec<Result<(u32, Option<String>), Error>> = stream::iter(writes)
+            .buffer_unordered(API_CONCURRENCY)
+            .collect()
+            .await;
+        let mut failed = None;
+        for result in results {
+            match result {
+                Ok((k, Some(version))) => {
+                    state.shard_versions.insert(k, version);
+                    wrote = true;
+                }
+                Ok((_, None)) => wrote = true,
+                Err(e) => failed = Some(e),
             }
-            wrote = true;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     let written_run = if plan.whole {
@@ -469,6 +514,12 @@ async fn write_records(
     }
     state.commit(plan.status.clone(), &plan.records);
     Ok(wrote)
+}
+
+/// One write of a record shard: a patch of one that exists, or the first version of a new one.
+enum ShardWrite {
+    Patch(Patch<()>),
+    Create(Box<RunShard>),
 }
 
 fn json_patch(ops: serde_json::Value) -> Result<Patch<()>, Error> {

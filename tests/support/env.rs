@@ -93,7 +93,10 @@ impl Env {
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{http_port}"))
             .args(extra)
-            .env("ORK_LOG", "info")
+            .env(
+                "ORK_LOG",
+                std::env::var("ORK_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("POD_NAME", identity)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
