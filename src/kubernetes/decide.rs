@@ -38,6 +38,11 @@ const RESYNC: Duration = Duration::from_secs(300);
 const NO_POD_RECHECK: Duration = Duration::from_secs(5);
 /// Failed tasks named in Events by one reconcile; the rest are counted in one more.
 const MAX_TASK_EVENTS: usize = 10;
+/// Jobs one reconcile creates at most; the rest are made by the next ones, which follow at
+/// once. Bounds the memory and the time of one reconcile.
+const MAX_CREATES: usize = 250;
+/// How often a large run's summary is written when only its counts changed.
+const HEAD_EVERY: SignedDuration = SignedDuration::from_secs(1);
 /// Running and failed tasks named in a large run's summary.
 const MAX_NAMED: usize = super::layout::MAX_NAMED_TASKS;
 /// A Job that ended without its Pod in the cache: after this long the Pod is taken as gone
@@ -563,6 +568,12 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     }
     if let Some(owner) = &owner {
         for launch in &launches {
+            // The rest are recorded and made by the next reconcile, at once: a run that starts
+            // thousands of tasks together does not build thousands of Jobs in one go.
+            if create.len() >= MAX_CREATES {
+                soon(Duration::ZERO);
+                break;
+            }
             let job = job_of(launch.task, launch.attempt);
             if children.foreign.contains(job.as_str()) {
                 soon(SOON);
@@ -589,8 +600,16 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         .stopping()
         .map(|(id, _, at)| (id, at))
         .collect();
+    // The engine's changes, and the running attempts whose record may change with what their
+    // Job says: a reason to wait, or one that is over (a running record with a message).
+    // The others would differ only in their links, which wait for the record's next change.
     let mut candidates: Vec<TaskId> = state.engine.take_changes();
-    candidates.extend(running.iter().map(|(id, _)| *id));
+    candidates.extend(
+        running
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| waiting.contains_key(id) || state.records[id.index()].message.is_some()),
+    );
     candidates.sort_unstable();
     candidates.dedup();
     let mut records: Vec<(usize, TaskStatus)> = Vec::new();
@@ -788,7 +807,25 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         soon(next.max(Duration::from_millis(10)));
     }
     let whole = !state.written;
-    let head_changed = whole || head != state.head;
+    let mut head_changed = whole || head != state.head;
+    // A large run's records are written to its RunShards as they change; its summary, when
+    // only its counts moved, at most every HEAD_EVERY: one write per reconcile instead of two.
+    if head_changed
+        && !whole
+        && state.sharded
+        && !finished
+        && only_counts_differ(&head, &state.head)
+    {
+        if let Some(due) = state.head_written_at.map(|at| later(at, HEAD_EVERY))
+            && due > o.now
+        {
+            head_changed = false;
+            soon(until(due, o.now));
+        }
+    }
+    if head_changed {
+        state.head_written_at = Some(o.now);
+    }
     Plan {
         definition_parts,
         records,
@@ -861,13 +898,32 @@ fn seen(
 }
 
 /// Whether two records of a task differ in more than the Job they name and its Pod's start.
+/// Field by field, without copying: it runs for every running attempt a reconcile looks at.
 fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
-    let unlinked = |t: &TaskStatus| TaskStatus {
-        job: None,
-        pod_started_at: None,
-        ..t.clone()
-    };
-    unlinked(a) != unlinked(b)
+    let TaskStatus {
+        name,
+        phase,
+        attempts,
+        started_at,
+        finished_at,
+        exit_code,
+        reason,
+        message,
+        outputs,
+        next_attempt_at,
+        job: _,
+        pod_started_at: _,
+    } = a;
+    *name != b.name
+        || *phase != b.phase
+        || *attempts != b.attempts
+        || *started_at != b.started_at
+        || *finished_at != b.finished_at
+        || *exit_code != b.exit_code
+        || *reason != b.reason
+        || *message != b.message
+        || *outputs != b.outputs
+        || *next_attempt_at != b.next_attempt_at
 }
 
 /// Events for what changed: the run starting and ending, and each task that failed for good
@@ -950,6 +1006,27 @@ fn later(at: Timestamp, by: SignedDuration) -> Timestamp {
 }
 
 /// Time from `now` until `at`, zero if it has passed.
+/// Whether two summaries of a run differ only in what moves with every task (its counts,
+/// progress, running tasks and the condition's message), not in anything a reader acts on:
+/// phase, condition status or reason, times, failed tasks, layout.
+fn only_counts_differ(a: &RunStatus, b: &RunStatus) -> bool {
+    let essentials = |s: &RunStatus| RunStatus {
+        task_counts: None,
+        progress: None,
+        running_tasks: Vec::new(),
+        conditions: s
+            .conditions
+            .iter()
+            .map(|c| Condition {
+                message: None,
+                ..c.clone()
+            })
+            .collect(),
+        ..s.clone()
+    };
+    essentials(a) == essentials(b)
+}
+
 fn until(at: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or_default()
 }

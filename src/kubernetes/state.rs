@@ -43,6 +43,9 @@ pub struct RunState {
     definition_bytes: usize,
     /// Just rebuilt from the API: the next decision looks at every Job of the run once.
     pub fresh: bool,
+    /// When the summary was last decided to be written: a large run's summary, when only its
+    /// counts changed, is written at most every second.
+    pub head_written_at: Option<Timestamp>,
 }
 
 impl RunState {
@@ -94,6 +97,7 @@ impl RunState {
             inline_bytes: 0,
             definition_bytes: 0,
             fresh: true,
+            head_written_at: None,
         };
         state.definition_bytes = json_len(&state.definition.pinned);
         state.record_bytes = state.records.iter().map(json_len).collect();

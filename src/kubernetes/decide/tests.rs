@@ -973,3 +973,57 @@ fn a_watch_cache_one_write_behind_keeps_the_state() {
     let plan = w.step(t(2));
     assert_eq!(plan.delete, ["etl-1.gone.1"], "rebuilt");
 }
+
+#[test]
+fn thousands_of_tasks_ready_at_once_get_their_jobs_in_batches_none_twice() {
+    let tasks: Vec<Value> = (0..600).map(|i| json!({"name": format!("t{i}")})).collect();
+    let mut w = World::new(json!({"tasks": tasks}));
+    w.config.inline_tasks = 100;
+    let mut made = std::collections::HashSet::new();
+    let mut batches = Vec::new();
+    for step in 0..5 {
+        let plan = w.step(t(step));
+        batches.push(plan.create.len());
+        for name in names(&plan.create) {
+            assert!(made.insert(name.clone()), "{name} made twice");
+        }
+        if plan.create.len() == MAX_CREATES {
+            assert_eq!(
+                plan.requeue,
+                Some(Duration::ZERO),
+                "the rest follow at once"
+            );
+        }
+    }
+    assert_eq!(batches, [250, 250, 100, 0, 0]);
+    assert_eq!(w.status().task_counts.unwrap().running, 600);
+    assert!(
+        (0..600).all(|i| w.task(&format!("t{i}")).attempts == 1),
+        "one attempt each"
+    );
+}
+
+#[test]
+fn a_large_runs_summary_is_written_at_most_every_second_when_only_counts_move() {
+    let tasks: Vec<Value> = (0..150).map(|i| json!({"name": format!("t{i}")})).collect();
+    let mut w = World::new(json!({"tasks": tasks}));
+    w.config.inline_tasks = 100;
+    let ms = |n: i64| t(0) + SignedDuration::from_millis(n);
+    w.step(ms(0));
+    w.show_jobs(ms(0));
+    w.pod("etl-1.t5.1", succeeded_pod(0, 0, ""));
+    let plan = w.step(ms(400));
+    assert_eq!(plan.records.len(), 1, "the record is written at once");
+    assert!(plan.status.is_none(), "the counts wait");
+    let wait = plan.requeue.unwrap();
+    assert!(wait <= Duration::from_millis(600), "{wait:?}");
+    assert_eq!(w.status().task_counts.unwrap().succeeded, 0);
+    let plan = w.step(ms(1000));
+    assert!(plan.records.is_empty());
+    assert_eq!(w.status().task_counts.unwrap().succeeded, 1);
+    // A failure is not held back: the summary names it at once.
+    w.pod("etl-1.t6.1", failed_pod(0, 1, 1, "Error"));
+    let plan = w.step(ms(1100));
+    assert!(plan.status.is_some());
+    assert_eq!(w.status().failed_tasks, ["t6"]);
+}
