@@ -815,13 +815,11 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         && state.sharded
         && !finished
         && only_counts_differ(&head, &state.head)
+        && let Some(due) = state.head_written_at.map(|at| later(at, HEAD_EVERY))
+        && due > o.now
     {
-        if let Some(due) = state.head_written_at.map(|at| later(at, HEAD_EVERY))
-            && due > o.now
-        {
-            head_changed = false;
-            soon(until(due, o.now));
-        }
+        head_changed = false;
+        soon(until(due, o.now));
     }
     if head_changed {
         state.head_written_at = Some(o.now);
