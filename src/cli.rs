@@ -564,7 +564,14 @@ fn run(
             })
         });
         let watcher: Arc<Mutex<dyn crate::local::Watcher>> = progress.clone();
-        let result = run_local(plan, &config, Some(watcher), interrupted()).await;
+        // A Run that says `cancel: true` is cancelled before anything starts.
+        let cancelled = plan.run.spec.cancel;
+        let cancel = async move {
+            if !cancelled {
+                interrupted().await;
+            }
+        };
+        let result = run_local(plan, &config, Some(watcher), cancel).await;
         if let Some(task) = refresher {
             task.abort();
         }

@@ -93,8 +93,12 @@ impl<D: Database, E: Executor, C: Clock> Scheduler<D, E, C> {
         cancel: impl Future<Output = ()>,
     ) -> Result<(Engine, D), DriverError> {
         let mut cancel = std::pin::pin!(cancel);
-        let mut cancelled = false;
+        // A run cancelled before it starts starts nothing.
+        let mut cancelled = futures::poll!(&mut cancel).is_ready();
         self.engine.start(self.clock.now());
+        if cancelled {
+            self.engine.cancel(self.clock.now());
+        }
         self.flush().await?;
         while !(self.engine.is_finished() && self.executor.active() == 0) {
             let wakeup = self.engine.next_wakeup();

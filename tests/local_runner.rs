@@ -754,3 +754,34 @@ fn a_run_named_after_a_long_workflow_gets_a_valid_name() {
         "{run_name}"
     );
 }
+
+#[test]
+fn a_run_file_with_cancel_starts_nothing_and_one_with_suspend_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("ran");
+    let spec = format!(
+        "  tasks:\n    - name: a\n      command: [sh, -c, 'touch {}']\n",
+        marker.display()
+    );
+    let run = |control: &str| {
+        format!(
+            "{}---\napiVersion: ork.dev/v1alpha1\nkind: Run\nmetadata: {{name: r}}\n\
+             spec:\n  workflowRef: {{name: wf}}\n  {control}\n",
+            workflow(&spec)
+        )
+    };
+    let file = write(work.path(), "cancel.yaml", &run("cancel: true"));
+    let (code, status) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 130);
+    assert_eq!(status["status"]["phase"], "Cancelled");
+    assert_eq!(task(&status, "a")["phase"], "Cancelled");
+    assert_eq!(task(&status, "a")["attempts"], 0);
+    assert!(!marker.exists(), "nothing ran");
+
+    let file = write(work.path(), "suspend.yaml", &run("suspend: true"));
+    let out = ork(work.path(), &["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("spec.suspend"), "{stderr}");
+    assert!(!marker.exists(), "nothing ran");
+}

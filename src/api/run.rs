@@ -23,6 +23,7 @@ use super::workflow::WorkflowSpec;
     printcolumn = r#"{"name": "Workflow", "type": "string", "jsonPath": ".status.workflow.name"}"#,
     printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
     printcolumn = r#"{"name": "Progress", "type": "string", "jsonPath": ".status.progress"}"#,
+    printcolumn = r#"{"name": "Suspended", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Suspended\")].status"}"#,
     printcolumn = r#"{"name": "Duration", "type": "string", "jsonPath": ".status.duration"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
@@ -37,6 +38,14 @@ pub struct RunSpec {
     /// Parameter values by name; names the workflow does not declare are an error.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+    /// While true, no new attempt starts (running ones go on); set it back to false to resume.
+    /// Kubernetes only: `ork run` refuses a suspended Run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// Stops the run for good: running attempts are stopped, every unfinished task becomes
+    /// Cancelled and the run ends Cancelled. Setting it back has no effect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
 }
 
 /// Reference to a Workflow in the run's namespace.

@@ -80,6 +80,14 @@ impl Engine {
             .find(|c| c.type_ == "Succeeded")
             .and_then(|c| c.last_transition_time)
             .or(status.started_at);
+        engine.suspension = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Suspended")
+            .and_then(|c| {
+                let on = c.status == crate::api::ConditionStatus::True;
+                Some((on, c.last_transition_time?))
+            });
         engine.reason = status
             .conditions
             .iter()

@@ -137,6 +137,8 @@ pub struct Engine {
     pub(super) transitioned_at: Option<Timestamp>,
     /// The first task that failed for good, named in the run's message.
     pub(super) first_failure: Option<TaskId>,
+    /// Whether the run is suspended (no attempt starts) and since when; `None` if it never was.
+    pub(super) suspension: Option<(bool, Timestamp)>,
     actions: Vec<Action>,
     changed: Vec<TaskId>,
 }
@@ -179,6 +181,7 @@ impl Engine {
             finished_at: None,
             transitioned_at: None,
             first_failure: None,
+            suspension: None,
             actions: Vec::new(),
             changed: Vec::new(),
         }
@@ -340,6 +343,23 @@ impl Engine {
         self.finish_run(RunPhase::Cancelled, "Cancelled", now);
     }
 
+    /// Suspends (`true`) or resumes (`false`) the run at `now`. While suspended no attempt
+    /// starts — neither a queued task nor a retry whose back-off has ended — while running
+    /// attempts go on and their ends are recorded; the run's deadline keeps counting. What was
+    /// held back starts at the next [`tick`](Self::tick) after a resume. A finished run stays
+    /// as it is.
+    pub fn suspend(&mut self, suspended: bool, now: Timestamp) {
+        if self.is_finished() || self.is_suspended() == suspended {
+            return;
+        }
+        self.suspension = Some((suspended, now));
+    }
+
+    /// Whether no attempt may start now because the run is suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.suspension.is_some_and(|(on, _)| on)
+    }
+
     /// Records that the running attempt passed its deadline `at` and is being stopped.
     pub(super) fn mark_stopping(&mut self, task: TaskId, attempt: u32, at: Timestamp) {
         let seconds = self.dag.task(task).timeout.map_or(0, |d| d.as_secs());
@@ -396,7 +416,7 @@ impl Engine {
     /// Starts queued tasks while the parallelism cap allows.
     fn schedule(&mut self, now: Timestamp) {
         let cap = self.dag.parallelism().unwrap_or(u32::MAX);
-        while self.phase == RunPhase::Running && self.tally.running < cap {
+        while self.phase == RunPhase::Running && !self.is_suspended() && self.tally.running < cap {
             let Some(task) = self.ready.pop_front() else {
                 break;
             };
@@ -593,6 +613,15 @@ impl Engine {
     /// Ends every unfinished task: running ones are killed (Failed on a deadline, Cancelled on
     /// cancellation), waiting ones become Cancelled. Visits every task once.
     fn stop_all(&mut self, now: Timestamp, kill: KillReason, reason: &str, message: &str) {
+        // Starts the driver has not carried out yet are dropped, not undone with a kill.
+        let mut unstarted = BTreeSet::new();
+        self.actions.retain(|action| match action {
+            Action::Start(launch) => {
+                unstarted.insert((launch.task, launch.attempt));
+                false
+            }
+            Action::Kill { .. } => true,
+        });
         for i in 0..self.tasks.len() {
             let task = TaskId(i as u32);
             let state = &self.tasks[i];
@@ -602,12 +631,21 @@ impl Engine {
                     self.tally.running -= 1;
                     self.running.remove(&task);
                     self.stopping_tasks.remove(&task);
-                    self.actions.push(Action::Kill {
-                        task,
-                        attempt: state.attempts,
-                        reason: kill,
-                        at: now,
-                    });
+                    if unstarted.contains(&(task, state.attempts)) {
+                        // It never started: it is not an attempt.
+                        let state = &mut self.tasks[i];
+                        state.attempts -= 1;
+                        if state.attempts == 0 {
+                            state.started_at = None;
+                        }
+                    } else {
+                        self.actions.push(Action::Kill {
+                            task,
+                            attempt: state.attempts,
+                            reason: kill,
+                            at: now,
+                        });
+                    }
                     if kill == KillReason::DeadlineExceeded {
                         TaskPhase::Failed
                     } else {

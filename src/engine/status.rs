@@ -32,7 +32,10 @@ impl Engine {
             phase: Some(self.phase),
             started_at: self.started_at,
             finished_at: self.finished_at,
-            conditions: vec![self.succeeded_condition()],
+            conditions: [Some(self.succeeded_condition()), self.suspended_condition()]
+                .into_iter()
+                .flatten()
+                .collect(),
             progress: Some(format!("{}/{}", self.tally.succeeded, self.tasks.len())),
             task_counts: Some(self.task_counts()),
             duration: match (self.started_at, self.finished_at) {
@@ -87,6 +90,33 @@ impl Engine {
         }
     }
 
+    /// The `Suspended` condition, once the run has been suspended: True while it is, False
+    /// (reason `Resumed`) after.
+    pub fn suspended_condition(&self) -> Option<Condition> {
+        let (on, since) = self.suspension?;
+        let (status, reason, message) = if on {
+            (
+                ConditionStatus::True,
+                "Suspended",
+                "spec.suspend is true: no new attempt starts; running ones go on",
+            )
+        } else {
+            (
+                ConditionStatus::False,
+                "Resumed",
+                "spec.suspend was set back to false",
+            )
+        };
+        Some(Condition {
+            type_: "Suspended".into(),
+            status,
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_transition_time: Some(since),
+            observed_generation: None,
+        })
+    }
+
     /// One line on where the run stands, e.g. `task "load" failed: ...; 3 of 5 tasks succeeded`.
     pub fn summary(&self) -> String {
         let t = &self.tally;
@@ -109,6 +139,9 @@ impl Engine {
                 format!("the run's deadline was exceeded; {counts}")
             }
             (RunPhase::Cancelled, _, _) => format!("the run was cancelled; {counts}"),
+            (RunPhase::Running, _, _) if self.is_suspended() => {
+                format!("suspended: no new attempt starts; {counts}")
+            }
             (RunPhase::Failed, _, Some(task)) => {
                 let state = &self.tasks[task.index()];
                 format!(

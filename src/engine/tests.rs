@@ -2461,3 +2461,61 @@ fn random_runs_reach_every_case() {
         );
     }
 }
+
+// ---- suspend ----
+
+#[test]
+fn a_suspended_run_starts_nothing_but_records_what_ends() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "a"},
+        {"name": "b", "dependsOn": ["a"]},
+        {"name": "c", "retries": {"limit": 1, "backoff": {"initialSeconds": 1}}},
+    ]}));
+    assert_eq!(h.start(0.0), [start("a", 1), start("c", 1)]);
+    h.engine.suspend(true, at(0.5));
+    assert!(h.ok("a", 1, "", 1.0).is_empty(), "b waits for the resume");
+    assert!(h.exit("c", 1, 1, 1.0).is_empty());
+    assert!(
+        h.tick(5.0).is_empty(),
+        "nor does the retry whose back-off ended"
+    );
+    assert_eq!(h.phase("a"), TaskPhase::Succeeded);
+    let suspended = h.engine.suspended_condition().unwrap();
+    assert_eq!(suspended.status, ConditionStatus::True);
+    assert!(h.engine.summary().starts_with("suspended"));
+    h.engine.suspend(false, at(6.0));
+    let mut started = h.tick(6.0);
+    started.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(started, [start("b", 1), start("c", 2)]);
+    let resumed = h.engine.suspended_condition().unwrap();
+    assert_eq!(resumed.status, ConditionStatus::False);
+    assert_eq!(resumed.reason.as_deref(), Some("Resumed"));
+    assert_eq!(resumed.last_transition_time, Some(at(6.0)));
+}
+
+#[test]
+fn a_run_never_suspended_has_no_suspended_condition_and_a_resume_is_a_no_op() {
+    let mut h = Harness::new(json!({"tasks": [{"name": "a"}]}));
+    h.start(0.0);
+    h.engine.suspend(false, at(1.0));
+    assert!(h.engine.suspended_condition().is_none());
+}
+
+#[test]
+fn a_cancel_before_anything_started_starts_nothing() {
+    let mut h = Harness::new(json!({"tasks": [{"name": "a"}, {"name": "b"}]}));
+    h.engine.start(at(0.0));
+    h.engine.cancel(at(0.0));
+    assert!(
+        h.acts().is_empty(),
+        "no start, and no kill of what never started"
+    );
+    assert_eq!(h.engine.phase(), RunPhase::Cancelled);
+    assert_eq!(h.phase("a"), TaskPhase::Cancelled);
+    assert_eq!(
+        h.status("a").attempts,
+        0,
+        "an attempt never started is no attempt"
+    );
+    assert_eq!(h.status("a").started_at, None);
+}

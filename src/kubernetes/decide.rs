@@ -158,6 +158,15 @@ pub fn decide(state: &mut Option<RunState>, o: &Observed<'_>) -> Plan {
         Resolution::Rejected(reason, message) => {
             held(o, &old, &children, RunPhase::Failed, reason, message)
         }
+        // Cancelled before it could start: nothing ran, nothing will.
+        Resolution::Waiting(..) if o.run.spec.cancel => held(
+            o,
+            &old,
+            &children,
+            RunPhase::Cancelled,
+            "Cancelled",
+            "the run was cancelled before it started",
+        ),
         Resolution::Waiting(reason, message) => {
             held(o, &old, &children, RunPhase::Pending, reason, message)
         }
@@ -386,7 +395,11 @@ fn held(
         plan.delete = children.active_jobs(|_| true);
         if changed {
             plan.events.push(Note {
-                type_: EventType::Warning,
+                type_: if phase == RunPhase::Cancelled {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
                 reason,
                 note: text::cap_message(message.to_string()),
                 job: None,
@@ -408,7 +421,7 @@ fn held_status(
     message: &str,
     now: Timestamp,
 ) -> RunStatus {
-    let condition = if phase == RunPhase::Failed {
+    let condition = if phase.is_final() {
         ConditionStatus::False
     } else {
         ConditionStatus::Unknown
@@ -469,6 +482,9 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     let definition = Arc::clone(&state.definition);
     let dag = &definition.dag;
     let job_of = |task: TaskId, attempt: u32| job_name(&name, &dag.task(task).name, attempt);
+    // What the Run's spec asks for now, read on every reconcile (level-triggered): a Run
+    // created suspended starts nothing.
+    state.engine.suspend(o.run.spec.suspend, o.now);
     if state.engine.phase() == RunPhase::Pending {
         state.engine.start(o.now);
     }
@@ -531,6 +547,9 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     ends.sort_by_key(|(at, id, attempt, _)| (*at, *id, *attempt));
     for (at, id, attempt, outcome) in ends {
         state.engine.finish_attempt(id, attempt, outcome, at);
+    }
+    if o.run.spec.cancel {
+        state.engine.cancel(o.now);
     }
     state.engine.tick(o.now);
 
@@ -976,6 +995,30 @@ fn notes(
             ),
             job: None,
         });
+    }
+    let suspended = |status: &RunStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Suspended")
+            .map(|c| c.status)
+    };
+    match (suspended(old), suspended(new)) {
+        (was, Some(ConditionStatus::True)) if was != Some(ConditionStatus::True) => {
+            notes.push(Note {
+                type_: EventType::Normal,
+                reason: "Suspended",
+                note: "suspended: no new attempt starts until spec.suspend is false".into(),
+                job: None,
+            });
+        }
+        (Some(ConditionStatus::True), Some(ConditionStatus::False)) => notes.push(Note {
+            type_: EventType::Normal,
+            reason: "Resumed",
+            note: "resumed".into(),
+            job: None,
+        }),
+        _ => {}
     }
     if is.is_final() && !was.is_final() {
         let (type_, reason) = match is {

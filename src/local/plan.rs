@@ -67,6 +67,12 @@ pub fn plan_run(
             )]);
         }
     };
+    if run.spec.suspend {
+        return Err(vec![format!(
+            "{run_origin}: spec.suspend: suspending a run is a Kubernetes feature; ork run \
+             cannot hold a run back (remove spec.suspend, or apply the Run to a cluster)"
+        )]);
+    }
     run.spec.params.extend(cli_params.clone());
 
     let (spec_origin, spec, base, pinned) = resolve_workflow(&run_origin, &run, documents)?;
@@ -143,6 +149,7 @@ fn run_for(workflow: &Workflow) -> Run {
             workflow_ref: Some(WorkflowRef { name }),
             workflow: None,
             params: BTreeMap::new(),
+            ..RunSpec::default()
         },
         status: None,
     }

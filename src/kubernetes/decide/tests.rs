@@ -1027,3 +1027,158 @@ fn a_large_runs_summary_is_written_at_most_every_second_when_only_counts_move() 
     assert!(plan.status.is_some());
     assert_eq!(w.status().failed_tasks, ["t6"]);
 }
+
+/// Sets `spec.suspend` / `spec.cancel` as `kubectl patch` would: a new version of the Run.
+fn set_spec(w: &mut World, suspend: bool, cancel: bool) {
+    w.run.spec.suspend = suspend;
+    w.run.spec.cancel = cancel;
+    w.touch();
+}
+
+fn condition<'a>(status: &'a RunStatus, type_: &str) -> Option<&'a crate::api::Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[test]
+fn a_cancel_stops_the_running_jobs_and_ends_the_run_cancelled() {
+    let mut w = World::new(json!({"tasks": [
+        {"name": "a"}, {"name": "b", "dependsOn": ["a"]}, {"name": "c"},
+    ]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.c.1", succeeded_pod(0, 1, ""));
+    w.pod("etl-1.a.1", running_pod(0));
+    w.step(t(2));
+    set_spec(&mut w, false, true);
+    let plan = w.step(t(3));
+    assert_eq!(w.phase(), RunPhase::Cancelled);
+    assert_eq!(plan.delete, ["etl-1.a.1"], "the running attempt's Job goes");
+    assert!(plan.create.is_empty());
+    assert_eq!(w.task("a").phase, TaskPhase::Cancelled);
+    assert_eq!(w.task("b").phase, TaskPhase::Cancelled);
+    assert_eq!(
+        w.task("c").phase,
+        TaskPhase::Succeeded,
+        "what finished stays"
+    );
+    let succeeded = condition(w.status(), "Succeeded").unwrap();
+    assert_eq!(succeeded.status, ConditionStatus::False);
+    assert_eq!(succeeded.reason.as_deref(), Some("Cancelled"));
+    assert!(
+        reasons(&plan).contains(&"Cancelled"),
+        "{:?}",
+        reasons(&plan)
+    );
+    assert!(plan.finished);
+    // Setting it back changes nothing.
+    set_spec(&mut w, false, false);
+    let plan = w.step(t(4));
+    assert_eq!(w.phase(), RunPhase::Cancelled);
+    assert!(plan.create.is_empty() && plan.status.is_none());
+}
+
+#[test]
+fn a_cancel_during_a_retry_back_off_starts_nothing_more() {
+    let mut w = World::new(json!({"tasks": [
+        {"name": "a", "retries": {"limit": 3, "backoff": {"initialSeconds": 10}}},
+    ]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", failed_pod(0, 1, 1, "Error"));
+    w.step(t(2));
+    assert_eq!(w.task("a").phase, TaskPhase::Pending, "backing off");
+    set_spec(&mut w, false, true);
+    w.step(t(3));
+    let plan = w.step(t(20));
+    assert!(plan.create.is_empty());
+    assert_eq!(w.task("a").phase, TaskPhase::Cancelled);
+    assert_eq!(w.task("a").attempts, 1);
+    assert_eq!(w.phase(), RunPhase::Cancelled);
+}
+
+#[test]
+fn a_run_cancelled_while_waiting_for_its_workflow_ends_cancelled() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.definition = Resolution::Waiting("WorkflowNotFound", "no such workflow".into());
+    w.step(t(0));
+    assert_eq!(w.phase(), RunPhase::Pending);
+    set_spec(&mut w, false, true);
+    let plan = w.step(t(1));
+    assert_eq!(w.phase(), RunPhase::Cancelled);
+    let succeeded = condition(w.status(), "Succeeded").unwrap();
+    assert_eq!(succeeded.status, ConditionStatus::False);
+    assert_eq!(reasons(&plan), ["Cancelled"]);
+}
+
+#[test]
+fn a_suspended_run_starts_nothing_until_resumed_and_says_so() {
+    let mut w = World::new(json!({"tasks": [
+        {"name": "a"}, {"name": "b", "dependsOn": ["a"]},
+    ]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    set_spec(&mut w, true, false);
+    let plan = w.step(t(1));
+    let suspended = condition(w.status(), "Suspended").expect("a Suspended condition");
+    assert_eq!(suspended.status, ConditionStatus::True);
+    assert_eq!(suspended.last_transition_time, Some(t(1)));
+    assert_eq!(reasons(&plan), ["Suspended"]);
+    // The running attempt goes on and its end is recorded; its dependent waits.
+    w.pod("etl-1.a.1", succeeded_pod(0, 2, ""));
+    let plan = w.step(t(3));
+    assert_eq!(w.task("a").phase, TaskPhase::Succeeded);
+    assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+    assert_eq!(w.task("b").phase, TaskPhase::Pending);
+    assert_eq!(w.phase(), RunPhase::Running);
+    // A restart while suspended keeps it suspended.
+    w.state = None;
+    let plan = w.step(t(4));
+    assert!(plan.create.is_empty());
+    assert_eq!(
+        condition(w.status(), "Suspended")
+            .unwrap()
+            .last_transition_time,
+        Some(t(1))
+    );
+    set_spec(&mut w, false, false);
+    let plan = w.step(t(5));
+    assert_eq!(names(&plan.create), ["etl-1.b.1"]);
+    let resumed = condition(w.status(), "Suspended").unwrap();
+    assert_eq!(resumed.status, ConditionStatus::False);
+    assert_eq!(resumed.reason.as_deref(), Some("Resumed"));
+    assert_eq!(reasons(&plan), ["Resumed"]);
+}
+
+#[test]
+fn a_retry_due_while_suspended_waits_for_the_resume() {
+    let mut w = World::new(json!({"tasks": [
+        {"name": "a", "retries": {"limit": 1, "backoff": {"initialSeconds": 1}}},
+    ]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    set_spec(&mut w, true, false);
+    w.pod("etl-1.a.1", failed_pod(0, 1, 1, "Error"));
+    w.step(t(2));
+    let plan = w.step(t(10));
+    assert!(
+        plan.create.is_empty(),
+        "the back-off ended, but the run is suspended"
+    );
+    set_spec(&mut w, false, false);
+    let plan = w.step(t(11));
+    assert_eq!(names(&plan.create), ["etl-1.a.2"]);
+}
+
+#[test]
+fn a_run_created_suspended_starts_but_makes_no_job() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.run.spec.suspend = true;
+    let plan = w.step(t(0));
+    assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+    assert_eq!(w.phase(), RunPhase::Running);
+    assert_eq!(w.task("a").phase, TaskPhase::Pending);
+    assert_eq!(reasons(&plan), ["Started", "Suspended"]);
+    set_spec(&mut w, false, false);
+    let plan = w.step(t(1));
+    assert_eq!(names(&plan.create), ["etl-1.a.1"]);
+}

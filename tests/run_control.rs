@@ -1,0 +1,151 @@
+//! End-to-end tests of run control on the test control plane with the kubelet simulator:
+//! `spec.cancel` stops a run (its Jobs, Pods and processes gone), `spec.suspend` holds it
+//! without stopping what runs. (The decisions are table-tested in
+//! `src/kubernetes/decide/tests.rs`, the engine's rules in `src/engine/tests.rs`.)
+
+mod support;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use ork::api::{ConditionStatus, Run, RunPhase, TaskPhase};
+use serde_json::json;
+use support::cluster::eventually;
+use support::env::{Env, LONG, chain};
+
+async fn patch_spec(env: &Env, run: &str, spec: serde_json::Value) {
+    env.runs()
+        .patch(
+            run,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .unwrap();
+}
+
+fn phase_of(run: &Run, task: &str) -> Option<TaskPhase> {
+    let status = run.status.as_ref()?;
+    Some(status.tasks.iter().find(|t| t.name == task)?.phase)
+}
+
+fn suspended(run: &Run) -> Option<ConditionStatus> {
+    let status = run.status.as_ref()?;
+    let condition = status.conditions.iter().find(|c| c.type_ == "Suspended")?;
+    Some(condition.status)
+}
+
+async fn pods_of(env: &Env, run: &str) -> Vec<Pod> {
+    env.pods()
+        .list(&ListParams::default().labels(&format!("ork.dev/run={run}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_stops_its_job_pod_and_process_and_keeps_its_record() {
+    let env = Env::new("cancel").await;
+    env.apply_workflow(&chain(
+        "slow",
+        &[("wait", "sleep 300"), ("after", "echo never")],
+    ))
+    .await;
+    env.create_run("slow-1", "slow", json!({})).await;
+    env.wait_task_running("slow-1", "wait").await;
+    let kubelet = env.kubelet.as_ref().unwrap();
+    eventually("the task's process to start", LONG, || {
+        let running = !kubelet.running().is_empty();
+        async move { running.then_some(()) }
+    })
+    .await;
+
+    patch_spec(&env, "slow-1", json!({"cancel": true})).await;
+    let run = env.wait_final("slow-1").await;
+    let status = run.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Cancelled));
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .unwrap();
+    assert_eq!(condition.status, ConditionStatus::False);
+    assert_eq!(condition.reason.as_deref(), Some("Cancelled"));
+    assert_eq!(phase_of(&run, "wait"), Some(TaskPhase::Cancelled));
+    assert_eq!(phase_of(&run, "after"), Some(TaskPhase::Cancelled));
+
+    let jobs = env.jobs();
+    eventually("the Job, its Pod and its process to be gone", LONG, || {
+        let jobs = jobs.clone();
+        let env = &env;
+        let idle = kubelet.running().is_empty();
+        async move {
+            let lp = ListParams::default().labels("ork.dev/run=slow-1");
+            let j = jobs.list(&lp).await.ok()?.items.len();
+            let p = pods_of(env, "slow-1").await.len();
+            (j + p == 0 && idle).then_some(())
+        }
+    })
+    .await;
+    let events = env.events_about("slow-1").await;
+    assert!(
+        events.iter().any(|(reason, _, _)| reason == "Cancelled"),
+        "{events:?}"
+    );
+    // The record stays, and nothing starts again.
+    let run = env.runs().get("slow-1").await.unwrap();
+    assert_eq!(run.status.unwrap().phase, Some(RunPhase::Cancelled));
+    assert_eq!(env.job_names("slow-1").await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_run_lets_the_running_task_finish_and_starts_nothing_until_resumed() {
+    let env = Env::new("suspend").await;
+    env.apply_workflow(&chain(
+        "held",
+        &[
+            ("first", "sleep 5; echo '{\"n\": 1}' > $ORK_OUTPUT"),
+            ("second", "echo '{\"n\": 2}' > $ORK_OUTPUT"),
+        ],
+    ))
+    .await;
+    env.create_run("held-1", "held", json!({})).await;
+    env.wait_task_running("held-1", "first").await;
+    patch_spec(&env, "held-1", json!({"suspend": true})).await;
+    env.wait_run("held-1", "the Suspended condition", |run| {
+        (suspended(run) == Some(ConditionStatus::True)).then_some(())
+    })
+    .await;
+    let table = env.kubectl_ok(&["get", "runs.ork.dev", "held-1"], None);
+    assert!(
+        table.contains("SUSPENDED") && table.contains("True"),
+        "{table}"
+    );
+
+    // The running attempt finishes and is recorded; its dependent is not started.
+    env.wait_run("held-1", "first to succeed", |run| {
+        (phase_of(run, "first") == Some(TaskPhase::Succeeded)).then_some(())
+    })
+    .await;
+    let run = env.runs().get("held-1").await.unwrap();
+    assert_eq!(run.status.as_ref().unwrap().phase, Some(RunPhase::Running));
+    assert_eq!(phase_of(&run, "second"), Some(TaskPhase::Pending));
+    assert_eq!(env.job_names("held-1").await, ["held-1.first.1"]);
+
+    patch_spec(&env, "held-1", json!({"suspend": false})).await;
+    let run = env.wait_final("held-1").await;
+    assert_eq!(
+        run.status.as_ref().unwrap().phase,
+        Some(RunPhase::Succeeded)
+    );
+    assert_eq!(suspended(&run), Some(ConditionStatus::False));
+    assert_eq!(
+        env.job_names("held-1").await,
+        ["held-1.first.1", "held-1.second.1"]
+    );
+    let events = env.events_about("held-1").await;
+    let reasons: Vec<&str> = events.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert!(
+        reasons.contains(&"Suspended") && reasons.contains(&"Resumed"),
+        "{reasons:?}"
+    );
+}
