@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::api::RunPhase;
 use crate::compile::CompiledTask;
 use crate::engine::Launch;
 
@@ -14,6 +15,10 @@ pub mod vars {
     pub const ATTEMPT: &str = "ORK_ATTEMPT";
     pub const OUTPUT: &str = "ORK_OUTPUT";
     pub const INPUT_JSON: &str = "ORK_INPUT_JSON";
+    /// Finally tasks only: what the regular tasks came to.
+    pub const RUN_PHASE: &str = "ORK_RUN_PHASE";
+    /// Finally tasks only: the regular tasks whose phase is Failed, comma-separated.
+    pub const FAILED_TASKS: &str = "ORK_FAILED_TASKS";
 }
 
 /// Identity of the run an attempt belongs to.
@@ -44,6 +49,18 @@ pub fn ork_env(
             Value::Object(input_json).to_string(),
         ),
     ];
+    if let Some(finally) = &launch.finally {
+        let phase = match finally.run_phase {
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Cancelled => "Cancelled",
+            _ => "Failed",
+        };
+        env.push((vars::RUN_PHASE.to_string(), phase.to_string()));
+        env.push((
+            vars::FAILED_TASKS.to_string(),
+            finally.failed_tasks.to_string(),
+        ));
+    }
     env.extend(
         launch
             .inputs

@@ -9,11 +9,11 @@ mod workflow;
 
 pub use run::{
     Condition, ConditionStatus, PinnedWorkflow, RecordLayout, Run, RunPhase, RunShard,
-    RunShardSpec, RunSpec, RunStatus, TaskCounts, TaskPhase, TaskStatus, WorkflowRef,
+    AttemptRecord, RunShardSpec, RunSpec, RunStatus, TaskCounts, TaskPhase, TaskStatus, WorkflowRef,
 };
 pub use workflow::{
-    Backoff, InputSpec, ParamSpec, RetryPolicy, TaskDefaults, TaskSpec, Workflow, WorkflowSpec,
-    WorkflowStatus,
+    Backoff, InputSpec, ParamSpec, RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec,
+    WHEN_OPERATORS, WhenSpec, Workflow, WorkflowSpec, WorkflowStatus,
 };
 
 /// API group of every ork resource.

@@ -43,9 +43,15 @@ pub struct RunSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
     /// Stops the run for good: running attempts are stopped, every unfinished task becomes
-    /// Cancelled and the run ends Cancelled. Setting it back has no effect.
+    /// Cancelled, the `finally` tasks run and the run ends Cancelled. Setting it back has no
+    /// effect.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
+    /// Runs again a finished Run of this namespace, with its definition and params: tasks that
+    /// succeeded there (with everything upstream of them) are reused, the rest runs. Excludes
+    /// `workflowRef`, `workflow` and `params`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<WorkflowRef>,
 }
 
 /// Reference to a Workflow in the run's namespace.
@@ -264,6 +270,42 @@ pub struct TaskStatus {
     /// timeout counts from here, as the kubelet's does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_started_at: Option<Timestamp>,
+    /// A task of the workflow's `finally` list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finally: bool,
+    /// Attempts retried after a failure outside the task (Pod evicted or deleted, Job lost,
+    /// node lost), which do not use the retry `limit`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub infra_retries: u32,
+    /// How the latest attempts ended (at most the last 10), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub history: Vec<AttemptRecord>,
+    /// For a task reused by a rerun: the run whose attempt produced the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How one attempt of a task ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Exit code, when the process exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it ended: Completed, Error, Timeout, PodDeleted, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
 }
 
 /// A Kubernetes-style condition.

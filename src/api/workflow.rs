@@ -49,6 +49,11 @@ pub struct WorkflowSpec {
     /// The tasks of the DAG, in any order.
     #[schemars(length(min = 1))]
     pub tasks: Vec<TaskSpec>,
+    /// Tasks that run once every task in `tasks` is final, whatever the outcome (also after a
+    /// cancel or the run deadline): clean-up and notification. They may depend on each other,
+    /// not on regular tasks, and read regular tasks' outputs without `dependsOn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finally: Vec<TaskSpec>,
 }
 
 /// A run parameter.
@@ -138,6 +143,50 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SUBDOMAIN_LEN), pattern(DNS_SUBDOMAIN_OR_EMPTY_PATTERN))]
     pub service_account_name: Option<String>,
+    /// Conditions that must all hold for the task to run; otherwise it is Skipped (`WhenFalse`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<WhenSpec>,
+    /// When the task runs, judged over its dependencies once they are all final:
+    /// `AllSucceeded` (default), `AllDone` or `AnyFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = TRIGGERS))]
+    pub trigger: Option<String>,
+    /// The task's failure neither skips its dependents nor fails the run (its phase is still
+    /// Failed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_failure: bool,
+}
+
+/// Values of `trigger`.
+pub const TRIGGERS: [&str; 3] = ["AllSucceeded", "AllDone", "AnyFailed"];
+/// Values of a `when` entry's `operator`.
+pub const WHEN_OPERATORS: [&str; 2] = ["In", "NotIn"];
+/// Values of `retries.retryOn`.
+pub const RETRY_ON: [&str; 2] = ["Error", "Timeout"];
+
+/// One condition of a task's `when`: a param, or an output of an upstream task, compared as
+/// text with `values`. Exactly one of `param` or `task` (with `output`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WhenSpec {
+    /// Name of a workflow parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_IDENTIFIER_LEN), pattern(IDENTIFIER_PATTERN))]
+    pub param: Option<String>,
+    /// Name of an upstream task (direct or transitive dependency) whose output to compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_LABEL_LEN), pattern(DNS_LABEL_PATTERN))]
+    pub task: Option<String>,
+    /// Key of the `task`'s output object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub output: Option<String>,
+    /// `In` or `NotIn`.
+    #[schemars(extend("enum" = WHEN_OPERATORS))]
+    pub operator: String,
+    /// The values compared with; at least one.
+    #[schemars(length(min = 1))]
+    pub values: Vec<String>,
 }
 
 /// A task input: exactly one of `value`, `fromParam`, or `fromTask` with `output`.
@@ -174,6 +223,14 @@ pub struct RetryPolicy {
     /// Delay between attempts; defaults to 1s doubling up to 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
+    /// Which failures are retried: `Error` (non-zero exit, could not start, invalid output)
+    /// and/or `Timeout`. Default both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = retry_on_values)]
+    pub retry_on: Vec<String>,
+    /// If set, an `Error` is retried only when the attempt exited with one of these codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_codes: Vec<i32>,
 }
 
 /// Exponential back-off: the delay before attempt n+1 is
@@ -228,5 +285,12 @@ fn env_names(schema: &mut schemars::Schema) {
              with a digit, and not '.' or starting with '..'."
                 .into(),
         );
+    }
+}
+
+/// Lists the values `retryOn` entries may take, as an enum on its items.
+fn retry_on_values(schema: &mut schemars::Schema) {
+    if let Some(items) = schema.get_mut("items").and_then(|i| i.as_object_mut()) {
+        items.insert("enum".into(), RETRY_ON.to_vec().into());
     }
 }

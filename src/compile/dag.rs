@@ -85,6 +85,58 @@ impl Default for Retry {
     }
 }
 
+/// Which failed attempts are retried (within the retry limit).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryOn {
+    /// The command exited non-zero, could not start, or wrote an invalid output.
+    pub error: bool,
+    /// The attempt ran past its timeout.
+    pub timeout: bool,
+    /// If not empty, an error is retried only for these exit codes.
+    pub exit_codes: Vec<i32>,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        Self {
+            error: true,
+            timeout: true,
+            exit_codes: Vec::new(),
+        }
+    }
+}
+
+/// When a task runs, judged over its dependencies once all of them are final.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Trigger {
+    /// Every dependency succeeded (or was skipped other than for a failure, or failed with
+    /// `continueOnFailure`).
+    #[default]
+    AllSucceeded,
+    /// Every dependency is final, whatever the outcome.
+    AllDone,
+    /// Every dependency is final and at least one failed.
+    AnyFailed,
+}
+
+/// What a `when` entry compares.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WhenSubject {
+    /// The parameter at this index of [`Dag::params`].
+    Param(usize),
+    /// The key `output` of an upstream task's output object.
+    Task { task: TaskId, output: String },
+}
+
+/// One compiled `when` entry: holds when the subject's text is (`In`) or is not (`NotIn`) one
+/// of `values`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct When {
+    pub subject: WhenSubject,
+    pub negated: bool,
+    pub values: Vec<String>,
+}
+
 /// One task with the workflow defaults applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompiledTask {
@@ -100,6 +152,13 @@ pub struct CompiledTask {
     pub timeout: Option<SignedDuration>,
     pub resources: Option<ResourceRequirements>,
     pub service_account_name: Option<String>,
+    /// Which failures the retry limit is spent on.
+    pub retry_on: RetryOn,
+    /// A task of the `finally` list.
+    pub finally: bool,
+    pub when: Vec<When>,
+    pub trigger: Trigger,
+    pub continue_on_failure: bool,
 }
 
 /// Compressed adjacency lists: the neighbours of node `i` are `targets[offsets[i]..offsets[i+1]]`.
@@ -150,6 +209,8 @@ pub struct Dag {
     pub(crate) params: Vec<ParamSpec>,
     pub(crate) parallelism: Option<u32>,
     pub(crate) active_deadline: Option<SignedDuration>,
+    /// Number of regular tasks: `tasks[regular..]` are the `finally` tasks.
+    pub(crate) regular: usize,
 }
 
 impl Dag {
@@ -196,6 +257,16 @@ impl Dag {
 
     pub fn active_deadline(&self) -> Option<SignedDuration> {
         self.active_deadline
+    }
+
+    /// Number of regular tasks; the `finally` tasks come after them.
+    pub fn regular(&self) -> usize {
+        self.regular
+    }
+
+    /// Whether `id` is a `finally` task.
+    pub fn is_finally(&self, id: TaskId) -> bool {
+        id.index() >= self.regular
     }
 }
 

@@ -16,14 +16,21 @@ pub(crate) struct Cycle {
     pub(crate) others: Vec<TaskId>,
 }
 
-/// A `fromTask` input naming another task that exists: `source` must be an ancestor of
-/// `consumer`.
+/// A `fromTask` input or a `when` entry naming another task that exists: `source` must be an
+/// ancestor of `consumer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TaskRef {
     pub(crate) consumer: TaskId,
-    /// Index of the input in the consumer's `inputs`.
-    pub(crate) input: usize,
+    /// Where in the consumer: an input or a `when` entry, and its index.
+    pub(crate) place: RefPlace,
     pub(crate) source: TaskId,
+}
+
+/// Where a task names another task whose output it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RefPlace {
+    Input(usize),
+    When(usize),
 }
 
 /// Kahn's algorithm. On a cycle, returns one cycle for every strongly connected group of tasks
@@ -194,12 +201,12 @@ fn find_cycles(parents: &Adjacency, remaining: &[u32]) -> Vec<Cycle> {
 /// tasks and e edges, and much less when reads are local. (Arbitrary reachability queries have
 /// no linear-time answer; this keeps the factor small and bounded.)
 pub(crate) fn check_inputs_upstream(
-    specs: &[TaskSpec],
+    specs: &[&TaskSpec],
+    paths: &[String],
     refs: &[TaskRef],
     children: &Adjacency,
     parents: &Adjacency,
     order: &[TaskId],
-    base: &str,
     problems: &mut Problems,
 ) {
     let n = specs.len();
@@ -237,25 +244,28 @@ pub(crate) fn check_inputs_upstream(
         );
     }
 
-    not_upstream.sort_unstable_by_key(|r| (r.consumer, r.input));
-    for group in not_upstream.chunk_by(|a, b| a.consumer == b.consumer) {
-        let task = &specs[group[0].consumer.index()];
+    not_upstream.sort_unstable_by_key(|r| (r.consumer, r.place));
+    for r in not_upstream {
+        let task = specs[r.consumer.index()];
+        let at = &paths[r.consumer.index()];
         let who = quoted(&task.name);
-        for r in group {
-            problems.push(
-                format!(
-                    "{base}.tasks[{}].inputs[{}].fromTask",
-                    r.consumer.0, r.input
-                ),
-                format!(
-                    "task {who}: input {} reads task {}, which is not upstream \
-                     (add it to dependsOn, directly or through another task)",
-                    quoted(&task.inputs[r.input].name),
-                    quoted(&specs[r.source.index()].name)
-                ),
-            );
-        }
+        let source = quoted(&specs[r.source.index()].name);
+        let (field, what) = match r.place {
+            RefPlace::Input(j) => (
+                format!("{at}.inputs[{j}].fromTask"),
+                format!("input {}", quoted(&task.inputs[j].name)),
+            ),
+            RefPlace::When(j) => (format!("{at}.when[{j}].task"), format!("when[{j}]")),
+        };
+        problems.push(
+            field,
+            format!(
+                "task {who}: {what} reads task {source}, which is not upstream \
+                 (add it to dependsOn, directly or through another task)"
+            ),
+        );
     }
+
 }
 
 /// Far sources checked in one pass: one bit each in a `u64`.

@@ -17,16 +17,18 @@ use std::collections::{HashMap, HashSet};
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::EnvVar;
 
-use crate::api::{RetryPolicy, TaskDefaults, TaskSpec, WorkflowSpec};
+use crate::api::{RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec, WHEN_OPERATORS, WorkflowSpec};
 use crate::problem::Problems;
 use crate::text::{MAX_LIST_ITEMS, names, quoted};
 
-pub use dag::{CompiledTask, Dag, Input, InputSource, Retry, TaskId};
+pub use dag::{
+    CompiledTask, Dag, Input, InputSource, Retry, RetryOn, TaskId, Trigger, When, WhenSubject,
+};
 pub use params::{BoundParams, bind_params};
 
 use dag::Adjacency;
 use expansion::{EnvOrigin, TaskEnv, check_expansions};
-use graph::TaskRef;
+use graph::{RefPlace, TaskRef};
 use names::{
     RESERVED_ENV_PREFIX, dns_label_error, dns_subdomain_error, env_name_error, identifier_error,
 };
@@ -56,11 +58,21 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
     let defaults = spec.defaults.clone().unwrap_or_default();
     check_defaults(&defaults, base, &mut problems);
 
+    // Regular tasks, then the finally tasks: one namespace of names, one index space.
+    let all: Vec<&TaskSpec> = spec.tasks.iter().chain(&spec.finally).collect();
+    let regular = spec.tasks.len();
+    let paths: Vec<String> = (0..all.len())
+        .map(|i| match i.checked_sub(regular) {
+            None => format!("{base}.tasks[{i}]"),
+            Some(j) => format!("{base}.finally[{j}]"),
+        })
+        .collect();
+
     // Names first, so references can be resolved against the full set. A badly formed name is
     // still indexed: references to it resolve, and only the name itself is reported.
-    let mut index: HashMap<String, TaskId> = HashMap::with_capacity(spec.tasks.len());
-    for (i, task) in spec.tasks.iter().enumerate() {
-        let field = format!("{base}.tasks[{i}].name");
+    let mut index: HashMap<String, TaskId> = HashMap::with_capacity(all.len());
+    for (i, task) in all.iter().enumerate() {
+        let field = format!("{}.name", paths[i]);
         let first = index.get(&task.name).copied();
         if let Some(err) = dns_label_error(&task.name) {
             problems.push(field, format!("task name {err}"));
@@ -68,9 +80,9 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
             problems.push(
                 field,
                 format!(
-                    "duplicate task name {} (also {base}.tasks[{}])",
+                    "duplicate task name {} (also {})",
                     quoted(&task.name),
-                    first.0
+                    paths[first.index()]
                 ),
             );
         }
@@ -81,14 +93,15 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
 
     let mut edges: Vec<(TaskId, TaskId)> = Vec::new();
     // `seen_parent[p] == child + 1` when p is already recorded as a parent of child: linear dedup.
-    let mut seen_parent = vec![0u32; spec.tasks.len()];
-    let mut tasks = Vec::with_capacity(spec.tasks.len());
+    let mut seen_parent = vec![0u32; all.len()];
+    let mut tasks = Vec::with_capacity(all.len());
     let mut task_refs: Vec<TaskRef> = Vec::new();
     let defaults_at = format!("{base}.defaults");
     let mut defaults_reported = vec![false; defaults.env.len()];
-    for (i, task) in spec.tasks.iter().enumerate() {
+    for (i, task) in all.iter().enumerate() {
         let id = TaskId(i as u32);
-        let at = format!("{base}.tasks[{i}]");
+        let at = &paths[i];
+        let finally = i >= regular;
         let who = Owner::Task(&task.name);
         for (j, dep) in task.depends_on.iter().enumerate() {
             let field = format!("{at}.dependsOn[{j}]");
@@ -100,6 +113,22 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
                 Some(&parent) if parent == id => {
                     problems.push(field, format!("{who} depends on itself"))
                 }
+                Some(&parent) if finally && parent.index() < regular => problems.push(
+                    field,
+                    format!(
+                        "finally {who} depends on regular task {}: finally tasks start after \
+                         every regular task anyway (read its outputs with inputs.fromTask)",
+                        quoted(dep)
+                    ),
+                ),
+                Some(&parent) if !finally && parent.index() >= regular => problems.push(
+                    field,
+                    format!(
+                        "{who} depends on finally task {}: finally tasks run after every \
+                         regular task",
+                        quoted(dep)
+                    ),
+                ),
                 Some(&parent) => {
                     if seen_parent[parent.index()] != id.0 + 1 {
                         seen_parent[parent.index()] = id.0 + 1;
@@ -110,6 +139,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
         }
         let mut context = TaskContext {
             id,
+            regular,
             defaults: &defaults,
             defaults_at: &defaults_at,
             defaults_reported: &mut defaults_reported,
@@ -118,24 +148,24 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
             problems: &mut problems,
             task_refs: &mut task_refs,
         };
-        tasks.push(compile_task(task, &at, who, &mut context));
+        tasks.push(compile_task(task, at, who, &mut context));
     }
 
-    let children = Adjacency::from_edges(spec.tasks.len(), &edges);
+    let children = Adjacency::from_edges(all.len(), &edges);
     let reversed: Vec<(TaskId, TaskId)> = edges.iter().map(|&(p, c)| (c, p)).collect();
-    let parents = Adjacency::from_edges(spec.tasks.len(), &reversed);
+    let parents = Adjacency::from_edges(all.len(), &reversed);
     match graph::topological_order(&children, &parents) {
         Ok(order) => graph::check_inputs_upstream(
-            &spec.tasks,
+            &all,
+            &paths,
             &task_refs,
             &children,
             &parents,
             &order,
-            base,
             &mut problems,
         ),
         Err(cycles) => {
-            let name = |id: &TaskId| spec.tasks[id.index()].name.as_str();
+            let name = |id: &TaskId| all[id.index()].name.as_str();
             for cycle in cycles {
                 let mut message = format!(
                     "dependency cycle: {} (each task depends on the next)",
@@ -148,7 +178,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
                     ));
                 }
                 problems.push(
-                    format!("{base}.tasks[{}].dependsOn", cycle.tasks[0].0),
+                    format!("{}.dependsOn", paths[cycle.tasks[0].index()]),
                     message,
                 );
             }
@@ -165,6 +195,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
         active_deadline: spec
             .active_deadline_seconds
             .map(|s| SignedDuration::from_secs(s.min(i64::MAX as u64) as i64)),
+        regular,
     };
     problems.into_result(dag)
 }
@@ -290,6 +321,34 @@ fn check_service_account(name: Option<&str>, at: &str, owner: Owner, problems: &
 }
 
 fn check_retries(retries: &RetryPolicy, at: &str, owner: Owner, problems: &mut Problems) {
+    for (j, kind) in retries.retry_on.iter().enumerate() {
+        if !RETRY_ON.contains(&kind.as_str()) {
+            problems.push(
+                format!("{at}.retryOn[{j}]"),
+                format!(
+                    "{owner}: unknown failure kind {}; use {}",
+                    quoted(kind),
+                    RETRY_ON.join(" or ")
+                ),
+            );
+        }
+    }
+    if !retries.exit_codes.is_empty() && !retries.retry_on.is_empty()
+        && !retries.retry_on.iter().any(|k| k == "Error")
+    {
+        problems.push(
+            format!("{at}.exitCodes"),
+            format!("{owner}: exitCodes only applies to Error, which retryOn leaves out"),
+        );
+    }
+    for (j, code) in retries.exit_codes.iter().enumerate() {
+        if *code == 0 {
+            problems.push(
+                format!("{at}.exitCodes[{j}]"),
+                format!("{owner}: exit code 0 is a success, never retried"),
+            );
+        }
+    }
     let Some(backoff) = &retries.backoff else {
         return;
     };
@@ -337,6 +396,8 @@ fn check_env(env: &[EnvVar], at: &str, owner: Owner, problems: &mut Problems) {
 /// What a task is compiled against, and where findings go.
 struct TaskContext<'a> {
     id: TaskId,
+    /// Number of regular tasks: ids from here on are finally tasks.
+    regular: usize,
     defaults: &'a TaskDefaults,
     /// `spec.defaults`.
     defaults_at: &'a str,
@@ -350,8 +411,10 @@ struct TaskContext<'a> {
 }
 
 fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>) -> CompiledTask {
+    let when = compile_when(task, at, who, cx);
     let TaskContext {
         id,
+        regular,
         defaults,
         defaults_at,
         ref mut defaults_reported,
@@ -476,11 +539,18 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
                     Some(source)
                 }
                 Some(&source) => {
-                    task_refs.push(TaskRef {
-                        consumer: id,
-                        input: j,
-                        source,
-                    });
+                    if let Some(why) = read_error(id, source, regular) {
+                        problems.push(
+                            format!("{field}.fromTask"),
+                            format!("{who}: input {shown} reads task {}: {why}", quoted(from)),
+                        );
+                    } else if !(id.index() >= regular && source.index() < regular) {
+                        task_refs.push(TaskRef {
+                            consumer: id,
+                            place: RefPlace::Input(j),
+                            source,
+                        });
+                    }
                     Some(source)
                 }
                 None => {
@@ -540,6 +610,165 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
             .service_account_name
             .clone()
             .or_else(|| defaults.service_account_name.clone()),
+        retry_on: retry_on(task.retries.as_ref().or(defaults.retries.as_ref())),
+        finally: id.index() >= regular,
+        when,
+        trigger: compile_trigger(task.trigger.as_deref(), at, who, problems),
+        continue_on_failure: task.continue_on_failure,
+    }
+}
+
+/// The task's `when` entries, each checked: one subject (a declared param, or an upstream task
+/// and an output key), a known operator, at least one value.
+fn compile_when(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>) -> Vec<When> {
+    let mut when = Vec::with_capacity(task.when.len());
+    for (j, entry) in task.when.iter().enumerate() {
+        let field = format!("{at}.when[{j}]");
+        let negated = match entry.operator.as_str() {
+            "In" => false,
+            "NotIn" => true,
+            other => {
+                cx.problems.push(
+                    format!("{field}.operator"),
+                    format!(
+                        "{who}: when[{j}] has unknown operator {}; use one of {}",
+                        quoted(other),
+                        WHEN_OPERATORS.join(", ")
+                    ),
+                );
+                false
+            }
+        };
+        if entry.values.is_empty() {
+            cx.problems.push(
+                format!("{field}.values"),
+                format!("{who}: when[{j}] needs at least one value"),
+            );
+        }
+        let subject = match (&entry.param, &entry.task) {
+            (Some(param), None) => {
+                if entry.output.is_some() {
+                    cx.problems.push(
+                        format!("{field}.output"),
+                        format!("{who}: when[{j}] sets output without task"),
+                    );
+                }
+                match cx.params.get(param) {
+                    Some(&p) => Some(WhenSubject::Param(p)),
+                    None => {
+                        cx.problems.push(
+                            format!("{field}.param"),
+                            format!(
+                                "{who}: when[{j}] reads undeclared parameter {}",
+                                quoted(param)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(from)) => when_task(entry.output.as_deref(), from, &field, j, who, cx),
+            (param, from) => {
+                let found = usize::from(param.is_some()) + usize::from(from.is_some());
+                cx.problems.push(
+                    field.clone(),
+                    format!("{who}: when[{j}] needs exactly one of param or task, found {found}"),
+                );
+                None
+            }
+        };
+        if let Some(subject) = subject {
+            when.push(When {
+                subject,
+                negated,
+                values: entry.values.clone(),
+            });
+        }
+    }
+    when
+}
+
+/// The subject of a `when` entry reading task `from`'s output: it must exist, be upstream (or,
+/// for a finally task, be a regular task) and name a key.
+fn when_task(
+    output: Option<&str>,
+    from: &str,
+    field: &str,
+    j: usize,
+    who: Owner,
+    cx: &mut TaskContext<'_>,
+) -> Option<WhenSubject> {
+    let output = match output {
+        Some(key) if !key.is_empty() => Some(key.to_string()),
+        _ => {
+            cx.problems.push(
+                format!("{field}.output"),
+                format!(
+                    "{who}: when[{j}] reads task {} but names no output key",
+                    quoted(from)
+                ),
+            );
+            None
+        }
+    };
+    let source = match cx.tasks.get(from) {
+        None => {
+            cx.problems.push(
+                format!("{field}.task"),
+                format!("{who}: when[{j}] reads unknown task {}", quoted(from)),
+            );
+            return None;
+        }
+        Some(&source) if source == cx.id => {
+            cx.problems.push(
+                format!("{field}.task"),
+                format!("{who}: when[{j}] reads the task's own output"),
+            );
+            return None;
+        }
+        Some(&source) => source,
+    };
+    if let Some(why) = read_error(cx.id, source, cx.regular) {
+        cx.problems.push(
+            format!("{field}.task"),
+            format!("{who}: when[{j}] reads task {}: {why}", quoted(from)),
+        );
+    } else if !(cx.id.index() >= cx.regular && source.index() < cx.regular) {
+        cx.task_refs.push(TaskRef {
+            consumer: cx.id,
+            place: RefPlace::When(j),
+            source,
+        });
+    }
+    output.map(|output| WhenSubject::Task {
+        task: source,
+        output,
+    })
+}
+
+/// Why task `consumer` may not read an output of `source`, if it may not: a regular task
+/// cannot read a finally task (it has not run yet).
+fn read_error(consumer: TaskId, source: TaskId, regular: usize) -> Option<&'static str> {
+    (consumer.index() < regular && source.index() >= regular)
+        .then_some("a finally task, which runs after every regular task")
+}
+
+fn compile_trigger(trigger: Option<&str>, at: &str, who: Owner, problems: &mut Problems) -> Trigger {
+    match trigger {
+        None | Some("AllSucceeded") => Trigger::AllSucceeded,
+        Some("AllDone") => Trigger::AllDone,
+        Some("AnyFailed") => Trigger::AnyFailed,
+        Some(other) => {
+            problems.push(
+                format!("{at}.trigger"),
+                format!(
+                    "{who}: unknown trigger {}; use one of {}",
+                    quoted(other),
+                    TRIGGERS.join(", ")
+                ),
+            );
+            Trigger::AllSucceeded
+        }
     }
 }
 
@@ -558,6 +787,19 @@ fn env_entries<'a>(
         .map(|(j, e)| (EnvOrigin::Default(j), e));
     let own = own.iter().enumerate().map(|(j, e)| (EnvOrigin::Own(j), e));
     kept_defaults.chain(own).collect()
+}
+
+/// Which failures the task's retry policy (or the default's) retries.
+fn retry_on(policy: Option<&RetryPolicy>) -> RetryOn {
+    let Some(policy) = policy else {
+        return RetryOn::default();
+    };
+    let named = |kind: &str| policy.retry_on.is_empty() || policy.retry_on.iter().any(|k| k == kind);
+    RetryOn {
+        error: named("Error"),
+        timeout: named("Timeout"),
+        exit_codes: policy.exit_codes.clone(),
+    }
 }
 
 /// The task's `retries` replaces the default's limit; its backoff falls back to the default's.

@@ -1153,6 +1153,7 @@ fn nan_backoff_values_are_rejected() {
             factor: Some(f64::NAN),
             max_seconds: Some(f64::NAN),
         }),
+        ..RetryPolicy::default()
     };
     let mut spec = WorkflowSpec {
         tasks: vec![task("a", &[])],

@@ -14,4 +14,8 @@ mod status;
 mod tests;
 
 pub use outcome::{MAX_OUTPUT_BYTES, Outcome, parse_output};
-pub use state::{Action, Engine, KillReason, Launch};
+pub use state::{
+    Action, Engine, FinallyEnv, INFRA_REASONS, KillReason, Launch, MAX_FAILED_TASKS_BYTES,
+    MAX_HISTORY, MAX_INFRA_RETRIES,
+};
+pub use status::{CANCELLED_RUNNING_FINALLY, DEADLINE_RUNNING_FINALLY};

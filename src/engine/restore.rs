@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::state::{Engine, Stage, TimerKind, later};
+use super::state::{Ending, Engine, Stage, TimerKind, later};
+use super::status::{CANCELLED_RUNNING_FINALLY, DEADLINE_RUNNING_FINALLY};
 use crate::api::{RunPhase, RunStatus, TaskPhase};
 use crate::compile::{BoundParams, Dag, TaskId};
 
@@ -53,6 +54,20 @@ impl Engine {
             state.message = recorded.message.clone();
             state.outputs = recorded.outputs.clone();
             state.retry_at = recorded.next_attempt_at;
+            state.infra_retries = recorded.infra_retries;
+            state.history = recorded.history.iter().cloned().collect();
+            if state.history.is_empty() && recorded.attempts == 1 {
+                // A single attempt is not listed: it is the task's own fields.
+                let done = recorded.phase.is_final();
+                state.history.push_back(crate::api::AttemptRecord {
+                    attempt: 1,
+                    exit_code: recorded.exit_code.filter(|_| done),
+                    reason: recorded.reason.clone().filter(|_| done),
+                    started_at: recorded.started_at,
+                    finished_at: recorded.finished_at,
+                });
+            }
+            state.reused_from = recorded.reused_from.clone();
             state.stage = match recorded.phase {
                 TaskPhase::Running if recorded.attempts > 0 => Stage::Running,
                 TaskPhase::Pending if recorded.attempts > 0 => Stage::Backoff,
@@ -61,10 +76,21 @@ impl Engine {
             };
             match state.phase {
                 TaskPhase::Succeeded => engine.tally.succeeded += 1,
-                TaskPhase::Failed => engine.tally.failed += 1,
+                TaskPhase::Failed => {
+                    engine.tally.failed += 1;
+                    if !dag.task(id).continue_on_failure {
+                        engine.blocking_failures += 1;
+                        if !dag.is_finally(id) {
+                            engine.regular_blocking_failures += 1;
+                        }
+                    }
+                }
                 TaskPhase::Skipped => engine.tally.skipped += 1,
                 TaskPhase::Cancelled => engine.tally.cancelled += 1,
                 TaskPhase::Pending | TaskPhase::Running => {}
+            }
+            if state.stage == Stage::Done && !dag.is_finally(id) {
+                engine.regular_left -= 1;
             }
             if state.stage == Stage::Blocked {
                 // A Running entry without attempts is not something ork writes; start over.
@@ -88,19 +114,27 @@ impl Engine {
                 let on = c.status == crate::api::ConditionStatus::True;
                 Some((on, c.last_transition_time?))
             });
-        engine.reason = status
+        let reason = status
             .conditions
             .iter()
             .find(|c| c.type_ == "Succeeded")
-            .and_then(|c| c.reason.as_deref())
-            .and_then(final_reason);
+            .and_then(|c| c.reason.as_deref());
+        engine.reason = reason.and_then(final_reason);
+        engine.ending = match reason {
+            Some(CANCELLED_RUNNING_FINALLY | "Cancelled") => Some(Ending::Cancelled),
+            Some(DEADLINE_RUNNING_FINALLY | "DeadlineExceeded") => Some(Ending::DeadlineExceeded),
+            _ => None,
+        };
         // The run's message names the task that failed first.
         let mut failed: Vec<TaskId> = (0..dag.len() as u32)
             .map(TaskId)
             .filter(|id| engine.tasks[id.index()].phase == TaskPhase::Failed)
             .collect();
         failed.sort_by_key(|id| (engine.tasks[id.index()].finished_at, *id));
-        engine.first_failure = failed.first().copied();
+        engine.first_failure = failed
+            .iter()
+            .copied()
+            .find(|id| !dag.task(*id).continue_on_failure);
         engine.failed = failed;
         if phase.is_final() {
             return engine;
@@ -108,8 +142,8 @@ impl Engine {
 
         for (id, task) in dag.tasks() {
             let state = &engine.tasks[id.index()];
-            let (phase, stage, attempt) = (state.phase, state.stage, state.attempts);
-            if phase == TaskPhase::Succeeded {
+            let (stage, attempt) = (state.stage, state.attempts);
+            if stage == Stage::Done {
                 for &child in dag.children(id) {
                     engine.tasks[child.index()].waiting_on -= 1;
                 }
@@ -145,12 +179,16 @@ impl Engine {
                 0,
             );
         }
+        // What the finally tasks are told is fixed by the regular tasks, all final by then.
+        engine.restore_finally();
         for i in 0..dag.len() {
             let state = &engine.tasks[i];
-            if state.stage == Stage::Blocked && state.waiting_on == 0 {
-                engine.enqueue(TaskId(i as u32));
+            let releasable = i < dag.regular() || engine.regular_left == 0;
+            if state.stage == Stage::Blocked && state.waiting_on == 0 && releasable {
+                engine.resolve(TaskId(i as u32), now);
             }
         }
+        engine.propagate(now);
         engine
     }
 }

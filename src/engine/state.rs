@@ -8,8 +8,17 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
 use super::outcome::{Outcome, parse_output};
-use crate::api::{RunPhase, TaskPhase};
-use crate::compile::{BoundParams, Dag, InputSource, TaskId};
+use crate::api::{AttemptRecord, RunPhase, TaskPhase};
+use crate::compile::{BoundParams, Dag, InputSource, TaskId, Trigger, WhenSubject};
+
+/// Failures outside the task, retried without using the retry limit.
+pub const INFRA_REASONS: [&str; 5] = ["Evicted", "Preempted", "PodDeleted", "JobLost", "NodeLost"];
+/// Most retries per task after failures outside it.
+pub const MAX_INFRA_RETRIES: u32 = 5;
+/// Most attempts kept in a task's history (the latest).
+pub const MAX_HISTORY: usize = 10;
+/// Longest `ORK_FAILED_TASKS` value, in bytes; past it the list ends with `…(N more)`.
+pub const MAX_FAILED_TASKS_BYTES: usize = 4096;
 
 /// Something the driver must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +45,24 @@ pub struct Launch {
     pub attempt: u32,
     /// Resolved inputs, in declaration order.
     pub inputs: Vec<(String, Value)>,
+    /// For a finally task: what the regular tasks came to.
+    pub finally: Option<FinallyEnv>,
+}
+
+/// What a finally task is told about the regular tasks (`ORK_RUN_PHASE`, `ORK_FAILED_TASKS`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinallyEnv {
+    /// Succeeded, Failed (also after the run deadline) or Cancelled.
+    pub run_phase: RunPhase,
+    /// Comma-separated names of the regular tasks whose phase is Failed.
+    pub failed_tasks: Arc<str>,
+}
+
+/// How the regular tasks were ended before they all finished by themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    Cancelled,
+    DeadlineExceeded,
 }
 
 /// Why a running attempt is being stopped.
@@ -82,8 +109,14 @@ pub(super) struct TaskState {
     pub(super) stopping: Option<Timestamp>,
     /// The running attempt's deadline, while its timer runs.
     pub(super) timeout_at: Option<Timestamp>,
-    /// Dependencies that have not succeeded yet.
+    /// Dependencies that are not final yet.
     pub(super) waiting_on: u32,
+    /// Retries after failures outside the task (not counted against the retry limit).
+    pub(super) infra_retries: u32,
+    /// The latest attempts, oldest first, the running one last.
+    pub(super) history: VecDeque<AttemptRecord>,
+    /// For a task reused by a rerun: the run whose attempt produced its result.
+    pub(super) reused_from: Option<String>,
     pub(super) dirty: bool,
 }
 
@@ -118,7 +151,21 @@ pub struct Engine {
     pub(super) dag: Arc<Dag>,
     params: BoundParams,
     pub(super) tasks: Vec<TaskState>,
+    /// Tasks ready to start: regular tasks and every retry (held back while suspended).
     ready: VecDeque<TaskId>,
+    /// First attempts of finally tasks (never held back by a suspend).
+    ready_finally: VecDeque<TaskId>,
+    /// Regular tasks not final yet: the finally tasks start when it reaches 0.
+    pub(super) regular_left: u32,
+    /// Tasks Failed without `continueOnFailure`, regular ones first: they fail the run.
+    pub(super) blocking_failures: u32,
+    pub(super) regular_blocking_failures: u32,
+    /// Set when a cancel or the run deadline ended the regular tasks.
+    pub(super) ending: Option<Ending>,
+    /// What finally tasks are told, fixed when they are released.
+    finally_env: Option<FinallyEnv>,
+    /// Tasks that became final and whose dependents have not been told yet.
+    settled: Vec<TaskId>,
     timers: BinaryHeap<Reverse<Timer>>,
     pub(super) tally: Tally,
     /// Tasks with a running attempt (also while it is being stopped), for drivers that look at
@@ -162,14 +209,25 @@ impl Engine {
                 stopping: None,
                 timeout_at: None,
                 waiting_on: dag.parents(id).len() as u32,
+                infra_retries: 0,
+                history: VecDeque::new(),
+                reused_from: None,
                 dirty: false,
             })
             .collect();
+        let regular_left = dag.regular() as u32;
         Self {
             dag,
             params,
             tasks,
             ready: VecDeque::new(),
+            ready_finally: VecDeque::new(),
+            regular_left,
+            blocking_failures: 0,
+            regular_blocking_failures: 0,
+            ending: None,
+            finally_env: None,
+            settled: Vec::new(),
             timers: BinaryHeap::new(),
             tally: Tally::default(),
             running: BTreeSet::new(),
@@ -216,11 +274,15 @@ impl Engine {
         if let Some(deadline) = self.dag.active_deadline() {
             self.push_timer(later(now, deadline), TimerKind::RunDeadline, TaskId(0), 0);
         }
-        for i in 0..self.tasks.len() {
-            if self.tasks[i].waiting_on == 0 {
-                self.enqueue(TaskId(i as u32));
+        // Tasks reused by a rerun are final already: tell their dependents.
+        self.propagate(now);
+        for i in 0..self.dag.regular() {
+            let state = &self.tasks[i];
+            if state.stage == Stage::Blocked && state.waiting_on == 0 {
+                self.resolve(TaskId(i as u32), now);
             }
         }
+        self.propagate(now);
         self.schedule(now);
     }
 
@@ -259,29 +321,35 @@ impl Engine {
         let now = at;
         match outcome {
             Outcome::Exited { code: 0, output } => match parse_output(&output) {
-                Ok(outputs) => self.succeed(task, outputs, now),
-                Err(message) => self.attempt_failed(task, Some(0), "InvalidOutput", message, now),
+                Ok(outputs) => {
+                    self.end_history(task, Some(0), "Completed", now);
+                    self.succeed(task, outputs, now)
+                }
+                Err(message) => {
+                    self.attempt_failed(task, Some(0), "InvalidOutput", message, now, false)
+                }
             },
             Outcome::Exited { code, .. } => {
                 let message = format!("attempt {attempt} exited with code {code}");
-                self.attempt_failed(task, Some(code), "Error", message, now)
+                self.attempt_failed(task, Some(code), "Error", message, now, false)
             }
             Outcome::TimedOut => {
                 let message = self.timeout_message(task, attempt);
-                self.attempt_failed(task, None, "Timeout", message, now)
+                self.attempt_failed(task, None, "Timeout", message, now, false)
             }
             Outcome::Terminated {
                 code,
                 reason,
                 message,
-            } => self.attempt_failed(task, Some(code), &reason, message, now),
+            } => self.attempt_failed(task, Some(code), &reason, message, now, false),
             Outcome::Failed { reason, message } => {
-                self.attempt_failed(task, None, &reason, message, now)
+                self.attempt_failed(task, None, &reason, message, now, false)
             }
             Outcome::Refused { reason, message } => {
-                self.fail_for_good(task, None, &reason, message, now)
+                self.attempt_failed(task, None, &reason, message, now, true)
             }
         }
+        self.propagate(now);
         self.settle(now);
     }
 
@@ -289,6 +357,7 @@ impl Engine {
     /// what can start.
     pub fn tick(&mut self, now: Timestamp) {
         self.fire_timers_before(later(now, SignedDuration::from_nanos(1)));
+        self.propagate(now);
         self.schedule(now);
     }
 
@@ -303,7 +372,11 @@ impl Engine {
                 continue; // stale: the attempt already ended
             }
             match timer.kind {
-                TimerKind::RunDeadline => self.deadline_exceeded(timer.at),
+                TimerKind::RunDeadline => {
+                    self.deadline_exceeded(timer.at);
+                    self.propagate(timer.at);
+                    self.settle(timer.at);
+                }
                 TimerKind::AttemptTimeout => {
                     // The attempt keeps its slot until the driver reports it gone.
                     self.actions.push(Action::Kill {
@@ -315,7 +388,11 @@ impl Engine {
                     self.mark_stopping(timer.task, timer.attempt, timer.at);
                     self.mark(timer.task);
                 }
-                TimerKind::RetryDue => self.enqueue(timer.task),
+                TimerKind::RetryDue => {
+                    // Retries wait in the queue a suspend holds back, finally tasks' too.
+                    self.tasks[timer.task.index()].stage = Stage::Queued;
+                    self.ready.push_back(timer.task);
+                }
             }
         }
     }
@@ -329,18 +406,56 @@ impl Engine {
         self.timers.peek().map(|Reverse(t)| t.at)
     }
 
-    /// Cancels the run: running attempts are killed, everything unfinished becomes Cancelled.
+    /// Cancels the run: running regular attempts are killed and every unfinished regular task
+    /// becomes Cancelled; then the finally tasks run, and the run ends Cancelled. Calling it
+    /// again changes nothing (a Kubernetes driver applies `spec.cancel` on every reconcile);
+    /// see [`abort`](Self::abort) to stop the finally tasks too.
     pub fn cancel(&mut self, now: Timestamp) {
-        if self.is_finished() {
+        if self.is_finished() || self.ending.is_some() {
+            return;
+        }
+        self.ending = Some(Ending::Cancelled);
+        self.transitioned_at = Some(now);
+        if self.phase == RunPhase::Pending {
+            // Nothing ran, and nothing will: not even the finally tasks.
+            self.stop_all(0..self.tasks.len(), now, KillReason::Cancelled, "Cancelled", "the run was cancelled");
+            self.finish_run(RunPhase::Cancelled, "Cancelled", now);
             return;
         }
         self.stop_all(
+            0..self.dag.regular(),
             now,
             KillReason::Cancelled,
             "Cancelled",
             "the run was cancelled",
         );
+        self.propagate(now);
+        self.schedule(now);
+    }
+
+    /// Cancels the run and stops its finally tasks too (a second Ctrl-C): everything unfinished
+    /// ends Cancelled and the run ends now.
+    pub fn abort(&mut self, now: Timestamp) {
+        if self.is_finished() {
+            return;
+        }
+        self.cancel(now);
+        if self.is_finished() {
+            return;
+        }
+        self.stop_all(
+            0..self.tasks.len(),
+            now,
+            KillReason::Cancelled,
+            "Cancelled",
+            "the run was cancelled before its finally tasks ended",
+        );
         self.finish_run(RunPhase::Cancelled, "Cancelled", now);
+    }
+
+    /// Whether the run was cancelled (it may still be running its finally tasks).
+    pub fn is_cancelled(&self) -> bool {
+        self.ending == Some(Ending::Cancelled)
     }
 
     /// Suspends (`true`) or resumes (`false`) the run at `now`. While suspended no attempt
@@ -408,22 +523,40 @@ impl Engine {
 
     // ---- transitions ----
 
+    /// Queues a task whose trigger and `when` hold.
     pub(super) fn enqueue(&mut self, task: TaskId) {
         self.tasks[task.index()].stage = Stage::Queued;
-        self.ready.push_back(task);
+        if self.dag.is_finally(task) {
+            self.ready_finally.push_back(task);
+        } else {
+            self.ready.push_back(task);
+        }
     }
 
-    /// Starts queued tasks while the parallelism cap allows.
+    /// Starts ready tasks while the parallelism cap allows: first attempts of finally tasks
+    /// always, everything else only while the run is not suspended.
     fn schedule(&mut self, now: Timestamp) {
         let cap = self.dag.parallelism().unwrap_or(u32::MAX);
-        while self.phase == RunPhase::Running && !self.is_suspended() && self.tally.running < cap {
-            let Some(task) = self.ready.pop_front() else {
-                break;
+        while self.phase == RunPhase::Running && self.tally.running < cap {
+            let task = match self.ready_finally.pop_front() {
+                Some(task) => task,
+                None if self.is_suspended() => break,
+                None => match self.ready.pop_front() {
+                    Some(task) => task,
+                    None => break,
+                },
             };
             match self.resolve_inputs(task) {
                 Ok(inputs) => self.launch(task, inputs, now),
-                Err(message) => self.fail_for_good(task, None, "InputUnresolved", message, now),
+                // A finally task cannot count on any task having succeeded.
+                Err(message) if self.dag.is_finally(task) => {
+                    self.close(task, TaskPhase::Skipped, "InputUnresolved", message, now)
+                }
+                Err(message) => {
+                    self.fail_for_good(task, None, "InputUnresolved", message, now)
+                }
             }
+            self.propagate(now);
         }
         self.settle(now);
     }
@@ -431,23 +564,199 @@ impl Engine {
     /// Ends the run at `now` once every task is final, and drops stale timers.
     fn settle(&mut self, now: Timestamp) {
         if self.phase == RunPhase::Running && self.finished_tasks() == self.tasks.len() as u32 {
-            let phase = if self.tally.failed > 0 {
-                RunPhase::Failed
-            } else {
-                RunPhase::Succeeded
-            };
-            let reason = if phase == RunPhase::Failed {
-                "TaskFailed"
-            } else {
-                "Succeeded"
+            let (phase, reason) = match self.ending {
+                Some(Ending::Cancelled) => (RunPhase::Cancelled, "Cancelled"),
+                Some(Ending::DeadlineExceeded) => (RunPhase::Failed, "DeadlineExceeded"),
+                None if self.blocking_failures > 0 => (RunPhase::Failed, "TaskFailed"),
+                None => (RunPhase::Succeeded, "Succeeded"),
             };
             self.finish_run(phase, reason, now);
         }
         self.prune_timers();
     }
 
+    /// Tells the dependents of every task that became final, deciding each dependent whose
+    /// dependencies are now all final; starts the finally tasks once the regular ones are all
+    /// final. Each task is settled once, so this is linear over a run.
+    pub(super) fn propagate(&mut self, now: Timestamp) {
+        let dag = Arc::clone(&self.dag);
+        while let Some(task) = self.settled.pop() {
+            // A failure decides an AllSucceeded dependent at once: it cannot run any more.
+            let blocks = !self.counts_as_done(task);
+            for &child in dag.children(task) {
+                let state = &mut self.tasks[child.index()];
+                state.waiting_on -= 1;
+                let releasable = !dag.is_finally(child) || self.regular_left == 0;
+                let decided = state.waiting_on == 0
+                    || (blocks && dag.task(child).trigger == Trigger::AllSucceeded);
+                if decided && state.stage == Stage::Blocked && releasable {
+                    self.resolve(child, now);
+                }
+            }
+            if self.regular_left == 0 && self.finally_env.is_none() {
+                self.release_finally(now);
+            }
+        }
+    }
+
+    /// The regular tasks are all final: fixes what finally tasks are told and decides every
+    /// finally task without finally dependencies.
+    fn release_finally(&mut self, now: Timestamp) {
+        self.restore_finally();
+        for i in self.dag.regular()..self.tasks.len() {
+            let state = &self.tasks[i];
+            if state.stage == Stage::Blocked && state.waiting_on == 0 {
+                self.resolve(TaskId(i as u32), now);
+            }
+        }
+    }
+
+    /// Fixes what the finally tasks are told, once the regular tasks are all final: what they
+    /// came to, and the failed ones in declaration order.
+    pub(super) fn restore_finally(&mut self) {
+        if self.regular_left > 0 {
+            return;
+        }
+        let run_phase = match self.ending {
+            Some(Ending::Cancelled) => RunPhase::Cancelled,
+            Some(Ending::DeadlineExceeded) => RunPhase::Failed,
+            None if self.regular_blocking_failures > 0 => RunPhase::Failed,
+            None => RunPhase::Succeeded,
+        };
+        let regular = self.dag.regular();
+        let mut failed: Vec<TaskId> = self
+            .failed
+            .iter()
+            .copied()
+            .filter(|id| id.index() < regular)
+            .collect();
+        failed.sort_unstable();
+        let names: Vec<&str> = failed
+            .iter()
+            .map(|&id| self.dag.task(id).name.as_str())
+            .collect();
+        self.finally_env = Some(FinallyEnv {
+            run_phase,
+            failed_tasks: failed_list(&names).into(),
+        });
+    }
+
+    /// Decides a task whose dependencies are all final: skipped (its trigger or `when` does
+    /// not hold, or it reads a skipped task), or queued to run.
+    pub(super) fn resolve(&mut self, task: TaskId, now: Timestamp) {
+        if let Some((reason, message)) = self.skip_reason(task) {
+            self.close(task, TaskPhase::Skipped, reason, message, now);
+        } else {
+            self.enqueue(task);
+        }
+    }
+
+    /// Whether a final task lets an `AllSucceeded` dependent run: it succeeded, was skipped for
+    /// a reason other than a failure upstream, or failed with `continueOnFailure`.
+    fn counts_as_done(&self, task: TaskId) -> bool {
+        let state = &self.tasks[task.index()];
+        match state.phase {
+            TaskPhase::Succeeded => true,
+            TaskPhase::Skipped => state.reason.as_deref() != Some("UpstreamFailed"),
+            TaskPhase::Failed => self.dag.task(task).continue_on_failure,
+            _ => false,
+        }
+    }
+
+    /// Why a task whose dependencies are all final does not run, if it does not: its trigger
+    /// first, then its `when`, then an input read from a skipped task.
+    fn skip_reason(&self, task: TaskId) -> Option<(&'static str, String)> {
+        let dag = &self.dag;
+        let def = dag.task(task);
+        let parents = dag.parents(task);
+        let phase = |id: TaskId| self.tasks[id.index()].phase;
+        match def.trigger {
+            Trigger::AllSucceeded => {
+                for &parent in parents {
+                    let state = &self.tasks[parent.index()];
+                    if state.stage != Stage::Done {
+                        continue; // decided early, on another dependency's failure
+                    }
+                    if !self.counts_as_done(parent) {
+                        // Name the task that failed, through skipped ones.
+                        let message = match (state.phase, &state.message) {
+                            (TaskPhase::Skipped, Some(message)) => message.clone(),
+                            _ => format!("upstream task {:?} failed", dag.task(parent).name),
+                        };
+                        return Some(("UpstreamFailed", message));
+                    }
+                }
+            }
+            Trigger::AllDone => {}
+            Trigger::AnyFailed => {
+                if !parents.iter().any(|&p| phase(p) == TaskPhase::Failed) {
+                    let message = "trigger AnyFailed: no dependency failed".to_string();
+                    return Some(("TriggerNotMet", message));
+                }
+            }
+        }
+        for (j, when) in def.when.iter().enumerate() {
+            let text = match &when.subject {
+                WhenSubject::Param(i) => self.params.get(*i).unwrap_or("").to_string(),
+                WhenSubject::Task { task: from, output } => {
+                    let state = &self.tasks[from.index()];
+                    let from_name = &dag.task(*from).name;
+                    if state.phase == TaskPhase::Skipped {
+                        let message = format!("when[{j}] reads task {from_name:?}, which was skipped");
+                        return Some(("UpstreamSkipped", message));
+                    }
+                    match state.outputs.as_ref().and_then(|o| o.get(output)) {
+                        Some(value) => crate::task_env::input_env_value(value),
+                        None => {
+                            let message = format!(
+                                "when[{j}]: task {from_name:?} has no output {output:?}"
+                            );
+                            return Some(("WhenFalse", message));
+                        }
+                    }
+                }
+            };
+            if when.values.contains(&text) == when.negated {
+                let subject = match &when.subject {
+                    WhenSubject::Param(i) => format!(
+                        "param {:?}",
+                        dag.params().get(*i).map_or("", |p| p.name.as_str())
+                    ),
+                    WhenSubject::Task { task: from, output } => {
+                        format!("output {output:?} of task {:?}", dag.task(*from).name)
+                    }
+                };
+                let operator = if when.negated { "NotIn" } else { "In" };
+                let message = format!(
+                    "when[{j}] does not hold: {subject} is {}, not {operator} [{}]",
+                    crate::text::quoted(&crate::text::cap(text, 256)),
+                    crate::text::cap(when.values.join(", "), 256)
+                );
+                return Some(("WhenFalse", message));
+            }
+        }
+        for input in &def.inputs {
+            if let InputSource::Task { task: from, .. } = &input.source
+                && phase(*from) == TaskPhase::Skipped
+            {
+                let message = format!(
+                    "input {:?} reads task {:?}, which was skipped",
+                    input.name,
+                    dag.task(*from).name
+                );
+                return Some(("UpstreamSkipped", message));
+            }
+        }
+        None
+    }
+
     fn launch(&mut self, task: TaskId, inputs: Vec<(String, Value)>, now: Timestamp) {
         let timeout = self.dag.task(task).timeout;
+        let finally = if self.dag.is_finally(task) {
+            self.finally_env.clone()
+        } else {
+            None
+        };
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Running;
         state.phase = TaskPhase::Running;
@@ -456,6 +765,16 @@ impl Engine {
         state.timeout_at = None;
         state.started_at.get_or_insert(now);
         let attempt = state.attempts;
+        if state.history.len() >= MAX_HISTORY {
+            state.history.pop_front();
+        }
+        state.history.push_back(AttemptRecord {
+            attempt,
+            exit_code: None,
+            reason: None,
+            started_at: Some(now),
+            finished_at: None,
+        });
         self.tally.running += 1;
         self.running.insert(task);
         if let Some(timeout) = timeout {
@@ -466,6 +785,7 @@ impl Engine {
             task,
             attempt,
             inputs,
+            finally,
         }));
     }
 
@@ -477,10 +797,16 @@ impl Engine {
             return None;
         }
         let inputs = self.resolve_inputs(task).ok()?;
+        let finally = if self.dag.is_finally(task) {
+            Some(self.finally_env.clone()?)
+        } else {
+            None
+        };
         Some(Launch {
             task,
             attempt: state.attempts,
             inputs,
+            finally,
         })
     }
 
@@ -521,26 +847,27 @@ impl Engine {
 
     fn succeed(&mut self, task: TaskId, outputs: Map<String, Value>, now: Timestamp) {
         let state = &mut self.tasks[task.index()];
-        state.stage = Stage::Done;
-        state.phase = TaskPhase::Succeeded;
-        state.finished_at = Some(now);
         state.exit_code = Some(0);
-        state.reason = Some("Completed".into());
-        state.message = None;
         state.outputs = (!outputs.is_empty()).then_some(outputs);
-        self.tally.succeeded += 1;
-        self.mark(task);
-        let dag = Arc::clone(&self.dag);
-        for &child in dag.children(task) {
-            let child_state = &mut self.tasks[child.index()];
-            child_state.waiting_on -= 1;
-            if child_state.waiting_on == 0 && child_state.stage == Stage::Blocked {
-                self.enqueue(child);
-            }
+        self.close(task, TaskPhase::Succeeded, "Completed", String::new(), now);
+        self.tasks[task.index()].message = None;
+    }
+
+    /// Fills in how the running attempt ended, in its history entry.
+    fn end_history(&mut self, task: TaskId, exit_code: Option<i32>, reason: &str, now: Timestamp) {
+        let state = &mut self.tasks[task.index()];
+        let attempt = state.attempts;
+        if let Some(entry) = state.history.back_mut().filter(|e| e.attempt == attempt) {
+            entry.exit_code = exit_code;
+            entry.reason = Some(reason.into());
+            entry.finished_at = Some(now);
         }
     }
 
-    /// An attempt failed: retry after the back-off if attempts remain, otherwise fail for good.
+    /// An attempt failed: retry after the back-off if the policy says so, otherwise fail for
+    /// good. A failure outside the task is retried without using the limit, up to
+    /// [`MAX_INFRA_RETRIES`] times; `refused` (the attempt can never run as asked) is never
+    /// retried.
     fn attempt_failed(
         &mut self,
         task: TaskId,
@@ -548,31 +875,58 @@ impl Engine {
         reason: &str,
         message: String,
         now: Timestamp,
+        refused: bool,
     ) {
-        let retry = self.dag.task(task).retry;
-        let attempts = self.tasks[task.index()].attempts;
-        if attempts >= retry.max_attempts() {
+        self.end_history(task, exit_code, reason, now);
+        let def = self.dag.task(task);
+        let retry = def.retry;
+        let state = &self.tasks[task.index()];
+        let attempts = state.attempts;
+        let infra = INFRA_REASONS.contains(&reason) && state.infra_retries < MAX_INFRA_RETRIES;
+        let counted = attempts.saturating_sub(state.infra_retries);
+        let wanted = match reason {
+            _ if refused => false,
+            _ if infra => true,
+            "Timeout" => def.retry_on.timeout,
+            _ => {
+                def.retry_on.error
+                    && (def.retry_on.exit_codes.is_empty()
+                        || exit_code.is_some_and(|c| def.retry_on.exit_codes.contains(&c)))
+            }
+        };
+        if !wanted || (!infra && counted >= retry.max_attempts()) {
             return self.fail_for_good(task, exit_code, reason, message, now);
         }
-        let delay = retry.delay_after(attempts);
+        let delay = retry.delay_after(counted.max(1));
         let due = later(now, delay);
         let state = &mut self.tasks[task.index()];
+        if infra {
+            state.infra_retries += 1;
+        }
         state.stage = Stage::Backoff;
         state.phase = TaskPhase::Pending;
         state.retry_at = Some(due);
         state.exit_code = exit_code;
         state.reason = Some(reason.into());
-        state.message = Some(format!(
-            "{message}; attempt {} of {} in {:.1}s",
-            attempts + 1,
-            retry.max_attempts(),
-            delay.as_secs_f64()
-        ));
+        state.message = Some(if infra {
+            format!(
+                "{message}; retrying outside the retry limit ({} of {MAX_INFRA_RETRIES}) in {:.1}s",
+                state.infra_retries,
+                delay.as_secs_f64()
+            )
+        } else {
+            format!(
+                "{message}; attempt {} of {} in {:.1}s",
+                counted + 1,
+                retry.max_attempts(),
+                delay.as_secs_f64()
+            )
+        });
         self.push_timer(due, TimerKind::RetryDue, task, attempts);
         self.mark(task);
     }
 
-    /// The task failed with no retries left: it and everything downstream of it are done.
+    /// The task failed for good; its dependents are decided as their triggers say.
     fn fail_for_good(
         &mut self,
         task: TaskId,
@@ -583,46 +937,48 @@ impl Engine {
     ) {
         self.close(task, TaskPhase::Failed, reason, message, now);
         self.tasks[task.index()].exit_code = exit_code;
-        self.first_failure.get_or_insert(task);
-        let dag = Arc::clone(&self.dag);
-        let failed_name = &dag.task(task).name;
-        let mut stack: Vec<TaskId> = dag.children(task).to_vec();
-        while let Some(next) = stack.pop() {
-            if self.tasks[next.index()].stage == Stage::Done {
-                continue; // already skipped through another failed ancestor
-            }
-            let message = format!("upstream task {failed_name:?} failed");
-            self.close(next, TaskPhase::Skipped, "UpstreamFailed", message, now);
-            stack.extend_from_slice(dag.children(next));
-        }
     }
 
-    /// The run's deadline passed: running attempts are killed and fail, the rest is cancelled.
+    /// The run's deadline passed: running regular attempts are killed and fail, the rest of
+    /// the regular tasks is cancelled; then the finally tasks run. Once the regular tasks are
+    /// all final, the deadline no longer applies.
     fn deadline_exceeded(&mut self, now: Timestamp) {
+        if self.ending.is_some() || self.regular_left == 0 {
+            return;
+        }
+        self.ending = Some(Ending::DeadlineExceeded);
+        self.transitioned_at = Some(now);
         let seconds = self.dag.active_deadline().map_or(0, |d| d.as_secs());
         let message = format!("the run's deadline of {seconds}s was exceeded");
         self.stop_all(
+            0..self.dag.regular(),
             now,
             KillReason::DeadlineExceeded,
             "DeadlineExceeded",
             &message,
         );
-        self.finish_run(RunPhase::Failed, "DeadlineExceeded", now);
     }
 
-    /// Ends every unfinished task: running ones are killed (Failed on a deadline, Cancelled on
-    /// cancellation), waiting ones become Cancelled. Visits every task once.
-    fn stop_all(&mut self, now: Timestamp, kill: KillReason, reason: &str, message: &str) {
+    /// Ends every unfinished task of `range`: running ones are killed (Failed on a deadline,
+    /// Cancelled on cancellation), waiting ones become Cancelled. Visits each task once.
+    fn stop_all(
+        &mut self,
+        range: std::ops::Range<usize>,
+        now: Timestamp,
+        kill: KillReason,
+        reason: &str,
+        message: &str,
+    ) {
         // Starts the driver has not carried out yet are dropped, not undone with a kill.
         let mut unstarted = BTreeSet::new();
         self.actions.retain(|action| match action {
-            Action::Start(launch) => {
+            Action::Start(launch) if range.contains(&launch.task.index()) => {
                 unstarted.insert((launch.task, launch.attempt));
                 false
             }
-            Action::Kill { .. } => true,
+            _ => true,
         });
-        for i in 0..self.tasks.len() {
+        for i in range {
             let task = TaskId(i as u32);
             let state = &self.tasks[i];
             let phase = match state.stage {
@@ -635,6 +991,7 @@ impl Engine {
                         // It never started: it is not an attempt.
                         let state = &mut self.tasks[i];
                         state.attempts -= 1;
+                        state.history.pop_back();
                         if state.attempts == 0 {
                             state.started_at = None;
                         }
@@ -645,6 +1002,7 @@ impl Engine {
                             reason: kill,
                             at: now,
                         });
+                        self.end_history(task, None, reason, now);
                     }
                     if kill == KillReason::DeadlineExceeded {
                         TaskPhase::Failed
@@ -654,15 +1012,14 @@ impl Engine {
                 }
                 Stage::Blocked | Stage::Queued | Stage::Backoff => TaskPhase::Cancelled,
             };
-            if phase == TaskPhase::Failed {
-                self.first_failure.get_or_insert(task);
-            }
             self.close(task, phase, reason, message.to_string(), now);
         }
-        self.ready.clear();
+        let tasks = &self.tasks;
+        self.ready.retain(|t| !tasks[t.index()].is_done());
+        self.ready_finally.retain(|t| !tasks[t.index()].is_done());
     }
 
-    /// Moves a task to a final phase and counts it.
+    /// Moves a task to a final phase, counts it, and queues its dependents to be told.
     fn close(
         &mut self,
         task: TaskId,
@@ -675,20 +1032,31 @@ impl Engine {
         state.stage = Stage::Done;
         state.retry_at = None;
         state.stopping = None;
+        state.timeout_at = None;
         state.phase = phase;
         state.finished_at = Some(now);
         state.reason = Some(reason.into());
         state.message = Some(message);
+        let regular = task.index() < self.dag.regular();
         match phase {
             TaskPhase::Failed => {
                 self.tally.failed += 1;
                 self.failed.push(task);
+                if !self.dag.task(task).continue_on_failure {
+                    self.blocking_failures += 1;
+                    self.regular_blocking_failures += u32::from(regular);
+                    self.first_failure.get_or_insert(task);
+                }
             }
             TaskPhase::Skipped => self.tally.skipped += 1,
             TaskPhase::Cancelled => self.tally.cancelled += 1,
             TaskPhase::Succeeded => self.tally.succeeded += 1,
             TaskPhase::Pending | TaskPhase::Running => {}
         }
+        if regular {
+            self.regular_left -= 1;
+        }
+        self.settled.push(task);
         self.mark(task);
     }
 
@@ -698,6 +1066,7 @@ impl Engine {
         self.finished_at = Some(now);
         self.transitioned_at = Some(now);
         self.timers.clear();
+        self.settled.clear();
     }
 
     fn finished_tasks(&self) -> u32 {
@@ -790,6 +1159,29 @@ impl Engine {
             self.changed.push(task);
         }
     }
+}
+
+impl TaskState {
+    pub(super) fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+}
+
+/// `a,b,c`, at most [`MAX_FAILED_TASKS_BYTES`] long: past that, the names that fit and
+/// `…(N more)`.
+fn failed_list(names: &[&str]) -> String {
+    let mut list = String::new();
+    for (i, name) in names.iter().enumerate() {
+        if list.len() + name.len() + 1 > MAX_FAILED_TASKS_BYTES - 16 {
+            list.push_str(&format!(",…({} more)", names.len() - i));
+            break;
+        }
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str(name);
+    }
+    list
 }
 
 /// Whether an attempt's end looks like the kill ork asked for (SIGTERM or SIGKILL, as shells

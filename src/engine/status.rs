@@ -2,7 +2,13 @@
 
 use jiff::Timestamp;
 
-use super::state::Engine;
+use super::state::{Ending, Engine};
+
+/// Reason of the `Succeeded` condition (Unknown) while the finally tasks run after a cancel.
+pub const CANCELLED_RUNNING_FINALLY: &str = "CancelledRunningFinally";
+/// Reason of the `Succeeded` condition (Unknown) while the finally tasks run after the run
+/// deadline.
+pub const DEADLINE_RUNNING_FINALLY: &str = "DeadlineExceededRunningFinally";
 use crate::api::{Condition, ConditionStatus, RunPhase, RunStatus, TaskCounts, TaskStatus};
 use crate::compile::TaskId;
 
@@ -23,6 +29,16 @@ impl Engine {
             next_attempt_at: state.retry_at,
             job: None,
             pod_started_at: None,
+            finally: self.dag.is_finally(id),
+            infra_retries: state.infra_retries,
+            // A single attempt says it all in the task's own fields; a task backing off keeps
+            // its history so a restored engine knows when the attempt ended.
+            history: if state.history.len() > 1 || state.retry_at.is_some() {
+                state.history.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+            reused_from: state.reused_from.clone(),
         }
     }
 
@@ -74,7 +90,14 @@ impl Engine {
     pub fn succeeded_condition(&self) -> Condition {
         let (status, reason) = match self.phase {
             RunPhase::Pending => (ConditionStatus::Unknown, "Pending"),
-            RunPhase::Running => (ConditionStatus::Unknown, "Running"),
+            RunPhase::Running => (
+                ConditionStatus::Unknown,
+                match self.ending {
+                    None => "Running",
+                    Some(Ending::Cancelled) => CANCELLED_RUNNING_FINALLY,
+                    Some(Ending::DeadlineExceeded) => DEADLINE_RUNNING_FINALLY,
+                },
+            ),
             RunPhase::Succeeded => (ConditionStatus::True, "Succeeded"),
             RunPhase::Failed | RunPhase::Cancelled => {
                 (ConditionStatus::False, self.reason.unwrap_or("Failed"))
@@ -139,6 +162,12 @@ impl Engine {
                 format!("the run's deadline was exceeded; {counts}")
             }
             (RunPhase::Cancelled, _, _) => format!("the run was cancelled; {counts}"),
+            (RunPhase::Running, _, _) if self.ending == Some(Ending::Cancelled) => {
+                format!("the run was cancelled; running its finally tasks; {counts}")
+            }
+            (RunPhase::Running, _, _) if self.ending == Some(Ending::DeadlineExceeded) => {
+                format!("the run's deadline was exceeded; running its finally tasks; {counts}")
+            }
             (RunPhase::Running, _, _) if self.is_suspended() => {
                 format!("suspended: no new attempt starts; {counts}")
             }

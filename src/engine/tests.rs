@@ -1689,6 +1689,12 @@ fn run_status_serializes_to_the_documented_shape() {
                     "finishedAt": "2026-11-26T03:00:09Z",
                     "exitCode": 0,
                     "reason": "Completed",
+                    "history": [
+                        {"attempt": 1, "exitCode": 1, "reason": "Error",
+                         "startedAt": "2026-11-26T03:00:02Z", "finishedAt": "2026-11-26T03:00:03Z"},
+                        {"attempt": 2, "exitCode": 0, "reason": "Completed",
+                         "startedAt": "2026-11-26T03:00:04Z", "finishedAt": "2026-11-26T03:00:09Z"},
+                    ],
                 },
             ],
         })

@@ -930,6 +930,10 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         next_attempt_at,
         job: _,
         pod_started_at: _,
+        finally,
+        infra_retries,
+        history,
+        reused_from,
     } = a;
     *name != b.name
         || *phase != b.phase
@@ -941,6 +945,10 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         || *message != b.message
         || *outputs != b.outputs
         || *next_attempt_at != b.next_attempt_at
+        || *finally != b.finally
+        || *infra_retries != b.infra_retries
+        || *history != b.history
+        || *reused_from != b.reused_from
 }
 
 /// Events for what changed: the run starting and ending, and each task that failed for good

@@ -120,6 +120,7 @@ mod tests {
             task: crate::compile::TaskId(0),
             attempt: 2,
             inputs: vec![("DAY".into(), serde_json::json!("a$b"))],
+            finally: None,
         };
         let job = build_job(&owner(), "team", &identity, task, &launch, Some(600));
         let json = serde_json::to_value(&job).unwrap();

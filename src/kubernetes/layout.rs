@@ -181,6 +181,10 @@ pub fn pending(name: &str) -> TaskStatus {
         next_attempt_at: None,
         job: None,
         pod_started_at: None,
+        finally: false,
+        infra_retries: 0,
+        history: Vec::new(),
+        reused_from: None,
     }
 }
 
