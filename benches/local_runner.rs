@@ -6,7 +6,6 @@
 //! starting. Each figure is the best of three runs.
 
 use std::collections::BTreeMap;
-use std::future::pending;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +42,7 @@ async fn ork_run(yaml: &str, work: &std::path::Path) -> Duration {
         ..OrchestratorConfig::default()
     };
     let started = Instant::now();
-    let run = run_local(plan, &config, None, pending())
+    let run = run_local(plan, &config, None, futures::stream::pending())
         .await
         .expect("run");
     let took = started.elapsed();

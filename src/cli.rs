@@ -564,14 +564,15 @@ fn run(
             })
         });
         let watcher: Arc<Mutex<dyn crate::local::Watcher>> = progress.clone();
-        // A Run that says `cancel: true` is cancelled before anything starts.
-        let cancelled = plan.run.spec.cancel;
-        let cancel = async move {
-            if !cancelled {
+        // A Run that says `cancel: true` is cancelled before anything starts; after that each
+        // Ctrl-C or SIGTERM is one more request to stop.
+        let stops = futures::stream::unfold(plan.run.spec.cancel, |already| async move {
+            if !already {
                 interrupted().await;
             }
-        };
-        let result = run_local(plan, &config, Some(watcher), cancel).await;
+            Some(((), false))
+        });
+        let result = run_local(plan, &config, Some(watcher), stops).await;
         if let Some(task) = refresher {
             task.abort();
         }

@@ -86,19 +86,23 @@ pub struct Scheduler<D, E, C = SystemClock> {
 }
 
 impl<D: Database, E: Executor, C: Clock> Scheduler<D, E, C> {
-    /// Drives the run until it is finished and every attempt has been reaped. When `cancel`
-    /// completes, the run is cancelled and running attempts are killed.
+    /// Drives the run until it is finished and every attempt has been reaped. Each item of
+    /// `stops` is a request to stop: the first cancels the run (running attempts are killed,
+    /// the finally tasks run), the second stops the finally tasks too. One ready at once
+    /// cancels the run before anything starts.
     pub async fn run(
         mut self,
-        cancel: impl Future<Output = ()>,
+        stops: impl futures::Stream<Item = ()>,
     ) -> Result<(Engine, D), DriverError> {
-        let mut cancel = std::pin::pin!(cancel);
-        // A run cancelled before it starts starts nothing.
-        let mut cancelled = futures::poll!(&mut cancel).is_ready();
-        self.engine.start(self.clock.now());
-        if cancelled {
+        use futures::StreamExt;
+        let mut stops = std::pin::pin!(stops);
+        let mut stopped = 0u8;
+        // A run cancelled before it starts starts nothing, not even its finally tasks.
+        if let std::task::Poll::Ready(Some(())) = futures::poll!(stops.next()) {
+            stopped = 1;
             self.engine.cancel(self.clock.now());
         }
+        self.engine.start(self.clock.now());
         self.flush().await?;
         while !(self.engine.is_finished() && self.executor.active() == 0) {
             let wakeup = self.engine.next_wakeup();
@@ -116,9 +120,13 @@ impl<D: Database, E: Executor, C: Clock> Scheduler<D, E, C> {
                     }
                 }
                 () = sleep, if wakeup.is_some() => self.engine.tick(self.clock.now()),
-                () = &mut cancel, if !cancelled => {
-                    cancelled = true;
-                    self.engine.cancel(self.clock.now());
+                Some(()) = stops.next(), if stopped < 2 => {
+                    stopped += 1;
+                    if stopped == 1 {
+                        self.engine.cancel(self.clock.now());
+                    } else {
+                        self.engine.abort(self.clock.now());
+                    }
                 }
             }
             // Timers that fell due while waiting for an update are handled in the same batch.

@@ -782,6 +782,143 @@ fn compile_cases() -> Vec<Case> {
         task_with(&format!("serviceAccountName: {long}")),
         "(200000 characters)",
     ));
+    // Finally tasks, conditions and the retry policy: one problem each.
+    let two = |first: &str, second: &str| {
+        workflow_spec(&format!(
+            "params: [{{name: env, default: x}}], tasks: [{}, {{name: u, image: i, \
+             command: [touch, '{MARKER}'], {second}}}], finally: [{first}]",
+            marker_task("t")
+        ))
+    };
+    let fin = marker_task("f");
+    for (name, manifest, expect) in [
+        (
+            "trigger-unknown",
+            task_with("trigger: Sometimes"),
+            "must be one of AllSucceeded, AllDone, AnyFailed, got \"Sometimes\"",
+        ),
+        (
+            "trigger-lowercase",
+            task_with("trigger: allDone"),
+            "got \"allDone\"",
+        ),
+        (
+            "when-operator",
+            two(&fin, "when: [{param: env, operator: Equals, values: [a]}]"),
+            "must be one of In, NotIn, got \"Equals\"",
+        ),
+        (
+            "when-no-values",
+            two(&fin, "when: [{param: env, operator: In, values: []}]"),
+            "at least one value",
+        ),
+        (
+            "when-no-subject",
+            two(&fin, "when: [{operator: In, values: [a]}]"),
+            "exactly one of param or task",
+        ),
+        (
+            "when-both",
+            two(
+                &fin,
+                "when: [{param: env, task: t, output: k, operator: In, values: [a]}]",
+            ),
+            "found 2",
+        ),
+        (
+            "when-undeclared-param",
+            two(&fin, "when: [{param: nope, operator: In, values: [a]}]"),
+            "undeclared parameter \"nope\"",
+        ),
+        (
+            "when-not-upstream",
+            two(
+                &fin,
+                "when: [{task: t, output: k, operator: In, values: [a]}]",
+            ),
+            "not upstream",
+        ),
+        (
+            "when-no-output",
+            two(
+                &fin,
+                "dependsOn: [t], when: [{task: t, operator: In, values: [a]}]",
+            ),
+            "names no output key",
+        ),
+        (
+            "when-unknown-task",
+            two(
+                &fin,
+                "when: [{task: ghost, output: k, operator: In, values: [a]}]",
+            ),
+            "unknown task \"ghost\"",
+        ),
+        (
+            "when-finally-task",
+            two(
+                &fin,
+                "when: [{task: f, output: k, operator: In, values: [a]}]",
+            ),
+            "a finally task",
+        ),
+        (
+            "depends-on-finally",
+            two(&fin, "dependsOn: [f]"),
+            "depends on finally task \"f\"",
+        ),
+        (
+            "input-from-finally",
+            two(&fin, "inputs: [{name: X, fromTask: f, output: k}]"),
+            "a finally task",
+        ),
+        (
+            "finally-depends-on-regular",
+            two(
+                "{name: f, image: i, command: [touch, '@MARKER@'], dependsOn: [t]}",
+                "timeoutSeconds: 5",
+            ),
+            "depends on regular task \"t\"",
+        ),
+        (
+            "finally-duplicate-name",
+            two(
+                "{name: t, image: i, command: [touch, '@MARKER@']}",
+                "timeoutSeconds: 5",
+            ),
+            "duplicate task name \"t\"",
+        ),
+        (
+            "finally-cycle",
+            two(
+                "{name: f, image: i, command: [x], dependsOn: [g]}, {name: g, image: i, command: [x], dependsOn: [f]}",
+                "timeoutSeconds: 5",
+            ),
+            "dependency cycle",
+        ),
+        (
+            "retry-on-unknown",
+            task_with("retries: {limit: 1, retryOn: [Crash]}"),
+            "must be one of Error, Timeout, got \"Crash\"",
+        ),
+        (
+            "exit-code-zero",
+            task_with("retries: {limit: 1, exitCodes: [0]}"),
+            "exit code 0",
+        ),
+        (
+            "exit-code-300",
+            task_with("retries: {limit: 1, exitCodes: [300]}"),
+            "outside 1..255",
+        ),
+        (
+            "exit-codes-without-error",
+            task_with("retries: {limit: 1, retryOn: [Timeout], exitCodes: [3]}"),
+            "retryOn leaves out",
+        ),
+    ] {
+        cases.push(t(&format!("flow-{name}"), manifest, expect));
+    }
     cases
 }
 

@@ -8,8 +8,8 @@ mod run;
 mod workflow;
 
 pub use run::{
-    Condition, ConditionStatus, PinnedWorkflow, RecordLayout, Run, RunPhase, RunShard,
-    AttemptRecord, RunShardSpec, RunSpec, RunStatus, TaskCounts, TaskPhase, TaskStatus, WorkflowRef,
+    AttemptRecord, Condition, ConditionStatus, PinnedWorkflow, RecordLayout, Run, RunPhase,
+    RunShard, RunShardSpec, RunSpec, RunStatus, TaskCounts, TaskPhase, TaskStatus, WorkflowRef,
 };
 pub use workflow::{
     Backoff, InputSpec, ParamSpec, RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec,

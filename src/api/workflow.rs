@@ -230,6 +230,7 @@ pub struct RetryPolicy {
     pub retry_on: Vec<String>,
     /// If set, an `Error` is retried only when the attempt exited with one of these codes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 1, max = 255)))]
     pub exit_codes: Vec<i32>,
 }
 

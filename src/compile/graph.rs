@@ -265,7 +265,6 @@ pub(crate) fn check_inputs_upstream(
             ),
         );
     }
-
 }
 
 /// Far sources checked in one pass: one bit each in a `u64`.

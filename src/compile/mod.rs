@@ -17,7 +17,9 @@ use std::collections::{HashMap, HashSet};
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::EnvVar;
 
-use crate::api::{RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec, WHEN_OPERATORS, WorkflowSpec};
+use crate::api::{
+    RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec, WHEN_OPERATORS, WorkflowSpec,
+};
 use crate::problem::Problems;
 use crate::text::{MAX_LIST_ITEMS, names, quoted};
 
@@ -333,7 +335,8 @@ fn check_retries(retries: &RetryPolicy, at: &str, owner: Owner, problems: &mut P
             );
         }
     }
-    if !retries.exit_codes.is_empty() && !retries.retry_on.is_empty()
+    if !retries.exit_codes.is_empty()
+        && !retries.retry_on.is_empty()
         && !retries.retry_on.iter().any(|k| k == "Error")
     {
         problems.push(
@@ -346,6 +349,13 @@ fn check_retries(retries: &RetryPolicy, at: &str, owner: Owner, problems: &mut P
             problems.push(
                 format!("{at}.exitCodes[{j}]"),
                 format!("{owner}: exit code 0 is a success, never retried"),
+            );
+        } else if !(1..=255).contains(code) {
+            problems.push(
+                format!("{at}.exitCodes[{j}]"),
+                format!(
+                    "{owner}: exit code {code} is outside 1..255, the codes a process can exit with"
+                ),
             );
         }
     }
@@ -753,7 +763,12 @@ fn read_error(consumer: TaskId, source: TaskId, regular: usize) -> Option<&'stat
         .then_some("a finally task, which runs after every regular task")
 }
 
-fn compile_trigger(trigger: Option<&str>, at: &str, who: Owner, problems: &mut Problems) -> Trigger {
+fn compile_trigger(
+    trigger: Option<&str>,
+    at: &str,
+    who: Owner,
+    problems: &mut Problems,
+) -> Trigger {
     match trigger {
         None | Some("AllSucceeded") => Trigger::AllSucceeded,
         Some("AllDone") => Trigger::AllDone,
@@ -794,7 +809,8 @@ fn retry_on(policy: Option<&RetryPolicy>) -> RetryOn {
     let Some(policy) = policy else {
         return RetryOn::default();
     };
-    let named = |kind: &str| policy.retry_on.is_empty() || policy.retry_on.iter().any(|k| k == kind);
+    let named =
+        |kind: &str| policy.retry_on.is_empty() || policy.retry_on.iter().any(|k| k == kind);
     RetryOn {
         error: named("Error"),
         timeout: named("Timeout"),

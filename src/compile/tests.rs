@@ -2186,3 +2186,143 @@ proptest! {
         check_against_oracle(n, &edges, &reads)?;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Finally tasks, conditions and the retry policy
+
+#[test]
+fn every_problem_with_the_new_fields_is_reported_at_once() {
+    let spec = parse(
+        r#"
+defaults: {image: busybox}
+params: [{name: env}]
+tasks:
+  - {name: a, command: [x]}
+  - name: b
+    command: [x]
+    dependsOn: [cleanup]
+    trigger: SometimesSucceeded
+    retries: {limit: 1, retryOn: [Error, Crash], exitCodes: [0, 3]}
+  - name: c
+    command: [x]
+    when:
+      - {param: env, operator: Is, values: [prod]}
+      - {param: env, operator: In, values: []}
+      - {param: nope, operator: In, values: [x]}
+      - {operator: In, values: [x]}
+      - {param: env, task: a, output: k, operator: In, values: [x]}
+      - {task: a, operator: In, values: [x]}
+      - {task: d, output: k, operator: In, values: [x]}
+      - {task: c, output: k, operator: In, values: [x]}
+      - {task: cleanup, output: k, operator: In, values: [x]}
+      - {task: ghost, output: k, operator: In, values: [x]}
+  - name: d
+    command: [x]
+    inputs: [{name: X, fromTask: cleanup, output: k}]
+    retries: {limit: 1, retryOn: [Timeout], exitCodes: [3]}
+finally:
+  - {name: cleanup, command: [x], dependsOn: [a]}
+  - {name: a, command: [x]}
+  - {name: report, command: [x], dependsOn: [cleanup], inputs: [{name: Y, fromTask: d, output: k}],
+     when: [{task: a, output: k, operator: NotIn, values: ["1"]}]}
+"#,
+    );
+    let got = problems_of(&spec);
+    assert_problems(
+        "new fields",
+        &got,
+        &[
+            (
+                "spec.tasks[1].dependsOn[0]",
+                &["task \"b\"", "finally task \"cleanup\""],
+            ),
+            (
+                "spec.tasks[1].trigger",
+                &["unknown trigger", "SometimesSucceeded", "AnyFailed"],
+            ),
+            (
+                "spec.tasks[1].retries.retryOn[1]",
+                &["\"Crash\"", "Error or Timeout"],
+            ),
+            ("spec.tasks[1].retries.exitCodes[0]", &["exit code 0"]),
+            (
+                "spec.tasks[2].when[0].operator",
+                &["unknown operator", "\"Is\"", "In, NotIn"],
+            ),
+            ("spec.tasks[2].when[1].values", &["at least one value"]),
+            (
+                "spec.tasks[2].when[2].param",
+                &["undeclared parameter \"nope\""],
+            ),
+            (
+                "spec.tasks[2].when[3]",
+                &["exactly one of param or task, found 0"],
+            ),
+            (
+                "spec.tasks[2].when[4]",
+                &["exactly one of param or task, found 2"],
+            ),
+            ("spec.tasks[2].when[5].output", &["names no output key"]),
+            ("spec.tasks[2].when[5].task", &["not upstream"]),
+            (
+                "spec.tasks[2].when[6].task",
+                &["when[6] reads task \"d\"", "not upstream"],
+            ),
+            ("spec.tasks[2].when[7].task", &["own output"]),
+            ("spec.tasks[2].when[8].task", &["a finally task"]),
+            ("spec.tasks[2].when[9].task", &["unknown task \"ghost\""]),
+            ("spec.tasks[3].inputs[0].fromTask", &["a finally task"]),
+            ("spec.tasks[3].retries.exitCodes", &["retryOn leaves out"]),
+            (
+                "spec.finally[0].dependsOn[0]",
+                &["finally task \"cleanup\"", "regular task \"a\""],
+            ),
+            (
+                "spec.finally[1].name",
+                &["duplicate task name \"a\"", "spec.tasks[0]"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn finally_tasks_compile_after_the_regular_ones_and_read_them_freely() {
+    let dag = compiled(
+        r#"
+defaults: {image: busybox}
+params: [{name: env, default: prod}]
+tasks:
+  - {name: a, command: [x]}
+  - name: b
+    command: [x]
+    dependsOn: [a]
+    trigger: AnyFailed
+    continueOnFailure: true
+    when: [{task: a, output: k, operator: NotIn, values: ["false"]}, {param: env, operator: In, values: [prod]}]
+    retries: {limit: 2, retryOn: [Error], exitCodes: [3, 75]}
+finally:
+  - {name: report, command: [x], inputs: [{name: X, fromTask: b, output: k}],
+     when: [{task: a, output: k, operator: In, values: ["1"]}]}
+  - {name: cleanup, command: [x], dependsOn: [report], trigger: AllDone}
+"#,
+    );
+    assert_eq!(dag.len(), 4);
+    assert_eq!(dag.regular(), 2);
+    let b = dag.task(dag.id("b").unwrap());
+    assert_eq!(b.trigger, crate::compile::Trigger::AnyFailed);
+    assert!(b.continue_on_failure && !b.finally);
+    assert_eq!(b.when.len(), 2);
+    assert!(b.when[0].negated && !b.when[1].negated);
+    assert_eq!(
+        b.retry_on,
+        crate::compile::RetryOn {
+            error: true,
+            timeout: false,
+            exit_codes: vec![3, 75]
+        }
+    );
+    let report = dag.id("report").unwrap();
+    assert!(dag.is_finally(report) && dag.task(report).finally);
+    assert!(dag.parents(report).is_empty(), "reading is not depending");
+    assert_eq!(dag.parents(dag.id("cleanup").unwrap()), &[report]);
+}

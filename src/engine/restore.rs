@@ -171,7 +171,10 @@ impl Engine {
                 _ => {}
             }
         }
-        if let (Some(deadline), Some(started)) = (dag.active_deadline(), status.started_at) {
+        if let (Some(deadline), Some(started)) = (dag.active_deadline(), status.started_at)
+            && engine.regular_left > 0
+            && engine.ending.is_none()
+        {
             engine.push_timer(
                 later(started, deadline),
                 TimerKind::RunDeadline,
@@ -179,6 +182,9 @@ impl Engine {
                 0,
             );
         }
+        engine.stopped_regular = engine.tasks[..dag.regular()].iter().any(|t| {
+            t.phase == TaskPhase::Cancelled || t.reason.as_deref() == Some("DeadlineExceeded")
+        });
         // What the finally tasks are told is fixed by the regular tasks, all final by then.
         engine.restore_finally();
         for i in 0..dag.len() {
@@ -212,8 +218,15 @@ mod tests {
     use crate::compile::{TaskId, bind_params, compile};
     use crate::engine::{Action, Engine, KillReason, Outcome};
 
-    /// A random DAG: task i may depend on any task before it.
-    fn spec(deps: &[Vec<bool>], retries: &[u32], timeouts: &[bool]) -> serde_json::Value {
+    /// A random DAG: task i may depend on any task before it, with a random trigger, maybe
+    /// `continueOnFailure` and maybe a `when` on a param or a dependency's output; two finally
+    /// tasks read the first task's output.
+    fn spec(
+        deps: &[Vec<bool>],
+        retries: &[u32],
+        timeouts: &[bool],
+        flavour: &[u8],
+    ) -> serde_json::Value {
         let tasks: Vec<_> = deps
             .iter()
             .enumerate()
@@ -228,10 +241,28 @@ mod tests {
                 if timeouts[i] {
                     t["timeoutSeconds"] = json!(5);
                 }
+                let f = flavour[i];
+                t["trigger"] = json!(["AllSucceeded", "AllDone", "AnyFailed"][usize::from(f % 3)]);
+                t["continueOnFailure"] = json!(f & 4 != 0);
+                if f & 8 != 0 {
+                    t["when"] = match depends.first() {
+                        Some(dep) => {
+                            json!([{"task": dep, "output": "k", "operator": "In", "values": ["1"]}])
+                        }
+                        None => json!([{"param": "p", "operator": "NotIn", "values": ["x"]}]),
+                    };
+                }
                 t
             })
             .collect();
-        json!({"tasks": tasks, "activeDeadlineSeconds": 500})
+        json!({"tasks": tasks, "activeDeadlineSeconds": 500,
+        "params": [{"name": "p", "default": "y"}],
+        "finally": [
+            {"name": "f0", "image": "i", "command": ["c"], "retries": {"limit": 1},
+             "inputs": [{"name": "K", "fromTask": "t0", "output": "k"}]},
+            {"name": "f1", "image": "i", "command": ["c"], "dependsOn": ["f0"],
+             "trigger": "AllDone"},
+        ]})
     }
 
     proptest! {
@@ -244,10 +275,13 @@ mod tests {
             edges in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 7), 7),
             retries in proptest::collection::vec(0u32..3, 7),
             timeouts in proptest::collection::vec(any::<bool>(), 7),
-            choices in proptest::collection::vec(0u8..6, 60),
+            flavour in proptest::collection::vec(0u8..16, 7),
+            choices in proptest::collection::vec(0u8..7, 60),
         ) {
-            let spec: crate::api::WorkflowSpec =
-                serde_json::from_value(spec(&edges[..n], &retries[..n], &timeouts[..n])).unwrap();
+            let spec: crate::api::WorkflowSpec = serde_json::from_value(
+                spec(&edges[..n], &retries[..n], &timeouts[..n], &flavour[..n]),
+            )
+            .unwrap();
             let dag = Arc::new(compile(&spec, "spec").unwrap());
             let params = bind_params(&dag, &BTreeMap::new(), "spec.params").unwrap();
             let mut now = Timestamp::from_second(1_800_000_000).unwrap();
@@ -289,6 +323,10 @@ mod tests {
                 now += SignedDuration::from_millis(700);
                 let pick = running.get(choice as usize % running.len().max(1)).copied();
                 match (choice, pick) {
+                    (6, _) => {
+                        engine.cancel(now);
+                        copy.cancel(now);
+                    }
                     (0..=3, Some((task, attempt))) => {
                         let outcome = match choice {
                             0 | 1 => Outcome::Exited { code: 0, output: br#"{"k": 1}"#.to_vec() },

@@ -160,8 +160,10 @@ pub struct Engine {
     /// Tasks Failed without `continueOnFailure`, regular ones first: they fail the run.
     pub(super) blocking_failures: u32,
     pub(super) regular_blocking_failures: u32,
-    /// Set when a cancel or the run deadline ended the regular tasks.
+    /// Set when the run was cancelled or its deadline ended the regular tasks.
     pub(super) ending: Option<Ending>,
+    /// Whether the ending stopped regular tasks (it came before they all ended).
+    pub(super) stopped_regular: bool,
     /// What finally tasks are told, fixed when they are released.
     finally_env: Option<FinallyEnv>,
     /// Tasks that became final and whose dependents have not been told yet.
@@ -226,6 +228,7 @@ impl Engine {
             blocking_failures: 0,
             regular_blocking_failures: 0,
             ending: None,
+            stopped_regular: false,
             finally_env: None,
             settled: Vec::new(),
             timers: BinaryHeap::new(),
@@ -418,7 +421,13 @@ impl Engine {
         self.transitioned_at = Some(now);
         if self.phase == RunPhase::Pending {
             // Nothing ran, and nothing will: not even the finally tasks.
-            self.stop_all(0..self.tasks.len(), now, KillReason::Cancelled, "Cancelled", "the run was cancelled");
+            self.stop_all(
+                0..self.tasks.len(),
+                now,
+                KillReason::Cancelled,
+                "Cancelled",
+                "the run was cancelled",
+            );
             self.finish_run(RunPhase::Cancelled, "Cancelled", now);
             return;
         }
@@ -552,9 +561,7 @@ impl Engine {
                 Err(message) if self.dag.is_finally(task) => {
                     self.close(task, TaskPhase::Skipped, "InputUnresolved", message, now)
                 }
-                Err(message) => {
-                    self.fail_for_good(task, None, "InputUnresolved", message, now)
-                }
+                Err(message) => self.fail_for_good(task, None, "InputUnresolved", message, now),
             }
             self.propagate(now);
         }
@@ -617,7 +624,8 @@ impl Engine {
         if self.regular_left > 0 {
             return;
         }
-        let run_phase = match self.ending {
+        // A cancel that came after the regular tasks ended does not change what they came to.
+        let run_phase = match self.ending.filter(|_| self.stopped_regular) {
             Some(Ending::Cancelled) => RunPhase::Cancelled,
             Some(Ending::DeadlineExceeded) => RunPhase::Failed,
             None if self.regular_blocking_failures > 0 => RunPhase::Failed,
@@ -702,15 +710,15 @@ impl Engine {
                     let state = &self.tasks[from.index()];
                     let from_name = &dag.task(*from).name;
                     if state.phase == TaskPhase::Skipped {
-                        let message = format!("when[{j}] reads task {from_name:?}, which was skipped");
+                        let message =
+                            format!("when[{j}] reads task {from_name:?}, which was skipped");
                         return Some(("UpstreamSkipped", message));
                     }
                     match state.outputs.as_ref().and_then(|o| o.get(output)) {
                         Some(value) => crate::task_env::input_env_value(value),
                         None => {
-                            let message = format!(
-                                "when[{j}]: task {from_name:?} has no output {output:?}"
-                            );
+                            let message =
+                                format!("when[{j}]: task {from_name:?} has no output {output:?}");
                             return Some(("WhenFalse", message));
                         }
                     }
@@ -1012,6 +1020,7 @@ impl Engine {
                 }
                 Stage::Blocked | Stage::Queued | Stage::Backoff => TaskPhase::Cancelled,
             };
+            self.stopped_regular |= i < self.dag.regular();
             self.close(task, phase, reason, message.to_string(), now);
         }
         let tasks = &self.tasks;
@@ -1082,7 +1091,8 @@ impl Engine {
     /// Whether a timer still matters: the attempt it was set for has not ended yet.
     fn is_live(&self, timer: &Timer) -> bool {
         let stage = match timer.kind {
-            TimerKind::RunDeadline => return true,
+            // The deadline bounds the regular tasks only, once.
+            TimerKind::RunDeadline => return self.regular_left > 0 && self.ending.is_none(),
             TimerKind::AttemptTimeout => Stage::Running,
             TimerKind::RetryDue => Stage::Backoff,
         };

@@ -41,11 +41,16 @@ fn compile_spec(mut spec: Value) -> Arc<Dag> {
         .unwrap()
         .entry("image")
         .or_insert_with(|| json!("busybox"));
-    for task in obj["tasks"].as_array_mut().expect("tasks") {
-        task.as_object_mut()
-            .unwrap()
-            .entry("command")
-            .or_insert_with(|| json!(["true"]));
+    for list in ["tasks", "finally"] {
+        let Some(tasks) = obj.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for task in tasks {
+            task.as_object_mut()
+                .unwrap()
+                .entry("command")
+                .or_insert_with(|| json!(["true"]));
+        }
     }
     let spec: WorkflowSpec = serde_json::from_value(spec).expect("spec deserializes");
     match compile(&spec, "spec") {
@@ -129,14 +134,37 @@ impl Harness {
         for action in self.engine.take_actions() {
             match action {
                 Action::Start(launch) => {
+                    let all_succeeded =
+                        self.dag.task(launch.task).trigger == crate::compile::Trigger::AllSucceeded;
                     for &parent in self.dag.parents(launch.task) {
-                        assert_eq!(
-                            self.engine.task_status(parent).phase,
-                            TaskPhase::Succeeded,
-                            "{} started before its dependency {} succeeded",
+                        let status = self.engine.task_status(parent);
+                        let done = match status.phase {
+                            TaskPhase::Succeeded => true,
+                            TaskPhase::Skipped => {
+                                !all_succeeded || status.reason.as_deref() != Some("UpstreamFailed")
+                            }
+                            TaskPhase::Failed => {
+                                !all_succeeded || self.dag.task(parent).continue_on_failure
+                            }
+                            TaskPhase::Cancelled => !all_succeeded,
+                            TaskPhase::Pending | TaskPhase::Running => false,
+                        };
+                        assert!(
+                            done,
+                            "{} started before its dependency {} allowed it ({:?})",
                             self.name(launch.task),
-                            self.name(parent)
+                            self.name(parent),
+                            status.phase
                         );
+                    }
+                    if self.dag.is_finally(launch.task) {
+                        for i in 0..self.dag.regular() {
+                            let phase = self.engine.task_status(TaskId(i as u32)).phase;
+                            assert!(
+                                phase.is_final(),
+                                "finally task started before the regular ones ended"
+                            );
+                        }
                     }
                     out.push(Act::Start(self.name(launch.task), launch.attempt));
                     self.launches.insert(launch.task, launch);
@@ -252,6 +280,9 @@ fn inputs(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
+
+#[path = "flow_tests.rs"]
+mod flow;
 
 // ---- dependency order and data flow ----
 

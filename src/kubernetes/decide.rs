@@ -486,6 +486,10 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     // created suspended starts nothing.
     state.engine.suspend(o.run.spec.suspend, o.now);
     if state.engine.phase() == RunPhase::Pending {
+        // A Run created cancelled starts nothing, not even its finally tasks.
+        if o.run.spec.cancel {
+            state.engine.cancel(o.now);
+        }
         state.engine.start(o.now);
     }
 

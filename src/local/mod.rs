@@ -12,7 +12,6 @@ pub use plan::{RunPlan, plan_run};
 pub use progress::{Progress, Style, summary};
 pub use workdir::{check_private, create_file, default_work_dir, prepare_work_dir};
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,12 +52,13 @@ impl OrchestratorConfig {
     }
 }
 
-/// Runs `plan` on this machine until it finishes or `cancel` completes; returns the final Run.
+/// Runs `plan` on this machine until it finishes; returns the final Run. The first item of
+/// `stops` cancels the run (its finally tasks still run), the second stops those too.
 pub async fn run_local(
     plan: RunPlan,
     config: &OrchestratorConfig,
     watcher: Option<Arc<Mutex<dyn Watcher>>>,
-    cancel: impl Future<Output = ()>,
+    stops: impl futures::Stream<Item = ()>,
 ) -> Result<Run, DriverError> {
     let run_dir = config
         .prepare_run_dir(&plan.identity.run)
@@ -72,6 +72,6 @@ pub async fn run_local(
         executor,
         clock: SystemClock,
     };
-    let (_, database) = scheduler.run(cancel).await?;
+    let (_, database) = scheduler.run(stops).await?;
     Ok(database.into_run())
 }
