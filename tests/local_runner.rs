@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const ORK: &str = env!("CARGO_BIN_EXE_ork");
 
@@ -506,6 +506,9 @@ fn every_example_is_valid_and_runs_to_its_documented_result() {
         ("retries.yaml", 0),
         ("timeout.yaml", 1),
         ("params.yaml", 0),
+        ("finally.yaml", 1),
+        ("conditions.yaml", 0),
+        ("retry-policy.yaml", 0),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(repo("examples"))
         .unwrap()
@@ -784,4 +787,137 @@ fn a_run_file_with_cancel_starts_nothing_and_one_with_suspend_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("spec.suspend"), "{stderr}");
     assert!(!marker.exists(), "nothing ran");
+}
+
+/// `(phase, reason, attempts)` of a task of a finished run.
+fn outcome<'a>(run: &'a Value, name: &str) -> (&'a str, &'a str, u64) {
+    let t = task(run, name);
+    (
+        t["phase"].as_str().unwrap_or(""),
+        t["reason"].as_str().unwrap_or(""),
+        t["attempts"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn finally_tasks_are_told_how_the_run_went() {
+    let work = tempfile::tempdir().unwrap();
+    let (code, run) = run_json(work.path(), &repo("examples/finally.yaml"), &[]);
+    assert_eq!(code, 1, "{run:#}");
+    assert_eq!(run["status"]["conditions"][0]["reason"], "TaskFailed");
+    assert_eq!(outcome(&run, "test"), ("Failed", "Error", 1));
+    assert_eq!(outcome(&run, "publish"), ("Skipped", "UpstreamFailed", 0));
+    let notify = task(&run, "notify");
+    assert_eq!(notify["finally"], true);
+    assert_eq!(notify["outputs"], json!({"phase": "Failed", "failed": "test"}));
+    assert_eq!(outcome(&run, "cleanup"), ("Succeeded", "Completed", 1));
+    let names: Vec<&str> = run["status"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["build", "test", "publish", "notify", "cleanup"]);
+    let time = |name: &str, field: &str| -> jiff::Timestamp {
+        task(&run, name)[field].as_str().unwrap().parse().unwrap()
+    };
+    assert!(time("notify", "startedAt") >= time("test", "finishedAt"));
+}
+
+#[test]
+fn conditions_skip_without_failing() {
+    let work = tempfile::tempdir().unwrap();
+    let file = repo("examples/conditions.yaml");
+    let (code, run) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(outcome(&run, "lint"), ("Failed", "Error", 1));
+    assert_eq!(outcome(&run, "deploy"), ("Succeeded", "Completed", 1));
+    assert_eq!(outcome(&run, "announce"), ("Skipped", "WhenFalse", 0));
+    assert!(
+        task(&run, "announce")["message"]
+            .as_str()
+            .unwrap()
+            .contains("param \"env\""),
+        "{run:#}"
+    );
+    assert_eq!(outcome(&run, "close-ticket"), ("Succeeded", "Completed", 1));
+    assert_eq!(outcome(&run, "on-lint-failure"), ("Succeeded", "Completed", 1));
+
+    let (code, run) = run_json(work.path(), &file, &["--param", "env=dev"]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(outcome(&run, "deploy"), ("Skipped", "WhenFalse", 0));
+    assert_eq!(outcome(&run, "announce"), ("Skipped", "WhenFalse", 0));
+    assert_eq!(outcome(&run, "close-ticket").0, "Succeeded", "skipped is not failed");
+}
+
+#[test]
+fn retry_policy_retries_only_listed_exit_codes() {
+    let work = tempfile::tempdir().unwrap();
+    let (code, run) = run_json(work.path(), &repo("examples/retry-policy.yaml"), &[]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(outcome(&run, "flaky"), ("Succeeded", "Completed", 3));
+    let history: Vec<(u64, i64, &str)> = task(&run, "flaky")["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["attempt"].as_u64().unwrap(),
+                e["exitCode"].as_i64().unwrap(),
+                e["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(history, [(1, 75, "Error"), (2, 75, "Error"), (3, 0, "Completed")]);
+    assert_eq!(outcome(&run, "misconfigured"), ("Failed", "Error", 1));
+    assert_eq!(task(&run, "misconfigured")["exitCode"], 2);
+}
+
+#[test]
+fn a_first_interrupt_runs_the_finally_tasks_and_a_second_stops_them() {
+    let work = tempfile::tempdir().unwrap();
+    let long_pid = work.path().join("long.pid");
+    let cleanup_pid = work.path().join("cleanup.pid");
+    let manifest = workflow(&format!(
+        "  tasks:\n  - name: long\n    command: [sh, -c, 'echo $$ > {l}.tmp; mv {l}.tmp {l}; sleep 300']\n  \
+         finally:\n  - name: cleanup\n    command: [sh, -c, 'echo $ORK_RUN_PHASE > {c}.tmp; mv {c}.tmp {c}; sleep 300']\n",
+        l = long_pid.display(),
+        c = cleanup_pid.display()
+    ));
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let child = Command::new(ORK)
+        .args(["run", file.to_str().unwrap(), "-o", "json", "--work-dir"])
+        .arg(work.path().join("runs"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the task to start", || {
+        long_pid.exists()
+    });
+    let ork_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(ork_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_until(Duration::from_secs(10), "the finally task to start", || {
+        cleanup_pid.exists()
+    });
+    assert_eq!(
+        std::fs::read_to_string(&cleanup_pid).unwrap().trim(),
+        "Cancelled"
+    );
+    let pid = std::fs::read_to_string(&long_pid).unwrap();
+    wait_until(Duration::from_secs(5), "the regular task to die", || {
+        process_gone(&pid)
+    });
+    nix::sys::signal::kill(ork_pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_output(child, Duration::from_secs(15));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"]["phase"], "Cancelled");
+    assert_eq!(outcome(&run, "long"), ("Cancelled", "Cancelled", 1));
+    assert_eq!(outcome(&run, "cleanup"), ("Cancelled", "Cancelled", 1));
 }
