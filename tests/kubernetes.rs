@@ -35,7 +35,8 @@ fn local_run(file: &Path) -> Value {
 }
 
 /// What must be the same between the local runner and the cluster: per task, phase, attempts,
-/// reason, exit code and outputs; and the run's phase and reason.
+/// reason, exit code, outputs, whether it is a finally task, infrastructure retries and how each
+/// attempt ended; and the run's phase and reason.
 fn essence(run: &Value) -> Value {
     let status = &run["status"];
     let tasks: BTreeMap<String, Value> = status["tasks"]
@@ -50,7 +51,13 @@ fn essence(run: &Value) -> Value {
                     t["attempts"],
                     t["reason"],
                     t["exitCode"],
-                    t["outputs"]
+                    t["outputs"],
+                    t["finally"],
+                    t["infraRetries"],
+                    t["history"].as_array().map(|h| h
+                        .iter()
+                        .map(|e| json!([e["attempt"], e["exitCode"], e["reason"]]))
+                        .collect::<Vec<_>>()),
                 ]),
             )
         })
@@ -72,6 +79,9 @@ async fn examples_run_on_the_cluster_as_they_run_locally() {
         ("failing-branch.yaml", "failing-branch-1", "Succeeded=False"),
         ("retries.yaml", "retries-1", "Succeeded"),
         ("timeout.yaml", "timeout-1", "Succeeded=False"),
+        ("finally.yaml", "finally-1", "Succeeded=False"),
+        ("conditions.yaml", "conditions-1", "Succeeded"),
+        ("retry-policy.yaml", "retry-policy-1", "Succeeded"),
     ];
     for (file, run, _) in &examples {
         let path = repo(&format!("examples/{file}"));

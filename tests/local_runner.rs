@@ -809,7 +809,10 @@ fn finally_tasks_are_told_how_the_run_went() {
     assert_eq!(outcome(&run, "publish"), ("Skipped", "UpstreamFailed", 0));
     let notify = task(&run, "notify");
     assert_eq!(notify["finally"], true);
-    assert_eq!(notify["outputs"], json!({"phase": "Failed", "failed": "test"}));
+    assert_eq!(
+        notify["outputs"],
+        json!({"phase": "Failed", "failed": "test"})
+    );
     assert_eq!(outcome(&run, "cleanup"), ("Succeeded", "Completed", 1));
     let names: Vec<&str> = run["status"]["tasks"]
         .as_array()
@@ -841,13 +844,20 @@ fn conditions_skip_without_failing() {
         "{run:#}"
     );
     assert_eq!(outcome(&run, "close-ticket"), ("Succeeded", "Completed", 1));
-    assert_eq!(outcome(&run, "on-lint-failure"), ("Succeeded", "Completed", 1));
+    assert_eq!(
+        outcome(&run, "on-lint-failure"),
+        ("Succeeded", "Completed", 1)
+    );
 
     let (code, run) = run_json(work.path(), &file, &["--param", "env=dev"]);
     assert_eq!(code, 0, "{run:#}");
     assert_eq!(outcome(&run, "deploy"), ("Skipped", "WhenFalse", 0));
     assert_eq!(outcome(&run, "announce"), ("Skipped", "WhenFalse", 0));
-    assert_eq!(outcome(&run, "close-ticket").0, "Succeeded", "skipped is not failed");
+    assert_eq!(
+        outcome(&run, "close-ticket").0,
+        "Succeeded",
+        "skipped is not failed"
+    );
 }
 
 #[test]
@@ -868,7 +878,10 @@ fn retry_policy_retries_only_listed_exit_codes() {
             )
         })
         .collect();
-    assert_eq!(history, [(1, 75, "Error"), (2, 75, "Error"), (3, 0, "Completed")]);
+    assert_eq!(
+        history,
+        [(1, 75, "Error"), (2, 75, "Error"), (3, 0, "Completed")]
+    );
     assert_eq!(outcome(&run, "misconfigured"), ("Failed", "Error", 1));
     assert_eq!(task(&run, "misconfigured")["exitCode"], 2);
 }

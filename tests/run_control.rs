@@ -149,3 +149,64 @@ async fn a_suspended_run_lets_the_running_task_finish_and_starts_nothing_until_r
         "{reasons:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_still_runs_its_finally_tasks_before_it_ends() {
+    let env = Env::new("cancel-finally").await;
+    let mut workflow = chain("slow", &[("wait", "sleep 300"), ("after", "echo never")]);
+    workflow["spec"]["finally"] = json!([{
+        "name": "cleanup",
+        "command": ["sh", "-c",
+            "printf '{\"phase\": \"%s\", \"failed\": \"%s\"}' \"$ORK_RUN_PHASE\" \"$ORK_FAILED_TASKS\" > \"$ORK_OUTPUT\""],
+    }]);
+    env.apply_workflow(&workflow).await;
+    env.create_run("slow-1", "slow", json!({})).await;
+    env.wait_task_running("slow-1", "wait").await;
+
+    patch_spec(&env, "slow-1", json!({"cancel": true})).await;
+    let run = env.wait_final("slow-1").await;
+    let status = run.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Cancelled));
+    assert_eq!(phase_of(&run, "wait"), Some(TaskPhase::Cancelled));
+    assert_eq!(phase_of(&run, "after"), Some(TaskPhase::Cancelled));
+    let cleanup = status.tasks.iter().find(|t| t.name == "cleanup").unwrap();
+    assert!(cleanup.finally);
+    assert_eq!(cleanup.phase, TaskPhase::Succeeded);
+    assert_eq!(
+        serde_json::Value::Object(cleanup.outputs.clone().unwrap()),
+        json!({"phase": "Cancelled", "failed": ""})
+    );
+    // It started after the cancel ended the regular tasks.
+    let wait = status.tasks.iter().find(|t| t.name == "wait").unwrap();
+    assert!(cleanup.started_at >= wait.finished_at);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_created_cancelled_starts_nothing_not_even_its_finally_tasks() {
+    let env = Env::new("created-cancelled").await;
+    let mut workflow = chain("quick", &[("a", "echo a")]);
+    workflow["spec"]["finally"] = json!([{"name": "cleanup", "command": ["sh", "-c", "echo bye"]}]);
+    env.apply_workflow(&workflow).await;
+    env.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(
+            &json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Run",
+                    "metadata": {"name": "quick-1"},
+                    "spec": {"workflowRef": {"name": "quick"}, "cancel": true}})
+            .to_string(),
+        ),
+    );
+    let run = env.wait_final("quick-1").await;
+    assert_eq!(
+        run.status.as_ref().unwrap().phase,
+        Some(RunPhase::Cancelled)
+    );
+    assert_eq!(phase_of(&run, "a"), Some(TaskPhase::Cancelled));
+    assert_eq!(phase_of(&run, "cleanup"), Some(TaskPhase::Cancelled));
+    let jobs = env
+        .jobs()
+        .list(&ListParams::default().labels("ork.dev/run=quick-1"))
+        .await
+        .unwrap();
+    assert!(jobs.items.is_empty(), "no Job was made");
+}
