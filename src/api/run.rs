@@ -47,11 +47,6 @@ pub struct RunSpec {
     /// effect.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
-    /// Runs again a finished Run of this namespace, with its definition and params: tasks that
-    /// succeeded there (with everything upstream of them) are reused, the rest runs. Excludes
-    /// `workflowRef`, `workflow` and `params`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rerun_of: Option<WorkflowRef>,
 }
 
 /// Reference to a Workflow in the run's namespace.
@@ -281,9 +276,6 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub history: Vec<AttemptRecord>,
-    /// For a task reused by a rerun: the run whose attempt produced the result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reused_from: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

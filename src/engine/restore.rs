@@ -67,7 +67,6 @@ impl Engine {
                     finished_at: recorded.finished_at,
                 });
             }
-            state.reused_from = recorded.reused_from.clone();
             state.stage = match recorded.phase {
                 TaskPhase::Running if recorded.attempts > 0 => Stage::Running,
                 TaskPhase::Pending if recorded.attempts > 0 => Stage::Backoff,

@@ -115,8 +115,6 @@ pub(super) struct TaskState {
     pub(super) infra_retries: u32,
     /// The latest attempts, oldest first, the running one last.
     pub(super) history: VecDeque<AttemptRecord>,
-    /// For a task reused by a rerun: the run whose attempt produced its result.
-    pub(super) reused_from: Option<String>,
     pub(super) dirty: bool,
 }
 
@@ -213,7 +211,6 @@ impl Engine {
                 waiting_on: dag.parents(id).len() as u32,
                 infra_retries: 0,
                 history: VecDeque::new(),
-                reused_from: None,
                 dirty: false,
             })
             .collect();
@@ -277,8 +274,6 @@ impl Engine {
         if let Some(deadline) = self.dag.active_deadline() {
             self.push_timer(later(now, deadline), TimerKind::RunDeadline, TaskId(0), 0);
         }
-        // Tasks reused by a rerun are final already: tell their dependents.
-        self.propagate(now);
         for i in 0..self.dag.regular() {
             let state = &self.tasks[i];
             if state.stage == Stage::Blocked && state.waiting_on == 0 {

@@ -38,7 +38,6 @@ impl Engine {
             } else {
                 Vec::new()
             },
-            reused_from: state.reused_from.clone(),
         }
     }
 

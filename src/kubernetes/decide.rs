@@ -937,7 +937,6 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         finally,
         infra_retries,
         history,
-        reused_from,
     } = a;
     *name != b.name
         || *phase != b.phase
@@ -952,7 +951,6 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         || *finally != b.finally
         || *infra_retries != b.infra_retries
         || *history != b.history
-        || *reused_from != b.reused_from
 }
 
 /// Events for what changed: the run starting and ending, and each task that failed for good

@@ -184,7 +184,6 @@ pub fn pending(name: &str) -> TaskStatus {
         finally: false,
         infra_retries: 0,
         history: Vec::new(),
-        reused_from: None,
     }
 }
 
