@@ -80,6 +80,7 @@ fn drive(tasks: usize, inline: bool) -> (Vec<Duration>, f64) {
             spec: Some(spec),
             ..PinnedWorkflow::default()
         },
+        reuse: None,
     }));
     let run: Run = serde_json::from_value(json!({
         "apiVersion": "ork.dev/v1alpha1", "kind": "Run",

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::api::RunPhase;
+use crate::api::{Run, RunPhase};
 use crate::compile::{bind_params, compile};
-use crate::local::{OrchestratorConfig, Progress, Style, plan_run, run_local, summary};
+use crate::local::{OrchestratorConfig, Progress, Style, plan_rerun, plan_run, run_local, summary};
 use crate::manifest::{
     Document, LoadError, MAX_PROBLEMS, Manifest, duplicate_workflows, load_file, name_problems,
     referenced_workflow,
@@ -39,7 +39,13 @@ pub enum Command {
     /// the same file. Exit code: 0 succeeded, 1 failed, 2 invalid input, 130 cancelled.
     Run {
         /// Manifest file (YAML, documents separated by ---; at most 32 MiB).
-        file: PathBuf,
+        #[arg(required_unless_present = "rerun_of")]
+        file: Option<PathBuf>,
+        /// Run a finished run again from its `run.json` (in its log directory): what succeeded
+        /// there, with everything upstream of it, is reused; the rest runs. Takes the
+        /// definition and params from that run: no FILE, no --param.
+        #[arg(long, value_name = "RUN_JSON", conflicts_with_all = ["file", "param"])]
+        rerun_of: Option<PathBuf>,
         /// A run parameter, overriding the Run's own value.
         #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         param: Vec<(String, String)>,
@@ -155,11 +161,22 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Validate { files } => validate(&files),
         Command::Run {
             file,
+            rerun_of,
             param,
             output,
             work_dir,
             quiet,
-        } => run(file, param.into_iter().collect(), output, work_dir, quiet),
+        } => {
+            let source = match (file, rerun_of) {
+                (_, Some(previous)) => RunSource::Rerun(previous),
+                (Some(file), None) => RunSource::File(file),
+                (None, None) => {
+                    eprintln!("error: give a manifest FILE, or --rerun-of RUN_JSON");
+                    return ExitCode::from(2);
+                }
+            };
+            run(source, param.into_iter().collect(), output, work_dir, quiet)
+        }
         Command::Get {
             run,
             namespace,
@@ -451,6 +468,11 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                 }
                 Err(p) => problems.extend(p.iter().map(ToString::to_string)),
             },
+            Manifest::Run(run) if run.spec.rerun_of.is_some() => {
+                if let Some(problem) = rerun_spec_problem(&run.spec) {
+                    problems.push(problem.into());
+                }
+            }
             Manifest::Run(run) => {
                 let spec = match (&run.spec.workflow_ref, &run.spec.workflow) {
                     (Some(reference), None) => match referenced_workflow(run, &documents) {
@@ -500,19 +522,40 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     report.finish()
 }
 
+/// Why a Run's spec with `rerunOf` is not valid, if it is not: the definition and params come
+/// from the run it reruns.
+pub fn rerun_spec_problem(spec: &crate::api::RunSpec) -> Option<&'static str> {
+    (spec.workflow_ref.is_some() || spec.workflow.is_some() || !spec.params.is_empty()).then_some(
+        "spec.rerunOf: a rerun takes its definition and params from the run it reruns; remove \
+         workflowRef, workflow and params",
+    )
+}
+
+/// What `ork run` runs: a manifest file, or a finished run again.
+enum RunSource {
+    File(PathBuf),
+    Rerun(PathBuf),
+}
+
 fn run(
-    file: PathBuf,
+    source: RunSource,
     params: BTreeMap<String, String>,
     output: OutputFormat,
     work_dir: Option<PathBuf>,
     quiet: bool,
 ) -> ExitCode {
     let mut report = Report::default();
-    let documents = load(std::slice::from_ref(&file), &mut report);
-    if report.has_errors() {
-        return report.finish();
-    }
-    let plan = match plan_run(&documents, &params) {
+    let planned = match source {
+        RunSource::Rerun(path) => plan_rerun(&path),
+        RunSource::File(file) => {
+            let documents = load(std::slice::from_ref(&file), &mut report);
+            if report.has_errors() {
+                return report.finish();
+            }
+            plan_run(&documents, &params)
+        }
+    };
+    let plan = match planned {
         Ok(plan) => plan,
         Err(errors) => {
             for error in errors {
@@ -585,6 +628,13 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
+    // Kept for `ork run --rerun-of`; losing it loses no result, so it is only a warning.
+    if let Err(e) = write_run_json(&run, &run_dir) {
+        eprintln!(
+            "warning: cannot keep {}: {e}",
+            run_dir.join(RUN_JSON).display()
+        );
+    }
     if let Ok(mut p) = progress.lock() {
         p.finish();
         let text = summary(&run, &run_dir, terminal);
@@ -604,6 +654,17 @@ fn run(
         Some(RunPhase::Cancelled) => ExitCode::from(130),
         _ => ExitCode::from(1),
     }
+}
+
+/// Name of the file, in a run's directory, that keeps the finished Run.
+const RUN_JSON: &str = "run.json";
+
+fn write_run_json(run: &Run, run_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let json = serde_json::to_vec_pretty(run).map_err(std::io::Error::other)?;
+    let mut file = crate::local::create_file(&run_dir.join(RUN_JSON))?;
+    file.write_all(&json)?;
+    file.write_all(b"\n")
 }
 
 fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {

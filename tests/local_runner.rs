@@ -934,3 +934,118 @@ fn a_first_interrupt_runs_the_finally_tasks_and_a_second_stops_them() {
     assert_eq!(outcome(&run, "long"), ("Cancelled", "Cancelled", 1));
     assert_eq!(outcome(&run, "cleanup"), ("Cancelled", "Cancelled", 1));
 }
+
+#[test]
+fn a_rerun_reuses_what_succeeded_and_runs_the_rest() {
+    let work = tempfile::tempdir().unwrap();
+    let counter = work.path().join("a-ran");
+    let fixed = work.path().join("fixed");
+    let manifest = workflow(&format!(
+        "  tasks:\n  - name: a\n    command: [sh, -c, 'echo x >> {count}; echo \"{{\\\"v\\\": 7}}\" > $ORK_OUTPUT']\n  \
+         - name: b\n    dependsOn: [a]\n    command: [sh, -c, 'test -f {fixed}']\n  \
+         - name: c\n    dependsOn: [b]\n    inputs: [{{name: V, fromTask: a, output: v}}]\n    command: [sh, -c, 'test \"$V\" = 7']\n  \
+         finally:\n  - name: report\n    command: [sh, -c, 'echo $ORK_RUN_PHASE']\n",
+        count = counter.display(),
+        fixed = fixed.display()
+    ));
+    let file = write(work.path(), "wf.yaml", &manifest);
+    let (code, first) = run_json(work.path(), &file, &[]);
+    assert_eq!(code, 1, "{first:#}");
+    assert_eq!(outcome(&first, "b"), ("Failed", "Error", 1));
+    let first_name = first["metadata"]["name"].as_str().unwrap().to_string();
+    let kept = work.path().join("runs").join(&first_name).join("run.json");
+    let kept_run: Value = serde_json::from_slice(&std::fs::read(&kept).unwrap()).unwrap();
+    assert_eq!(kept_run, first, "run.json is the final Run");
+
+    std::fs::write(&fixed, "").unwrap();
+    let rerun = |path: &Path| {
+        let out = ork(
+            work.path(),
+            &["run", "--rerun-of", path.to_str().unwrap(), "-o", "json"],
+        );
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!("{}", String::from_utf8_lossy(&out.stderr));
+        });
+        (out.status.code().unwrap(), run)
+    };
+    let (code, second) = rerun(&kept);
+    assert_eq!(code, 0, "{second:#}");
+    assert_eq!(second["spec"]["rerunOf"]["name"], first_name.as_str());
+    assert_eq!(outcome(&second, "a"), ("Succeeded", "Reused", 1));
+    assert_eq!(task(&second, "a")["reusedFrom"], first_name.as_str());
+    assert_eq!(task(&second, "a")["outputs"], json!({"v": 7}));
+    assert_eq!(outcome(&second, "b"), ("Succeeded", "Completed", 1));
+    assert_eq!(outcome(&second, "c"), ("Succeeded", "Completed", 1));
+    assert_eq!(outcome(&second, "report"), ("Succeeded", "Completed", 1));
+    let ran = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(ran.lines().count(), 1, "a did not run again");
+
+    // A rerun of the rerun names, for each task, the run that produced its result.
+    let second_name = second["metadata"]["name"].as_str().unwrap();
+    let kept = work.path().join("runs").join(second_name).join("run.json");
+    let (code, third) = rerun(&kept);
+    assert_eq!(code, 0, "{third:#}");
+    assert_eq!(task(&third, "a")["reusedFrom"], first_name.as_str());
+    assert_eq!(task(&third, "b")["reusedFrom"], second_name);
+    assert_eq!(outcome(&third, "report"), ("Succeeded", "Completed", 1));
+}
+
+#[test]
+fn a_rerun_needs_a_finished_run_json_and_nothing_else() {
+    let work = tempfile::tempdir().unwrap();
+    let garbage = write(work.path(), "run.json", "{\"not\": \"a run\"");
+    let out = ork(
+        work.path(),
+        &["run", "--rerun-of", garbage.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a Run"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = write(
+        work.path(),
+        "running.json",
+        r#"{"apiVersion": "ork.dev/v1alpha1", "kind": "Run", "metadata": {"name": "x"},
+            "spec": {}, "status": {"phase": "Running"}}"#,
+    );
+    let out = ork(
+        work.path(),
+        &["run", "--rerun-of", running.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not finished"));
+    let file = write(
+        work.path(),
+        "wf.yaml",
+        &workflow("  tasks:\n  - {name: a, command: ['true']}\n"),
+    );
+    let out = ork(
+        work.path(),
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--rerun-of",
+            running.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "FILE and --rerun-of exclude each other"
+    );
+    // A Run manifest naming a cluster run to rerun is not something ork run can do.
+    let manifest = "apiVersion: ork.dev/v1alpha1\nkind: Run\nmetadata: {name: r}\nspec:\n  rerunOf: {name: old}\n";
+    let file = write(work.path(), "rerun.yaml", manifest);
+    let out = ork(work.path(), &["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rerun-of"));
+    let out = ork(work.path(), &["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "valid for a cluster");
+    let both = "apiVersion: ork.dev/v1alpha1\nkind: Run\nmetadata: {name: r}\nspec:\n  rerunOf: {name: old}\n  workflowRef: {name: wf}\n";
+    let file = write(work.path(), "both.yaml", both);
+    let out = ork(work.path(), &["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.rerunOf"));
+}

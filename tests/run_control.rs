@@ -210,3 +210,189 @@ async fn a_run_created_cancelled_starts_nothing_not_even_its_finally_tasks() {
         .unwrap();
     assert!(jobs.items.is_empty(), "no Job was made");
 }
+
+async fn create_rerun(env: &Env, name: &str, of: &str, extra: serde_json::Value) {
+    let mut spec = json!({"rerunOf": {"name": of}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    env.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(
+            &json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Run",
+                    "metadata": {"name": name}, "spec": spec})
+            .to_string(),
+        ),
+    );
+}
+
+fn reason_of(run: &Run) -> Option<String> {
+    let status = run.status.as_ref()?;
+    let condition = status.conditions.iter().find(|c| c.type_ == "Succeeded")?;
+    condition.reason.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_reuses_what_succeeded_and_makes_jobs_only_for_the_rest() {
+    let env = Env::new("rerun").await;
+    let work = tempfile::tempdir().unwrap();
+    let fixed = work.path().join("fixed");
+    let gate = work.path().join("gate");
+    let mut workflow = chain(
+        "etl",
+        &[
+            ("a", r#"echo '{"v": 7}' > "$ORK_OUTPUT""#),
+            ("b", &format!("test -f {}", fixed.display())),
+            ("c", "true"),
+        ],
+    );
+    workflow["spec"]["finally"] =
+        json!([{"name": "report", "command": ["sh", "-c", "echo $ORK_RUN_PHASE"]}]);
+    env.apply_workflow(&workflow).await;
+    env.create_run("etl-1", "etl", json!({})).await;
+    let first = env.wait_final("etl-1").await;
+    assert_eq!(first.status.as_ref().unwrap().phase, Some(RunPhase::Failed));
+    let first_version = first.metadata.resource_version.clone();
+
+    // A rerun of a run that does not exist fails; one with a definition of its own is invalid.
+    create_rerun(&env, "ghost-rerun", "no-such-run", json!({})).await;
+    let ghost = env.wait_final("ghost-rerun").await;
+    assert_eq!(reason_of(&ghost).as_deref(), Some("RerunSourceNotFound"));
+    create_rerun(
+        &env,
+        "mixed-rerun",
+        "etl-1",
+        json!({"workflowRef": {"name": "etl"}}),
+    )
+    .await;
+    let mixed = env.wait_final("mixed-rerun").await;
+    assert_eq!(reason_of(&mixed).as_deref(), Some("InvalidSpec"));
+
+    std::fs::write(&fixed, "").unwrap();
+    create_rerun(&env, "etl-2", "etl-1", json!({})).await;
+    let second = env.wait_final("etl-2").await;
+    let status = second.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded), "{status:#?}");
+    let a = status.tasks.iter().find(|t| t.name == "a").unwrap();
+    assert_eq!(a.reason.as_deref(), Some("Reused"));
+    assert_eq!(a.reused_from.as_deref(), Some("etl-1"));
+    assert_eq!(a.attempts, 1);
+    assert_eq!(
+        serde_json::Value::Object(a.outputs.clone().unwrap()),
+        json!({"v": 7})
+    );
+    assert_eq!(phase_of(&second, "b"), Some(TaskPhase::Succeeded));
+    assert_eq!(phase_of(&second, "report"), Some(TaskPhase::Succeeded));
+    let mut jobs: Vec<String> = env
+        .jobs_of("etl-2")
+        .await
+        .iter()
+        .filter_map(|j| j.metadata.name.clone())
+        .collect();
+    jobs.sort();
+    assert_eq!(jobs, ["etl-2.b.1", "etl-2.c.1", "etl-2.report.1"]);
+    // The run it reran is never changed.
+    let again = env.runs().get("etl-1").await.unwrap();
+    assert_eq!(again.metadata.resource_version, first_version);
+
+    // A rerun of a run still going waits for it.
+    let mut slow = chain(
+        "slow",
+        &[(
+            "wait",
+            &format!("while [ ! -f {} ]; do sleep 0.1; done", gate.display()),
+        )],
+    );
+    slow["spec"]["tasks"][0]["retries"] = json!({"limit": 0});
+    env.apply_workflow(&slow).await;
+    env.create_run("slow-1", "slow", json!({})).await;
+    env.wait_task_running("slow-1", "wait").await;
+    create_rerun(&env, "slow-2", "slow-1", json!({})).await;
+    let runs = env.runs();
+    eventually("the rerun to wait for the run it reruns", LONG, || {
+        let runs = runs.clone();
+        async move {
+            let run = runs.get("slow-2").await.ok()?;
+            (reason_of(&run).as_deref() == Some("RerunSourceRunning")).then_some(())
+        }
+    })
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    let rerun = env.wait_final("slow-2").await;
+    let wait = rerun
+        .status
+        .as_ref()
+        .unwrap()
+        .tasks
+        .iter()
+        .find(|t| t.name == "wait")
+        .unwrap()
+        .clone();
+    assert_eq!(wait.reason.as_deref(), Some("Reused"));
+    assert!(
+        env.jobs_of("slow-2").await.is_empty(),
+        "nothing left to run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_under_a_running_attempt_is_retried_without_using_the_limit() {
+    let env = Env::new("pod-deleted").await;
+    let mut workflow = chain(
+        "fragile",
+        &[(
+            "a",
+            r#"if [ "$ORK_ATTEMPT" = 1 ]; then sleep 300; fi; echo done"#,
+        )],
+    );
+    workflow["spec"]["tasks"][0]["retries"] = json!({"limit": 0, "backoff": {"initialSeconds": 0}});
+    env.apply_workflow(&workflow).await;
+    env.create_run("fragile-1", "fragile", json!({})).await;
+    env.wait_task_running("fragile-1", "a").await;
+    let kubelet = env.kubelet.as_ref().unwrap();
+    eventually("the task's process to start", LONG, || {
+        let running = !kubelet.running().is_empty();
+        async move { running.then_some(()) }
+    })
+    .await;
+    env.kubectl_ok(
+        &[
+            "delete",
+            "pod",
+            "-l",
+            "ork.dev/run=fragile-1",
+            "--wait=false",
+        ],
+        None,
+    );
+    let run = env.wait_final("fragile-1").await;
+    let status = run.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Succeeded), "{status:#?}");
+    let a = status.tasks.iter().find(|t| t.name == "a").unwrap();
+    assert_eq!((a.attempts, a.infra_retries), (2, 1), "{a:?}");
+    let reasons: Vec<&str> = a
+        .history
+        .iter()
+        .filter_map(|h| h.reason.as_deref())
+        .collect();
+    assert_eq!(reasons, ["PodDeleted", "Completed"]);
+    // The first attempt's Job is stopped: it cannot run the task again with a new Pod.
+    let jobs = env.jobs();
+    eventually("only the second attempt's Job to be left", LONG, || {
+        let jobs = jobs.clone();
+        let idle = kubelet.running().is_empty();
+        async move {
+            let lp = ListParams::default().labels("ork.dev/run=fragile-1");
+            let names: Vec<String> = jobs
+                .list(&lp)
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|j| j.metadata.name)
+                .collect();
+            (names == ["fragile-1.a.2"] && idle).then_some(())
+        }
+    })
+    .await;
+}

@@ -47,6 +47,11 @@ pub struct RunSpec {
     /// effect.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
+    /// Runs a finished Run of this namespace again, with its definition and params: each task
+    /// that succeeded there, with every task upstream of it, is reused; the rest runs. Excludes
+    /// `workflowRef`, `workflow` and `params`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<WorkflowRef>,
 }
 
 /// Reference to a Workflow in the run's namespace.
@@ -276,6 +281,10 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub history: Vec<AttemptRecord>,
+    /// For a task reused by a rerun (reason `Reused`): the run whose attempt produced the
+    /// result, the first one along a chain of reruns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

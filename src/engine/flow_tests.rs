@@ -602,3 +602,74 @@ proptest! {
         prop_assert_eq!(end.phase, Some(expected));
     }
 }
+
+// ---- rerun ----
+
+fn record(name: &str, phase: TaskPhase, attempts: u32, outputs: Value) -> TaskStatus {
+    let mut status: TaskStatus = serde_json::from_value(json!({
+        "name": name, "phase": phase, "attempts": attempts,
+        "startedAt": "2026-11-25T00:00:00Z", "finishedAt": "2026-11-25T00:00:05Z",
+    }))
+    .unwrap();
+    status.outputs = outputs.as_object().cloned();
+    status
+}
+
+#[test]
+fn a_rerun_reuses_what_succeeded_with_everything_upstream_and_runs_the_rest() {
+    let spec = json!({
+        "tasks": [
+            {"name": "a"},
+            {"name": "b", "dependsOn": ["a"]},
+            {"name": "c", "dependsOn": ["a"]},
+            {"name": "d", "dependsOn": ["b", "c"],
+             "inputs": [{"name": "B", "fromTask": "b", "output": "v"}]},
+            {"name": "e", "dependsOn": ["c"], "trigger": "AllDone"},
+        ],
+        "finally": [{"name": "f"}],
+    });
+    let previous = [
+        record("a", TaskPhase::Succeeded, 1, json!({"v": 1})),
+        record("b", TaskPhase::Succeeded, 3, json!({"v": "from-b"})),
+        record("c", TaskPhase::Failed, 2, json!(null)),
+        record("d", TaskPhase::Skipped, 0, json!(null)),
+        // Succeeded after a failure upstream (AllDone): not reused, c reruns.
+        record("e", TaskPhase::Succeeded, 1, json!(null)),
+        {
+            let mut f = record("f", TaskPhase::Succeeded, 1, json!(null));
+            f.finally = true;
+            f
+        },
+    ];
+    let mut h = Harness::new(spec);
+    h.engine.reuse(&previous, "etl-1");
+    assert_eq!(h.start(10.0), [start("c", 1)]);
+    for reused in ["a", "b"] {
+        let s = h.status(reused);
+        assert_eq!(s.phase, TaskPhase::Succeeded, "{reused}");
+        assert_eq!(s.reason.as_deref(), Some("Reused"));
+        assert_eq!(s.reused_from.as_deref(), Some("etl-1"));
+        assert_eq!(s.started_at, Some("2026-11-25T00:00:00Z".parse().unwrap()));
+    }
+    assert_eq!(h.status("b").attempts, 3);
+    assert_eq!(h.ok("c", 1, "", 11.0), [start("d", 1), start("e", 1)]);
+    assert_eq!(h.inputs("d"), inputs(&[("B", json!("from-b"))]));
+    h.ok("d", 1, "", 12.0);
+    assert_eq!(h.ok("e", 1, "", 12.0), [start("f", 1)]);
+    h.ok("f", 1, "", 13.0);
+    assert_eq!(h.engine.phase(), RunPhase::Succeeded);
+    assert_eq!(h.condition().2, "6 of 6 tasks succeeded");
+
+    // A rerun of the rerun names the run that produced each result.
+    let again = h.engine.run_status().tasks;
+    let mut h2 = Harness::new(
+        json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]},
+        {"name": "c", "dependsOn": ["a"]},
+        {"name": "d", "dependsOn": ["b", "c"], "inputs": [{"name": "B", "fromTask": "b", "output": "v"}]},
+        {"name": "e", "dependsOn": ["c"], "trigger": "AllDone"}], "finally": [{"name": "f"}]}),
+    );
+    h2.engine.reuse(&again, "etl-2");
+    assert_eq!(h2.start(20.0), [start("f", 1)]);
+    assert_eq!(h2.status("a").reused_from.as_deref(), Some("etl-1"));
+    assert_eq!(h2.status("c").reused_from.as_deref(), Some("etl-2"));
+}

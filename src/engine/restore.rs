@@ -56,6 +56,7 @@ impl Engine {
             state.retry_at = recorded.next_attempt_at;
             state.infra_retries = recorded.infra_retries;
             state.history = recorded.history.iter().cloned().collect();
+            state.reused_from = recorded.reused_from.clone();
             if state.history.is_empty() && recorded.attempts == 1 {
                 // A single attempt is not listed: it is the task's own fields.
                 let done = recorded.phase.is_final();

@@ -1,14 +1,14 @@
 //! The engine's state machine.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
 use super::outcome::{Outcome, parse_output};
-use crate::api::{AttemptRecord, RunPhase, TaskPhase};
+use crate::api::{AttemptRecord, RunPhase, TaskPhase, TaskStatus};
 use crate::compile::{BoundParams, Dag, InputSource, TaskId, Trigger, WhenSubject};
 
 /// Failures outside the task, retried without using the retry limit.
@@ -115,6 +115,8 @@ pub(super) struct TaskState {
     pub(super) infra_retries: u32,
     /// The latest attempts, oldest first, the running one last.
     pub(super) history: VecDeque<AttemptRecord>,
+    /// For a task reused by a rerun: the run whose attempt produced its result.
+    pub(super) reused_from: Option<String>,
     pub(super) dirty: bool,
 }
 
@@ -211,6 +213,7 @@ impl Engine {
                 waiting_on: dag.parents(id).len() as u32,
                 infra_retries: 0,
                 history: VecDeque::new(),
+                reused_from: None,
                 dirty: false,
             })
             .collect();
@@ -274,6 +277,8 @@ impl Engine {
         if let Some(deadline) = self.dag.active_deadline() {
             self.push_timer(later(now, deadline), TimerKind::RunDeadline, TaskId(0), 0);
         }
+        // Tasks reused by a rerun are final already: their dependents are told first.
+        self.propagate(now);
         for i in 0..self.dag.regular() {
             let state = &self.tasks[i];
             if state.stage == Stage::Blocked && state.waiting_on == 0 {
@@ -282,6 +287,70 @@ impl Engine {
         }
         self.propagate(now);
         self.schedule(now);
+    }
+
+    /// Before the run starts, reuses what a previous run of the same definition achieved (a
+    /// rerun): a regular task that Succeeded there, and every task upstream of it too, is
+    /// Succeeded without running. It keeps its outputs, attempt count and times, with reason
+    /// `Reused` and `reusedFrom` naming the run whose attempt produced the result — `from`, or
+    /// the one the previous record names along a chain of reruns. Finally tasks always run
+    /// again. Linear in the size of the workflow.
+    pub fn reuse(&mut self, previous: &[TaskStatus], from: &str) {
+        if self.phase != RunPhase::Pending {
+            return;
+        }
+        let by_name: HashMap<&str, &TaskStatus> =
+            previous.iter().map(|t| (t.name.as_str(), t)).collect();
+        let dag = Arc::clone(&self.dag);
+        let regular = dag.regular();
+        // Kahn's order over the regular tasks (their dependents are regular too).
+        let mut left: Vec<u32> = (0..regular)
+            .map(|i| dag.parents(TaskId(i as u32)).len() as u32)
+            .collect();
+        let mut order: Vec<TaskId> = (0..regular as u32)
+            .map(TaskId)
+            .filter(|id| left[id.index()] == 0)
+            .collect();
+        let mut reused = vec![false; regular];
+        let mut next = 0;
+        while let Some(&id) = order.get(next) {
+            next += 1;
+            let old = by_name
+                .get(dag.task(id).name.as_str())
+                .filter(|t| t.phase == TaskPhase::Succeeded && !t.finally);
+            if let Some(old) = old
+                && dag.parents(id).iter().all(|p| reused[p.index()])
+            {
+                reused[id.index()] = true;
+                self.reuse_one(id, old, from);
+            }
+            for &child in dag.children(id) {
+                left[child.index()] -= 1;
+                if left[child.index()] == 0 {
+                    order.push(child);
+                }
+            }
+        }
+    }
+
+    fn reuse_one(&mut self, id: TaskId, old: &TaskStatus, from: &str) {
+        let origin = old.reused_from.clone().unwrap_or_else(|| from.to_string());
+        let state = &mut self.tasks[id.index()];
+        state.stage = Stage::Done;
+        state.phase = TaskPhase::Succeeded;
+        state.attempts = old.attempts;
+        state.started_at = old.started_at;
+        state.finished_at = old.finished_at;
+        state.exit_code = old.exit_code;
+        state.reason = Some("Reused".into());
+        state.message = Some(format!("reused the result of run {origin:?}"));
+        state.outputs = old.outputs.clone();
+        state.infra_retries = old.infra_retries;
+        state.reused_from = Some(origin);
+        self.tally.succeeded += 1;
+        self.regular_left -= 1;
+        self.settled.push(id);
+        self.mark(id);
     }
 
     /// Records how attempt `attempt` of `task` ended, at `at`: when it really ended (e.g. the

@@ -38,6 +38,7 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            reused_from: state.reused_from.clone(),
         }
     }
 

@@ -23,7 +23,7 @@ use super::context::{Backoff, Context};
 use super::decide::Config;
 use super::error::Error;
 use super::http::{self, Probes};
-use super::index::{RunIndex, job_of_pod, slim_job, slim_pod, slim_run};
+use super::index::{RunIndex, job_of_pod, pod_tombstone, slim_job, slim_pod, slim_run};
 use super::leader::{self, LeaderElection};
 use super::metrics::Metrics;
 use super::names::{LABEL_RUN, managed_selector};
@@ -175,12 +175,13 @@ async fn watch_namespace(
         synced_rx,
     ));
 
-    let (job_index, job_probes, job_synced, job_listed, job_ctx) = (
+    let (job_index, job_probes, job_synced, job_listed, job_ctx, job_pods) = (
         Arc::clone(&jobs),
         Arc::clone(&probes),
         Arc::clone(&synced_tx),
         Arc::clone(&listed),
         Arc::clone(&ctx),
+        Arc::clone(&pods),
     );
     let job_events = watcher::watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
@@ -193,22 +194,31 @@ async fn watch_namespace(
             if let Event::Apply(job) | Event::Delete(job) = event {
                 mark_seen(&job_ctx, job);
             }
+            // A Job gone takes what is kept of its Pods with it, tombstones included.
+            if let Event::Delete(job) = event {
+                forget_pods_of(&job_pods, job);
+            }
             if first_list && job_listed.fetch_add(1, Ordering::SeqCst) == 1 {
                 let _ = job_synced.send(true);
             }
         })
         .touched_objects();
-    let (pod_index, pod_probes, pod_synced, pod_listed) = (
+    let (pod_index, pod_probes, pod_synced, pod_listed, pod_jobs) = (
         Arc::clone(&pods),
         Arc::clone(&probes),
         Arc::clone(&synced_tx),
         Arc::clone(&listed),
+        Arc::clone(&jobs),
     );
     let pod_events = watcher::watcher(api::<Pod>(&client, ns), managed)
         .default_backoff()
         .modify(slim_pod)
         .inspect_ok(move |event| {
-            if index(&pod_index, &pod_probes, event)
+            let tombstone = match event {
+                Event::Delete(pod) => lost_pod(&pod_jobs, pod),
+                _ => None,
+            };
+            if index_keeping(&pod_index, &pod_probes, event, tombstone)
                 && pod_listed.fetch_add(1, Ordering::SeqCst) == 1
             {
                 let _ = pod_synced.send(true);
@@ -360,15 +370,50 @@ fn index<K: Resource + Clone>(
     probes: &Probes,
     event: &Event<K>,
 ) -> bool {
+    index_keeping(index, probes, event, None)
+}
+
+/// [`index`], keeping `tombstone` in place of a deleted object.
+fn index_keeping<K: Resource + Clone>(
+    index: &RwLock<RunIndex<K>>,
+    probes: &Probes,
+    event: &Event<K>,
+    tombstone: Option<K>,
+) -> bool {
     let Ok(mut index) = index.write() else {
         return false;
     };
     let first_list_done = matches!(event, Event::InitDone) && !index.listed();
-    index.apply(event);
+    index.apply_keeping(event, tombstone);
     if first_list_done {
         probes.synced();
     }
     first_list_done
+}
+
+/// What to keep of a deleted Pod: a tombstone when it was deleted before it showed a result
+/// while its Job lives on (not when ork stopped the attempt by deleting the Job).
+fn lost_pod(jobs: &RwLock<RunIndex<Job>>, pod: &Pod) -> Option<Pod> {
+    let run = pod.metadata.labels.as_ref()?.get(LABEL_RUN)?;
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let job = job_of_pod(pod)?;
+    let alive = jobs.read().ok()?.has_live(namespace, run, &job);
+    alive.then(|| pod_tombstone(pod)).flatten()
+}
+
+/// Forgets the Pods kept for a Job that is gone.
+fn forget_pods_of(pods: &RwLock<RunIndex<Pod>>, job: &Job) {
+    let meta = &job.metadata;
+    let (Some(run), Some(namespace), Some(name)) = (
+        meta.labels.as_ref().and_then(|l| l.get(LABEL_RUN)),
+        meta.namespace.as_deref(),
+        meta.name.as_deref(),
+    ) else {
+        return;
+    };
+    if let Ok(mut pods) = pods.write() {
+        pods.drop_group(namespace, run, name);
+    }
 }
 
 /// Counts a cache as filled at its first complete list (later re-lists do not count again).

@@ -16,7 +16,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::definition::{Definition, Resolution};
-use super::index::Group;
+use super::index::{Group, is_tombstone};
 use super::job::build_job;
 use super::names::{LABEL_ATTEMPT, LABEL_TASK, job_name};
 use super::observe::{ObserveContext, job_finished, job_verdict, observe_attempt, pod_finished};
@@ -34,6 +34,8 @@ use crate::text;
 const SOON: Duration = Duration::from_secs(2);
 /// Even with nothing due, an unfinished run is looked at this often (a safety net).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a rerun waiting for the run it reruns to finish looks again.
+const RERUN_SOURCE_RECHECK: Duration = Duration::from_secs(3);
 /// How long a Job without a Pod goes before the reason is shown (and re-read).
 const NO_POD_RECHECK: Duration = Duration::from_secs(5);
 /// Failed tasks named in Events by one reconcile; the rest are counted in one more.
@@ -406,8 +408,13 @@ fn held(
             });
         }
     } else {
-        // Woken when the Workflow appears; this is only a safety net.
-        plan.requeue = Some(RESYNC);
+        // Woken when the Workflow appears; this is only a safety net. The run a rerun waits
+        // for is looked at again shortly.
+        plan.requeue = Some(if reason == "RerunSourceRunning" {
+            RERUN_SOURCE_RECHECK
+        } else {
+            RESYNC
+        });
     }
     plan
 }
@@ -489,6 +496,9 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         // A Run created cancelled starts nothing, not even its finally tasks.
         if o.run.spec.cancel {
             state.engine.cancel(o.now);
+        }
+        if let Some(reuse) = &definition.reuse {
+            state.engine.reuse(&reuse.tasks, &reuse.from);
         }
         state.engine.start(o.now);
     }
@@ -872,6 +882,19 @@ fn seen(
 ) -> Seen {
     if let Some(found) = children.owned.get(job) {
         let pods = children.pods_of(found);
+        // Its Pod was deleted before it showed a result, the Job still there: someone deleted
+        // it, or its node went away. A failure outside the task, whatever the Job does next
+        // (make another Pod, or fail).
+        if let Some(gone) = pods.iter().find(|p| is_tombstone(p)) {
+            let outcome = Outcome::Failed {
+                reason: "PodDeleted".into(),
+                message: format!(
+                    "Pod {} was deleted while attempt {attempt} was running",
+                    gone.metadata.name.as_deref().unwrap_or("?")
+                ),
+            };
+            return Seen::Ended(outcome, o.now);
+        }
         let cx = ObserveContext {
             now: o.now,
             image_pull_timeout: o.config.image_pull_timeout,
@@ -937,6 +960,7 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         finally,
         infra_retries,
         history,
+        reused_from,
     } = a;
     *name != b.name
         || *phase != b.phase
@@ -951,6 +975,7 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         || *finally != b.finally
         || *infra_retries != b.infra_retries
         || *history != b.history
+        || *reused_from != b.reused_from
 }
 
 /// Events for what changed: the run starting and ending, and each task that failed for good

@@ -11,7 +11,7 @@ use kube::core::DeserializeGuard;
 
 use super::context::Context;
 use super::error::Error;
-use crate::api::{PinnedWorkflow, Run, Workflow};
+use crate::api::{PinnedWorkflow, Run, RunPhase, TaskStatus, Workflow};
 use crate::compile::names::object_name_error;
 use crate::compile::{BoundParams, Dag, bind_params, compile};
 use crate::text;
@@ -22,6 +22,16 @@ pub struct Definition {
     pub dag: Arc<Dag>,
     pub params: BoundParams,
     pub pinned: PinnedWorkflow,
+    /// For a rerun that has not started: what the run it reruns achieved.
+    pub reuse: Option<Reuse>,
+}
+
+/// The records of the finished run a rerun reuses.
+#[derive(Debug)]
+pub struct Reuse {
+    /// Name of that run.
+    pub from: String,
+    pub tasks: Vec<TaskStatus>,
 }
 
 /// What a run can be given to run.
@@ -52,6 +62,11 @@ pub async fn resolve(run: &Run, ctx: &Context) -> Result<Resolution, Error> {
         && let Some(definition) = ctx.compiled(&uid)
     {
         return Ok(Resolution::Ready(definition));
+    }
+    if recorded.is_none()
+        && let Some(source) = &run.spec.rerun_of
+    {
+        return rerun_source(run, &source.name, ctx).await;
     }
     let (pinned, base) = match (recorded, &run.spec.workflow_ref, &run.spec.workflow) {
         (Some(pinned), _, _) => {
@@ -162,5 +177,86 @@ fn compile_pinned(pinned: PinnedWorkflow, base: &str) -> Result<Definition, Stri
         dag: Arc::new(dag),
         params,
         pinned,
+        reuse: None,
+    })
+}
+
+/// The definition of a rerun: the pinned definition and params of the finished run it names,
+/// with that run's records to reuse. The run it names is only read.
+async fn rerun_source(run: &Run, source: &str, ctx: &Context) -> Result<Resolution, Error> {
+    if run.spec.workflow_ref.is_some() || run.spec.workflow.is_some() || !run.spec.params.is_empty()
+    {
+        return Ok(Resolution::Rejected(
+            "InvalidSpec",
+            "spec.rerunOf: a rerun takes its definition and params from the run it reruns; \
+             remove workflowRef, workflow and params"
+                .into(),
+        ));
+    }
+    let shown = text::quoted(source);
+    if source == run.name_any() {
+        return Ok(Resolution::Rejected(
+            "InvalidSpec",
+            "spec.rerunOf: a run cannot rerun itself".into(),
+        ));
+    }
+    let namespace = run.namespace().unwrap_or_default();
+    let runs: Api<DeserializeGuard<Run>> = Api::namespaced(ctx.client.clone(), &namespace);
+    let old = match runs.get_opt(source).await?.map(|guard| guard.0.ok()) {
+        None => {
+            return Ok(Resolution::Rejected(
+                "RerunSourceNotFound",
+                format!("spec.rerunOf: Run {shown} does not exist in namespace {namespace}"),
+            ));
+        }
+        Some(None) => {
+            return Ok(Resolution::Rejected(
+                "InvalidSpec",
+                format!("spec.rerunOf: Run {shown} cannot be read"),
+            ));
+        }
+        Some(Some(old)) => old,
+    };
+    let status = old.status.as_ref();
+    if !status.and_then(|s| s.phase).is_some_and(RunPhase::is_final) {
+        return Ok(Resolution::Waiting(
+            "RerunSourceRunning",
+            format!("Run {shown} has not finished; the rerun starts when it has"),
+        ));
+    }
+    // A large run keeps its records and pinned tasks in RunShards.
+    let old = if status.is_some_and(|s| s.records.is_some()) {
+        super::get::full_run(&ctx.client, &namespace, source).await?
+    } else {
+        old
+    };
+    let Some(status) = old.status else {
+        return Ok(Resolution::Rejected(
+            "InvalidSpec",
+            format!("spec.rerunOf: Run {shown} has no status"),
+        ));
+    };
+    let Some(pinned) = status.workflow.filter(|p| p.spec.is_some()) else {
+        return Ok(Resolution::Rejected(
+            "InvalidSpec",
+            format!("spec.rerunOf: Run {shown} never started: it has no definition to rerun"),
+        ));
+    };
+    let base = if pinned.name.is_some() {
+        "spec"
+    } else {
+        "spec.workflow"
+    };
+    let from = source.to_string();
+    let tasks = status.tasks;
+    let compiled = tokio::task::spawn_blocking(move || compile_pinned(pinned, base))
+        .await
+        .map_err(|e| Error::Internal(format!("compiling a workflow: {e}")))?;
+    Ok(match compiled {
+        Ok(mut definition) => {
+            definition.reuse = Some(Reuse { from, tasks });
+            Resolution::Ready(Arc::new(definition))
+        }
+        Err(message) => Resolution::Rejected("InvalidSpec", message),
     })
 }

@@ -59,10 +59,22 @@ impl<K: Resource> RunIndex<K> {
     where
         K: Clone,
     {
+        self.apply_keeping(event, None);
+    }
+
+    /// Applies one watch event; a deleted object is replaced by `tombstone` when one is given
+    /// (see [`pod_tombstone`]).
+    pub fn apply_keeping(&mut self, event: &Event<K>, tombstone: Option<K>)
+    where
+        K: Clone,
+    {
         let group_of = self.group_of;
         match event {
             Event::Apply(obj) => insert(&mut self.live, obj, group_of),
-            Event::Delete(obj) => remove(&mut self.live, obj, group_of),
+            Event::Delete(obj) => match tombstone {
+                Some(kept) => insert(&mut self.live, &kept, group_of),
+                None => remove(&mut self.live, obj, group_of),
+            },
             Event::Init => self.relisting = Some(HashMap::new()),
             Event::InitApply(obj) => match self.relisting.as_mut() {
                 Some(fresh) => insert(fresh, obj, group_of),
@@ -98,6 +110,55 @@ impl<K: Resource> RunIndex<K> {
     pub fn runs(&self) -> usize {
         self.live.len()
     }
+
+    /// Whether the run has a live member of `group` that is not being deleted.
+    pub fn has_live(&self, namespace: &str, run: &str, group: &str) -> bool {
+        self.groups(namespace, run)
+            .and_then(|groups| groups.get(group))
+            .is_some_and(|members| {
+                members
+                    .iter()
+                    .any(|m| m.meta().deletion_timestamp.is_none())
+            })
+    }
+
+    /// Forgets a whole group of a run (the Pods of a Job that is gone, tombstones included).
+    pub fn drop_group(&mut self, namespace: &str, run: &str, group: &str) {
+        let key = (namespace.to_string(), run.to_string());
+        if let Some(groups) = self.live.get_mut(&key) {
+            groups.remove(group);
+            if groups.is_empty() {
+                self.live.remove(&key);
+            }
+        }
+    }
+}
+
+/// Annotation on a Pod kept in the index after it was deleted before it finished.
+const GONE: &str = "ork.dev/deleted-before-it-finished";
+
+/// What the index keeps of a Pod deleted before it finished while its Job lives on (someone
+/// deleted it, or its node went away): a copy marked as such, so the reconcile can tell the
+/// attempt lost its Pod even when the Job makes a new one (or fails) right after. `None` for a
+/// Pod that shows how its attempt ended (not merely killed by the deletion): that is read.
+pub fn pod_tombstone(pod: &Pod) -> Option<Pod> {
+    if super::observe::pod_has_result(pod) {
+        return None;
+    }
+    let mut kept = pod.clone();
+    kept.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(GONE.into(), "true".into());
+    Some(kept)
+}
+
+/// Whether the index keeps `pod` only because it was deleted before it finished.
+pub fn is_tombstone(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(GONE))
 }
 
 /// A Pod's group: the name of its Job.
@@ -294,6 +355,38 @@ mod tests {
         assert_eq!(groups["r.y.1"].len(), 1);
         index.apply(&Event::Delete(pod("p3", "r.y.1")));
         assert!(!index.groups("a", "r").unwrap().contains_key("r.y.1"));
+    }
+
+    #[test]
+    fn a_pod_deleted_before_it_showed_a_result_is_kept_until_its_job_goes() {
+        let pod = |name: &str, status: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name,
+                "namespace": "a", "labels": {"ork.dev/run": "r", "job-name": "r.x.1"}},
+                "status": status}))
+            .unwrap()
+        };
+        let running = pod("p1", serde_json::json!({"phase": "Running"}));
+        let done = pod(
+            "p2",
+            serde_json::json!({"phase": "Succeeded", "containerStatuses": [{"name": "task",
+                "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0}}}]}),
+        );
+        assert!(
+            pod_tombstone(&done).is_none(),
+            "its result is there to read"
+        );
+        let kept = pod_tombstone(&running).expect("no result: kept");
+        assert!(is_tombstone(&kept) && !is_tombstone(&running));
+
+        let mut index: RunIndex<Pod> = RunIndex::grouped_by(job_of_pod);
+        index.apply(&Event::Apply(running.clone()));
+        index.apply_keeping(&Event::Delete(running), Some(kept));
+        let members = &index.groups("a", "r").unwrap()["r.x.1"];
+        assert_eq!(members.len(), 1);
+        assert!(is_tombstone(&members[0]));
+        index.drop_group("a", "r", "r.x.1");
+        assert_eq!(index.runs(), 0, "nothing is kept once the Job is gone");
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub fn pending(name: &str) -> TaskStatus {
         finally: false,
         infra_retries: 0,
         history: Vec::new(),
+        reused_from: None,
     }
 }
 

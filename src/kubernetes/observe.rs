@@ -96,6 +96,11 @@ fn attempt_end(
     pods.iter().find_map(|pod| stuck(pod, cx))
 }
 
+/// Whether the Pod shows how its attempt ended by itself (not a kill by its deletion).
+pub fn pod_has_result(pod: &Pod) -> bool {
+    pod_end(pod).is_some()
+}
+
 /// How a Pod's attempt ended, once the Pod is in a final phase (or its task container has
 /// terminated and the Pod is failing for its deadline).
 fn pod_end(pod: &Pod) -> Option<(Outcome, Option<Timestamp>)> {

@@ -203,15 +203,28 @@ async fn execute(
             None => Ok(false),
         },
     };
-    match wrote {
+    let wrote = match wrote {
         Ok(true) => {
             count_tasks(ctx, run, &old, &plan);
             ctx.drop_rejections(uid, &plan.recorded_refusals);
+            true
         }
-        Ok(false) => {}
+        Ok(false) => false,
         Err(e) if permanent(&e) => return status_refused(&runs, run, &e, ctx).await,
         Err(e) => return Err(e),
-    }
+    };
+    // A Job the status does not know is stopped only by a view known to be current: a write
+    // that went through proves it; without one, the Run is read again. (Another controller
+    // may have recorded and made the Job after this view was taken.)
+    let current = wrote
+        || plan.finished
+        || plan.delete.is_empty()
+        || runs
+            .get_metadata(&run.name_any())
+            .await?
+            .metadata
+            .resource_version
+            == run.metadata.resource_version;
 
     // Only once the status that asks for them is recorded.
     let mut again = plan.requeue;
@@ -244,9 +257,14 @@ async fn execute(
         }
     }
 
+    if !current {
+        debug!(run = %run.name_any(), "the run changed; its Jobs are looked at again");
+        soon(Duration::ZERO);
+    }
     let deletions: Vec<_> = plan
         .delete
         .iter()
+        .filter(|_| current)
         .map(|name| {
             let (api, name) = (jobs.clone(), name.clone());
             async move { delete_job(&api, &name).await }

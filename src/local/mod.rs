@@ -8,7 +8,7 @@ mod workdir;
 
 pub use database::{MemoryDatabase, Watcher};
 pub use executor::{AttemptFiles, ProcessExecutor};
-pub use plan::{RunPlan, plan_run};
+pub use plan::{MAX_RUN_JSON_BYTES, RunPlan, plan_rerun, plan_run};
 pub use progress::{Progress, Style, summary};
 pub use workdir::{check_private, create_file, default_work_dir, prepare_work_dir};
 
@@ -63,7 +63,10 @@ pub async fn run_local(
     let run_dir = config
         .prepare_run_dir(&plan.identity.run)
         .map_err(DriverError::Executor)?;
-    let engine = Engine::new(Arc::clone(&plan.dag), plan.params);
+    let mut engine = Engine::new(Arc::clone(&plan.dag), plan.params);
+    if let Some((from, tasks)) = &plan.reuse {
+        engine.reuse(tasks, from);
+    }
     let database = MemoryDatabase::new(plan.run, &engine, watcher);
     let executor = ProcessExecutor::new(plan.dag, plan.identity, run_dir, config.kill_grace);
     let scheduler = Scheduler {

@@ -7,7 +7,14 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::{PinnedWorkflow, Run, RunSpec, RunStatus, Workflow, WorkflowRef, WorkflowSpec};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use crate::api::{
+    PinnedWorkflow, Run, RunPhase, RunSpec, RunStatus, TaskStatus, Workflow, WorkflowRef,
+    WorkflowSpec,
+};
 use crate::compile::names::{MAX_LABEL_LEN, object_name_error};
 use crate::compile::{BoundParams, Dag, bind_params, compile};
 use crate::manifest::{
@@ -24,6 +31,100 @@ pub struct RunPlan {
     pub dag: Arc<Dag>,
     pub params: BoundParams,
     pub identity: RunIdentity,
+    /// For a rerun: the name of the run it reruns and that run's task records.
+    pub reuse: Option<(String, Vec<TaskStatus>)>,
+}
+
+/// Largest `run.json` `ork run --rerun-of` reads.
+pub const MAX_RUN_JSON_BYTES: u64 = 256 << 20;
+
+/// Plans a rerun of the finished run kept in `path` (a `run.json`): its definition and params,
+/// and its records to reuse.
+pub fn plan_rerun(path: &Path) -> Result<RunPlan, Vec<String>> {
+    let shown = path.display();
+    let fail = |what: String| vec![format!("{shown}: {what}")];
+    let file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_RUN_JSON_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_RUN_JSON_BYTES {
+        return Err(fail(format!(
+            "larger than {} MiB; not a run.json written by ork run",
+            MAX_RUN_JSON_BYTES >> 20
+        )));
+    }
+    let old: Run = serde_json::from_slice(&bytes)
+        .map_err(|e| fail(format!("not a Run as ork run keeps it in run.json: {e}")))?;
+    let old_name = old.metadata.name.clone().unwrap_or_default();
+    let Some(status) = old.status else {
+        return Err(fail("the run has no status: it never ran".into()));
+    };
+    if !status.phase.is_some_and(RunPhase::is_final) {
+        return Err(fail(
+            "the run has not finished; only a finished run can be rerun".into(),
+        ));
+    }
+    let Some(pinned) = status.workflow.filter(|p| p.spec.is_some()) else {
+        return Err(fail(
+            "the run keeps no workflow definition (status.workflow.spec)".into(),
+        ));
+    };
+    let Some(spec) = pinned.spec.as_ref() else {
+        return Err(fail("the run keeps no workflow definition".into()));
+    };
+    let base = if pinned.name.is_some() {
+        "spec"
+    } else {
+        "spec.workflow"
+    };
+    let dag = compile(spec, base).map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| format!("{shown}: {p}"))
+            .collect::<Vec<_>>()
+    })?;
+    let params = bind_params(&dag, &pinned.params, "spec.params").map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| format!("{shown}: {p}"))
+            .collect::<Vec<_>>()
+    })?;
+    let workflow_name = pinned.name.clone();
+    let meta = ObjectMeta {
+        generate_name: Some(generate_name_for(
+            workflow_name.as_deref().unwrap_or(&old_name),
+        )),
+        namespace: old.metadata.namespace.clone(),
+        ..ObjectMeta::default()
+    };
+    let run_name = name_run(&meta, None);
+    let run = Run {
+        metadata: ObjectMeta {
+            name: Some(run_name.clone()),
+            ..meta
+        },
+        spec: RunSpec {
+            rerun_of: Some(WorkflowRef {
+                name: old_name.clone(),
+            }),
+            ..RunSpec::default()
+        },
+        status: Some(RunStatus {
+            workflow: Some(pinned),
+            ..RunStatus::default()
+        }),
+    };
+    Ok(RunPlan {
+        identity: RunIdentity {
+            workflow: workflow_name.unwrap_or_else(|| run_name.clone()),
+            run: run_name,
+        },
+        run,
+        dag: Arc::new(dag),
+        params,
+        reuse: Some((old_name, status.tasks)),
+    })
 }
 
 /// Picks the run to execute from `documents` and validates it; `Err` lists every problem, one
@@ -67,6 +168,12 @@ pub fn plan_run(
             )]);
         }
     };
+    if run.spec.rerun_of.is_some() {
+        return Err(vec![format!(
+            "{run_origin}: spec.rerunOf: reruns a Run on a cluster; to run a finished local run \
+             again use ork run --rerun-of DIR/run.json (DIR is the run's log directory)"
+        )]);
+    }
     if run.spec.suspend {
         return Err(vec![format!(
             "{run_origin}: spec.suspend: suspending a run is a Kubernetes feature; ork run \
@@ -76,6 +183,8 @@ pub fn plan_run(
     run.spec.params.extend(cli_params.clone());
 
     let (spec_origin, spec, base, pinned) = resolve_workflow(&run_origin, &run, documents)?;
+    // Kept with the run, as the controller pins it: a rerun reads it back from run.json.
+    let pinned_spec = spec.clone();
     let dag = compile(spec, base).map_err(|problems| {
         problems
             .iter()
@@ -117,6 +226,9 @@ pub fn plan_run(
         return Err(vec![format!("{run_origin}: metadata.name: {problem}")]);
     }
     run.metadata.name = Some(run_name.clone());
+    let mut pinned = pinned;
+    pinned.spec = Some(pinned_spec);
+    pinned.params = run.spec.params.clone();
     run.status = Some(RunStatus {
         workflow: Some(pinned),
         ..RunStatus::default()
@@ -129,6 +241,7 @@ pub fn plan_run(
         run,
         dag: Arc::new(dag),
         params,
+        reuse: None,
     })
 }
 

@@ -253,6 +253,12 @@ pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
         duration(status.started_at, status.finished_at),
         run_dir.display()
     ));
+    if status.phase != Some(RunPhase::Succeeded) {
+        out.push_str(&format!(
+            "Run it again, reusing what succeeded: ork run --rerun-of {}\n",
+            run_dir.join("run.json").display()
+        ));
+    }
     out
 }
 

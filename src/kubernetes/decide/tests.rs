@@ -49,6 +49,7 @@ fn definition(spec: Value) -> Resolution {
             spec: Some(spec),
             ..PinnedWorkflow::default()
         },
+        reuse: None,
     }))
 }
 
@@ -1181,4 +1182,83 @@ fn a_run_created_suspended_starts_but_makes_no_job() {
     set_spec(&mut w, false, false);
     let plan = w.step(t(1));
     assert_eq!(names(&plan.create), ["etl-1.a.1"]);
+}
+
+// ---- reruns ----
+
+#[test]
+fn a_rerun_records_what_it_reuses_and_makes_jobs_only_for_the_rest() {
+    let mut w = World::new(json!({"tasks": [
+        {"name": "a"}, {"name": "b", "dependsOn": ["a"]}, {"name": "c", "dependsOn": ["a"]}]}));
+    let previous: Vec<TaskStatus> = serde_json::from_value(json!([
+        {"name": "a", "phase": "Succeeded", "attempts": 2, "reason": "Completed",
+         "outputs": {"k": 1}},
+        {"name": "b", "phase": "Failed", "attempts": 1, "reason": "Error"},
+        {"name": "c", "phase": "Succeeded", "attempts": 1, "reason": "Completed"},
+    ]))
+    .unwrap();
+    let Resolution::Ready(definition) = &w.definition else {
+        unreachable!()
+    };
+    w.definition = Resolution::Ready(Arc::new(Definition {
+        dag: Arc::clone(&definition.dag),
+        params: definition.params.clone(),
+        pinned: definition.pinned.clone(),
+        reuse: Some(crate::kubernetes::definition::Reuse {
+            from: "etl-0".into(),
+            tasks: previous,
+        }),
+    }));
+    let plan = w.step(t(0));
+    assert_eq!(names(&plan.create), ["etl-1.b.1"]);
+    for reused in ["a", "c"] {
+        let record = w.task(reused);
+        assert_eq!(record.phase, TaskPhase::Succeeded, "{reused}");
+        assert_eq!(record.reason.as_deref(), Some("Reused"));
+        assert_eq!(record.reused_from.as_deref(), Some("etl-0"));
+    }
+    assert_eq!(w.task("a").attempts, 2);
+    // Later reconciles restore from the status, which says it all.
+    w.state = None;
+    let plan = w.step(t(1));
+    assert!(plan.create.is_empty(), "{:?}", names(&plan.create));
+}
+
+#[test]
+fn a_rerun_of_a_run_still_going_waits_and_looks_again_soon() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}]}));
+    w.definition = Resolution::Waiting(
+        "RerunSourceRunning",
+        "Run \"etl-0\" has not finished".into(),
+    );
+    let plan = w.step(t(0));
+    assert_eq!(w.phase(), RunPhase::Pending);
+    assert_eq!(
+        w.status().conditions[0].reason.as_deref(),
+        Some("RerunSourceRunning")
+    );
+    assert_eq!(plan.requeue, Some(RERUN_SOURCE_RECHECK));
+}
+
+#[test]
+fn a_pod_deleted_under_a_running_attempt_is_retried_outside_the_limit() {
+    let mut w = World::new(json!({"tasks": [{"name": "a", "retries": {"limit": 0}}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", running_pod(1));
+    w.step(t(2));
+    // The index keeps a Pod deleted before it showed a result as a tombstone.
+    let last = w.pods.len() - 1;
+    let tombstone =
+        crate::kubernetes::index::pod_tombstone(&w.pods[last]).expect("no result: kept");
+    w.pods[last] = Arc::new(tombstone);
+    let plan = w.step(t(3));
+    // The Job is stopped: it must not run the task again with a new Pod.
+    assert_eq!(plan.delete, ["etl-1.a.1"]);
+    let a = w.task("a");
+    assert_eq!(a.reason.as_deref(), Some("PodDeleted"));
+    assert_eq!(a.infra_retries, 1);
+    assert_eq!(a.phase, TaskPhase::Pending, "retried though the limit is 0");
+    let plan = w.step(t(5));
+    assert_eq!(names(&plan.create), ["etl-1.a.2"]);
 }
