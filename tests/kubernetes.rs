@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use ork::api::{RunPhase, Workflow};
 use serde_json::{Value, json};
 use support::cluster::{self, eventually};
-use support::env::{Env, LONG, ORK, chain, repo};
+use support::env::{Env, LONG, ORK, chain, essence, repo};
 
 /// The final Run of `ork run FILE --output json` on this machine.
 fn local_run(file: &Path) -> Value {
@@ -32,41 +32,6 @@ fn local_run(file: &Path) -> Value {
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).expect("ork run prints the final Run")
-}
-
-/// What must be the same between the local runner and the cluster: per task, phase, attempts,
-/// reason, exit code, outputs, whether it is a finally task, infrastructure retries and how each
-/// attempt ended; and the run's phase and reason.
-fn essence(run: &Value) -> Value {
-    let status = &run["status"];
-    let tasks: BTreeMap<String, Value> = status["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap().to_string(),
-                json!([
-                    t["phase"],
-                    t["attempts"],
-                    t["reason"],
-                    t["exitCode"],
-                    t["outputs"],
-                    t["finally"],
-                    t["infraRetries"],
-                    t["history"].as_array().map(|h| h
-                        .iter()
-                        .map(|e| json!([e["attempt"], e["exitCode"], e["reason"]]))
-                        .collect::<Vec<_>>()),
-                ]),
-            )
-        })
-        .collect();
-    json!({
-        "phase": status["phase"],
-        "reason": status["conditions"][0]["reason"],
-        "tasks": tasks,
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! simulator for it and an `ork controller` watching it, with helpers to drive and inspect
 //! runs. Shared by the Kubernetes end-to-end test binaries.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -351,6 +352,41 @@ pub fn reinstall_crds(kubeconfig: &Path) {
         "crd/runs.ork.dev",
         "crd/workflows.ork.dev",
     ]);
+}
+
+/// What must be the same between the local runner and the cluster: per task, phase, attempts,
+/// reason, exit code, outputs, whether it is a finally task, infrastructure retries and how each
+/// attempt ended; and the run's phase and reason.
+pub fn essence(run: &Value) -> Value {
+    let status = &run["status"];
+    let tasks: BTreeMap<String, Value> = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                json!([
+                    t["phase"],
+                    t["attempts"],
+                    t["reason"],
+                    t["exitCode"],
+                    t["outputs"],
+                    t["finally"],
+                    t["infraRetries"],
+                    t["history"].as_array().map(|h| h
+                        .iter()
+                        .map(|e| json!([e["attempt"], e["exitCode"], e["reason"]]))
+                        .collect::<Vec<_>>()),
+                ]),
+            )
+        })
+        .collect();
+    json!({
+        "phase": status["phase"],
+        "reason": status["conditions"][0]["reason"],
+        "tasks": tasks,
+    })
 }
 
 pub fn chain(name: &str, tasks: &[(&str, &str)]) -> Value {
