@@ -396,3 +396,103 @@ async fn a_pod_deleted_under_a_running_attempt_is_retried_without_using_the_limi
     })
     .await;
 }
+
+/// Each new field's problems, on the cluster: what the schema cannot hold is refused by the API
+/// server naming the field; what only the validator sees makes the Workflow `Valid=False` and
+/// its Run `InvalidSpec`, with nothing run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_new_fields_are_refused_or_reported_and_nothing_runs() {
+    let env = Env::new("invalid-flow").await;
+    let task = |extra: serde_json::Value| {
+        let mut t = json!({"name": "t", "command": ["touch", "/nonexistent/ran"]});
+        if let (Some(t), Some(extra)) = (t.as_object_mut(), extra.as_object()) {
+            t.extend(extra.clone());
+        }
+        t
+    };
+    let workflow = |name: &str, tasks: serde_json::Value, finally: serde_json::Value| {
+        json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
+               "spec": {"defaults": {"image": "busybox"}, "params": [{"name": "env", "default": "x"}],
+                        "tasks": tasks, "finally": finally}})
+    };
+    // Refused by the API server's schema.
+    for (bad, field) in [
+        (json!({"trigger": "Sometimes"}), "trigger"),
+        (
+            json!({"when": [{"param": "env", "operator": "Equals", "values": ["a"]}]}),
+            "operator",
+        ),
+        (
+            json!({"when": [{"param": "env", "operator": "In", "values": []}]}),
+            "values",
+        ),
+        (
+            json!({"retries": {"limit": 1, "retryOn": ["Crash"]}}),
+            "retryOn",
+        ),
+        (
+            json!({"retries": {"limit": 1, "exitCodes": [300]}}),
+            "exitCodes",
+        ),
+    ] {
+        let manifest = workflow("refused", json!([task(bad)]), json!([]));
+        let out = env.kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()));
+        assert!(!out.status.success(), "{field} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(field), "{field}: {stderr}");
+    }
+    // Reported by the validator.
+    let cases = [
+        (
+            "when-not-upstream",
+            json!([{"name": "a", "command": ["true"]},
+                   task(json!({"when": [{"task": "a", "output": "k", "operator": "In", "values": ["1"]}]}))]),
+            json!([]),
+            "not upstream",
+        ),
+        (
+            "depends-on-finally",
+            json!([task(json!({"dependsOn": ["f"]}))]),
+            json!([{"name": "f", "command": ["true"]}]),
+            "depends on finally task",
+        ),
+        (
+            "finally-on-regular",
+            json!([task(json!({}))]),
+            json!([{"name": "f", "command": ["true"], "dependsOn": ["t"]}]),
+            "depends on regular task",
+        ),
+        (
+            "when-no-subject",
+            json!([task(json!({"when": [{"operator": "In", "values": ["a"]}]}))]),
+            json!([]),
+            "exactly one of param or task",
+        ),
+    ];
+    for (name, tasks, finally, expect) in cases {
+        env.apply_workflow(&workflow(name, tasks, finally)).await;
+        let workflows: kube::Api<ork::api::Workflow> =
+            kube::Api::namespaced(env.client.clone(), &env.ns);
+        let message = eventually(&format!("{name} to be found invalid"), LONG, || {
+            let workflows = workflows.clone();
+            async move {
+                let wf = workflows.get(name).await.ok()?;
+                let valid = wf
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Valid")?;
+                (valid.status == ConditionStatus::False).then_some(valid.message?)
+            }
+        })
+        .await;
+        assert!(message.contains(expect), "{name}: {message}");
+        let run = format!("{name}-1");
+        env.create_run(&run, name, json!({})).await;
+        let done = env.wait_final(&run).await;
+        let status = done.status.unwrap();
+        assert_eq!(status.phase, Some(RunPhase::Failed), "{name}");
+        assert_eq!(status.conditions[0].reason.as_deref(), Some("InvalidSpec"));
+        assert!(env.jobs_of(&run).await.is_empty(), "{name}: nothing ran");
+    }
+}
