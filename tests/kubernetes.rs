@@ -47,6 +47,8 @@ async fn examples_run_on_the_cluster_as_they_run_locally() {
         ("finally.yaml", "finally-1", "Succeeded=False"),
         ("conditions.yaml", "conditions-1", "Succeeded"),
         ("retry-policy.yaml", "retry-policy-1", "Succeeded"),
+        ("cancel.yaml", "cancel-1", "Succeeded=False"),
+        ("rerun.yaml", "rerun-1", "Succeeded=False"),
     ];
     for (file, run, _) in &examples {
         let path = repo(&format!("examples/{file}"));

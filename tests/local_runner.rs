@@ -509,6 +509,8 @@ fn every_example_is_valid_and_runs_to_its_documented_result() {
         ("finally.yaml", 1),
         ("conditions.yaml", 0),
         ("retry-policy.yaml", 0),
+        ("cancel.yaml", 1),
+        ("rerun.yaml", 1),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(repo("examples"))
         .unwrap()
@@ -1048,4 +1050,67 @@ fn a_rerun_needs_a_finished_run_json_and_nothing_else() {
     let out = ork(work.path(), &["validate", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.rerunOf"));
+}
+
+#[test]
+fn the_rerun_example_runs_again_what_failed() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("input.csv");
+    let param = format!("input={}", input.display());
+    let (code, first) = run_json(
+        work.path(),
+        &repo("examples/rerun.yaml"),
+        &["--param", &param],
+    );
+    assert_eq!(code, 1, "{first:#}");
+    assert_eq!(outcome(&first, "import"), ("Failed", "Error", 1));
+    std::fs::write(&input, "a,b\n").unwrap();
+    let name = first["metadata"]["name"].as_str().unwrap();
+    let kept = work.path().join("runs").join(name).join("run.json");
+    let out = ork(
+        work.path(),
+        &["run", "--rerun-of", kept.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome(&second, "extract"), ("Succeeded", "Reused", 1));
+    assert_eq!(outcome(&second, "import"), ("Succeeded", "Completed", 1));
+    assert_eq!(outcome(&second, "load"), ("Succeeded", "Completed", 1));
+}
+
+#[test]
+fn the_cancel_example_cleans_up_after_an_interrupt() {
+    let work = tempfile::tempdir().unwrap();
+    let file = repo("examples/cancel.yaml");
+    let mut child = Command::new(ORK)
+        .args(["run", file.to_str().unwrap(), "-o", "json", "--work-dir"])
+        .arg(work.path().join("runs"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The progress goes to stderr: interrupt once the long task has started.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("started") || !line.contains("long-import") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "no start"
+        );
+    }
+    let ork_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(ork_pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let out = wait_output(child, Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(130));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome(&run, "long-import"), ("Cancelled", "Cancelled", 1));
+    assert_eq!(outcome(&run, "publish"), ("Cancelled", "Cancelled", 0));
+    assert_eq!(outcome(&run, "cleanup"), ("Succeeded", "Completed", 1));
 }
