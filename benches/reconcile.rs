@@ -110,6 +110,7 @@ fn drive(tasks: usize, inline: bool) -> (Vec<Duration>, f64) {
             memory: &memory,
             now,
             config: &config,
+            touched: None,
         };
         let started = Instant::now();
         let plan: Plan = decide(&mut state, &observed);

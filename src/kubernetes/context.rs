@@ -2,7 +2,7 @@
 //! Jobs and Pods, compiled definitions, what this controller did that the caches do not show
 //! yet, and the per-object back-off of failed reconciles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,9 @@ pub struct Context {
     states: Mutex<HashMap<String, RunState>>,
     /// Failed reconciles in a row, by object key.
     failures: Mutex<HashMap<String, u32>>,
+    /// Jobs whose Job or Pods the watch showed changing since their run's last reconcile, by
+    /// `(namespace, run name)`.
+    touched: Mutex<HashMap<(String, String), HashSet<String>>>,
 }
 
 impl Context {
@@ -91,6 +94,7 @@ impl Context {
             notes: Mutex::default(),
             states: Mutex::default(),
             failures: Mutex::default(),
+            touched: Mutex::default(),
         }
     }
 
@@ -139,6 +143,25 @@ impl Context {
     /// Takes what is kept of run `uid`, if anything: the reconcile owns it until it gives it
     /// back with [`keep_state`](Self::keep_state) (the Controller never reconciles one object
     /// twice at once).
+    /// The watch showed Job `job` of run `run` in `namespace`, or one of its Pods, changing.
+    pub fn touch(&self, namespace: &str, run: &str, job: &str) {
+        if let Ok(mut touched) = self.touched.lock() {
+            touched
+                .entry((namespace.to_string(), run.to_string()))
+                .or_default()
+                .insert(job.to_string());
+        }
+    }
+
+    /// The Jobs of a run touched since the last call, for the reconcile about to read the caches.
+    pub fn take_touched(&self, namespace: &str, run: &str) -> HashSet<String> {
+        self.touched
+            .lock()
+            .ok()
+            .and_then(|mut t| t.remove(&(namespace.to_string(), run.to_string())))
+            .unwrap_or_default()
+    }
+
     pub fn take_state(&self, uid: &str) -> Option<RunState> {
         self.states.lock().ok()?.remove(uid)
     }

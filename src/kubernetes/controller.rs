@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
@@ -188,6 +189,9 @@ async fn watch_namespace(
         .modify(slim_job)
         .inspect_ok(move |event| {
             let first_list = index(&job_index, &job_probes, event);
+            if let Event::Apply(job) | Event::Delete(job) | Event::InitApply(job) = event {
+                touch(&job_ctx, &job.metadata, job.metadata.name.clone());
+            }
             // Only once the index shows it: a reconcile reads what it remembers first and the
             // index after, so a Job marked seen is in the index it reads, unless it is gone.
             // (During a re-list the index shows nothing new until the list is complete.)
@@ -203,12 +207,13 @@ async fn watch_namespace(
             }
         })
         .touched_objects();
-    let (pod_index, pod_probes, pod_synced, pod_listed, pod_jobs) = (
+    let (pod_index, pod_probes, pod_synced, pod_listed, pod_jobs, pod_ctx) = (
         Arc::clone(&pods),
         Arc::clone(&probes),
         Arc::clone(&synced_tx),
         Arc::clone(&listed),
         Arc::clone(&jobs),
+        Arc::clone(&ctx),
     );
     let pod_events = watcher::watcher(api::<Pod>(&client, ns), managed)
         .default_backoff()
@@ -218,9 +223,11 @@ async fn watch_namespace(
                 Event::Delete(pod) => lost_pod(&pod_jobs, pod),
                 _ => None,
             };
-            if index_keeping(&pod_index, &pod_probes, event, tombstone)
-                && pod_listed.fetch_add(1, Ordering::SeqCst) == 1
-            {
+            let first_list = index_keeping(&pod_index, &pod_probes, event, tombstone);
+            if let Event::Apply(pod) | Event::Delete(pod) | Event::InitApply(pod) = event {
+                touch(&pod_ctx, &pod.metadata, job_of_pod(pod));
+            }
+            if first_list && pod_listed.fetch_add(1, Ordering::SeqCst) == 1 {
                 let _ = pod_synced.send(true);
             }
         })
@@ -389,6 +396,14 @@ fn index_keeping<K: Resource + Clone>(
         probes.synced();
     }
     first_list_done
+}
+
+/// Marks a Job of a run as touched (it, or one of its Pods, changed), once the index shows it.
+fn touch(ctx: &Context, meta: &ObjectMeta, job: Option<String>) {
+    let run = meta.labels.as_ref().and_then(|l| l.get(LABEL_RUN));
+    if let (Some(run), Some(namespace), Some(job)) = (run, meta.namespace.as_deref(), job) {
+        ctx.touch(namespace, run, &job);
+    }
 }
 
 /// What to keep of a deleted Pod: a tombstone when it was deleted before it showed a result

@@ -34,6 +34,9 @@ use crate::text;
 const SOON: Duration = Duration::from_secs(2);
 /// Even with nothing due, an unfinished run is looked at this often (a safety net).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a reconcile looks at every running attempt of a run, not only at those whose Job
+/// or Pods the watch showed changing: a safety net for a missed event.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
 /// How often a rerun waiting for the run it reruns to finish looks again.
 const RERUN_SOURCE_RECHECK: Duration = Duration::from_secs(3);
 /// How long a Job without a Pod goes before the reason is shown (and re-read).
@@ -109,6 +112,9 @@ pub struct Observed<'a> {
     pub memory: &'a Memory,
     pub now: Timestamp,
     pub config: &'a Config,
+    /// Jobs of the run whose Job or Pods the watch showed changing since the last reconcile;
+    /// `None`: not known, look at every running attempt.
+    pub touched: Option<&'a HashSet<String>>,
 }
 
 /// An Event to publish about the run.
@@ -509,7 +515,20 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     let mut waiting: HashMap<TaskId, String> = HashMap::new();
     let mut unmade: Vec<TaskId> = Vec::new();
     let mut recorded_refusals = Vec::new();
-    // Running attempts as recorded: what their Jobs say is all that can have changed.
+    // Running attempts as recorded: what their Jobs say is all that can have changed. Between
+    // full scans, only those whose Job or Pods changed, whose Job is not there (yet), or whose
+    // state depends on the time: the work of a reconcile follows what happened, not the run's
+    // size.
+    let full = state.fresh
+        || o.touched.is_none()
+        || state.scanned_at.is_none_or(|at| {
+            o.now.duration_since(at).as_secs() >= FULL_SCAN_EVERY.as_secs() as i64
+        });
+    if full {
+        state.scanned_at = Some(o.now);
+    }
+    let no_touch = HashSet::new();
+    let touched = o.touched.unwrap_or(&no_touch);
     let running: Vec<(TaskId, u32)> = state
         .engine
         .running_attempts()
@@ -517,7 +536,15 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             let recorded = &state.records[id.index()];
             recorded.phase == TaskPhase::Running && recorded.attempts == attempt
         })
+        .filter(|&(id, attempt)| {
+            if full || state.recheck.contains(&id) {
+                return true;
+            }
+            let job = job_of(id, attempt);
+            touched.contains(&job) || !children.owned.contains_key(job.as_str())
+        })
         .collect();
+    let mut recheck = HashSet::new();
     // Each attempt's timeout counts from its Pod's start, as the kubelet counts the Pod's own
     // deadline: from the Pod while it is there, else as recorded (the Pod may be gone, deleted
     // for its timeout, say); no timeout runs before the Pod starts.
@@ -542,21 +569,28 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             Seen::Going(why) => {
                 if let Some(why) = why {
                     waiting.insert(id, why);
+                    recheck.insert(id);
                 }
                 if let Some(found) = children.owned.get(job.as_str()) {
                     if children.pods_of(found).is_empty() {
                         soon(NO_POD_RECHECK);
+                        recheck.insert(id);
                     }
                     if job_finished(found) {
                         // Ended, its Pod not in the cache yet.
                         soon(SOON);
+                        recheck.insert(id);
                     }
                 }
             }
             Seen::Unmade => unmade.push(id),
-            Seen::NameTaken => soon(SOON),
+            Seen::NameTaken => {
+                soon(SOON);
+                recheck.insert(id);
+            }
         }
     }
+    state.recheck = recheck;
     // In the order things happened, each at its own time; then the present.
     ends.sort_by_key(|(at, id, attempt, _)| (*at, *id, *attempt));
     for (at, id, attempt, outcome) in ends {

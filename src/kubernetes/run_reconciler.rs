@@ -114,6 +114,8 @@ pub async fn reconcile(
 
     // ---- decide ----
     let restored = state.is_none();
+    // Taken before the caches are read: what the watch shows from now on is marked again.
+    let touched = ctx.take_touched(&namespace, &name);
     let plan = ctx.with_children(&namespace, &name, |jobs, pods| {
         decide(
             &mut state,
@@ -125,6 +127,7 @@ pub async fn reconcile(
                 memory: &memory,
                 now,
                 config: &ctx.config,
+                touched: Some(&touched),
             },
         )
     });

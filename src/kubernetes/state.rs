@@ -46,6 +46,12 @@ pub struct RunState {
     /// When the summary was last decided to be written: a large run's summary, when only its
     /// counts changed, is written at most every second.
     pub head_written_at: Option<Timestamp>,
+    /// When every running attempt was last looked at; in between, only those whose Job or Pods
+    /// changed, those not made yet and those in `recheck`.
+    pub scanned_at: Option<Timestamp>,
+    /// Running attempts to look at again whatever the watch says: their state depends on the
+    /// time too (waiting for a Pod or an image, a result not shown yet).
+    pub recheck: std::collections::HashSet<crate::compile::TaskId>,
 }
 
 impl RunState {
@@ -98,6 +104,8 @@ impl RunState {
             definition_bytes: 0,
             fresh: true,
             head_written_at: None,
+            scanned_at: None,
+            recheck: Default::default(),
         };
         state.definition_bytes = json_len(&state.definition.pinned);
         state.record_bytes = state.records.iter().map(json_len).collect();

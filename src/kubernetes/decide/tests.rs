@@ -69,6 +69,8 @@ struct World {
     config: Config,
     /// Jobs created but not shown in the cache yet.
     created: Vec<Job>,
+    /// What the watch showed changing since the last step; `None`: look at everything.
+    touched: Option<HashSet<String>>,
 }
 
 impl World {
@@ -91,6 +93,7 @@ impl World {
             memory: Memory::default(),
             config: Config::default(),
             created: Vec::new(),
+            touched: None,
         }
     }
 
@@ -132,6 +135,7 @@ impl World {
                 memory: &self.memory,
                 now,
                 config: &self.config,
+                touched: self.touched.as_ref(),
             },
         )
     }
@@ -1261,4 +1265,51 @@ fn a_pod_deleted_under_a_running_attempt_is_retried_outside_the_limit() {
     assert_eq!(a.phase, TaskPhase::Pending, "retried though the limit is 0");
     let plan = w.step(t(5));
     assert_eq!(names(&plan.create), ["etl-1.a.2"]);
+}
+
+#[test]
+fn between_full_scans_only_attempts_the_watch_touched_are_looked_at() {
+    let mut w = World::new(json!({"tasks": [{"name": "a"}, {"name": "b"}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", running_pod(1));
+    w.pod("etl-1.b.1", running_pod(1));
+    w.step(t(2));
+    // From now on the watch says what changed.
+    w.touched = Some(HashSet::new());
+    w.pod("etl-1.a.1", succeeded_pod(1, 3, ""));
+    w.pod("etl-1.b.1", succeeded_pod(1, 3, ""));
+    w.step(t(4));
+    assert_eq!(
+        w.task("a").phase,
+        TaskPhase::Running,
+        "not touched: not looked at"
+    );
+    w.touched = Some(HashSet::from(["etl-1.a.1".to_string()]));
+    w.step(t(5));
+    assert_eq!(w.task("a").phase, TaskPhase::Succeeded);
+    assert_eq!(w.task("b").phase, TaskPhase::Running);
+    // The periodic full scan catches what the watch did not say.
+    w.touched = Some(HashSet::new());
+    w.step(t(2 + FULL_SCAN_EVERY.as_secs() as i64));
+    assert_eq!(w.task("b").phase, TaskPhase::Succeeded);
+    assert_eq!(w.phase(), RunPhase::Succeeded);
+}
+
+#[test]
+fn a_job_not_made_yet_is_looked_at_whatever_the_watch_says() {
+    let tasks: Vec<Value> = (0..MAX_CREATES + 5)
+        .map(|i| json!({"name": format!("t{i}")}))
+        .collect();
+    let mut w = World::new(json!({ "tasks": tasks }));
+    let plan = w.step(t(0));
+    assert_eq!(plan.create.len(), MAX_CREATES);
+    w.show_jobs(t(0));
+    w.touched = Some(HashSet::new());
+    let plan = w.step(t(1));
+    assert_eq!(
+        plan.create.len(),
+        5,
+        "the rest are made though nothing was touched"
+    );
 }
