@@ -51,8 +51,17 @@ HTTP_ARG = "--metrics-address=0.0.0.0:8080"
 
 # The controller's permissions, exactly (charts/ork/README.md, "Permissions").
 CONTROLLER_RULES = [
-    {"apiGroups": ["ork.dev"], "resources": ["workflows", "runs"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["ork.dev"], "resources": ["workflows/status", "runs/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": ["ork.dev"],
+        "resources": ["workflows", "runs", "schedules"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["ork.dev"],
+        "resources": ["workflows/status", "runs/status", "schedules/status"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": ["ork.dev"], "resources": ["runs"], "verbs": ["create", "patch", "delete"]},
     {
         "apiGroups": ["batch"],
         "resources": ["jobs"],

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use jiff::Timestamp;
 
 use crate::api::{Run, RunPhase};
 use crate::compile::{bind_params, compile};
@@ -82,6 +83,11 @@ pub enum Command {
         #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
         kubeconfig: Option<PathBuf>,
     },
+    /// Work with Schedule manifests.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Print the CustomResourceDefinitions (YAML), for `kubectl apply --server-side -f -`.
     Crds,
     /// Run the Kubernetes controller: reconcile Workflows and Runs, one Job per task attempt.
@@ -126,6 +132,26 @@ pub enum Command {
         #[arg(long, env = "ORK_INLINE_TASKS", default_value_t = 1000,
               value_parser = clap::value_parser!(u32).range(0..=1000))]
         inline_tasks: u32,
+        /// For tests only: `ORIGIN,RATE[,SHOWN]` makes Schedules tick by a clock that shows
+        /// SHOWN (default ORIGIN; never earlier) at the real RFC 3339 instant ORIGIN and from
+        /// then on runs RATE times faster than the real one.
+        #[arg(long, env = "ORK_TEST_SCHEDULE_CLOCK", hide = true, value_name = "ORIGIN,RATE[,SHOWN]",
+              value_parser = parse_test_clock)]
+        test_schedule_clock: Option<crate::kubernetes::schedule_reconciler::ScheduleClock>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Print the next tick times of the Schedule in FILE, one RFC 3339 time with the zone's
+    /// offset per line. Exit code: 0, or 2 when the Schedule is invalid.
+    Next {
+        /// Manifest file holding one Schedule (or several: each is printed under its name).
+        file: PathBuf,
+        /// How many ticks.
+        #[arg(short = 'n', long = "count", default_value_t = 5,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        count: u32,
     },
 }
 
@@ -153,6 +179,32 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
         Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
         _ => Err(format!("expected NAME=VALUE, got {text:?}")),
     }
+}
+
+fn parse_test_clock(
+    text: &str,
+) -> Result<crate::kubernetes::schedule_reconciler::ScheduleClock, String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let (origin, rate, shown) = match parts.as_slice() {
+        [origin, rate] => (*origin, *rate, *origin),
+        [origin, rate, shown] => (*origin, *rate, *shown),
+        _ => return Err(format!("expected ORIGIN,RATE[,SHOWN], got {text:?}")),
+    };
+    let instant = |text: &str| -> Result<Timestamp, String> {
+        text.parse().map_err(|e| format!("{text:?}: {e}"))
+    };
+    let rate: u32 = rate
+        .parse()
+        .ok()
+        .filter(|r| (1..=3600).contains(r))
+        .ok_or_else(|| format!("RATE {rate:?}: expected a whole number from 1 to 3600"))?;
+    Ok(
+        crate::kubernetes::schedule_reconciler::ScheduleClock::scaled(
+            instant(origin)?,
+            instant(shown)?,
+            rate,
+        ),
+    )
 }
 
 /// Runs the command line and returns the process exit code.
@@ -183,6 +235,9 @@ pub fn main(cli: Cli) -> ExitCode {
             output,
             kubeconfig,
         } => get(&run, namespace, output, kubeconfig),
+        Command::Schedule {
+            command: ScheduleCommand::Next { file, count },
+        } => schedule_next(&file, count as usize),
         Command::Crds => match crate::kubernetes::crd::crds_yaml() {
             Ok(yaml) => {
                 use std::io::Write;
@@ -209,6 +264,7 @@ pub fn main(cli: Cli) -> ExitCode {
             image_pull_timeout,
             job_ttl_seconds,
             inline_tasks,
+            test_schedule_clock,
         } => {
             init_logging(log_format);
             let http_address = match metrics_address.as_str() {
@@ -244,6 +300,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 http_address,
                 leader_election,
                 run,
+                schedule_clock: test_schedule_clock.unwrap_or_default(),
             };
             controller(kubeconfig, settings)
         }
@@ -510,12 +567,58 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                     }
                 }
             }
+            Manifest::Schedule(schedule) => {
+                match crate::schedule::check::validate(schedule, &documents, Timestamp::now()) {
+                    Ok(valid) => note = valid,
+                    Err(found) => problems.extend(found),
+                }
+            }
         }
         if problems.is_empty() {
             println!("{}: {what} is valid{note}", doc.origin);
         } else {
             for problem in problems {
                 report.error(&doc.origin, &format!("{what}: {problem}"));
+            }
+        }
+    }
+    report.finish()
+}
+
+fn schedule_next(file: &std::path::Path, count: usize) -> ExitCode {
+    let mut report = Report::default();
+    let documents = load(std::slice::from_ref(&file.to_path_buf()), &mut report);
+    if report.has_errors() {
+        return report.finish();
+    }
+    let schedules: Vec<(&Document, &crate::api::Schedule)> = documents
+        .iter()
+        .filter_map(|d| match &d.manifest {
+            Manifest::Schedule(s) => Some((d, s.as_ref())),
+            _ => None,
+        })
+        .collect();
+    if schedules.is_empty() {
+        report.error(&file.display().to_string(), "holds no Schedule");
+        return report.finish();
+    }
+    let now = Timestamp::now();
+    let several = schedules.len() > 1;
+    for (doc, schedule) in schedules {
+        let what = doc.describe();
+        match crate::schedule::check::next_ticks(schedule, now, count) {
+            Ok(lines) => {
+                if several {
+                    println!("# {what}");
+                }
+                for line in lines {
+                    println!("{line}");
+                }
+            }
+            Err(problems) => {
+                for problem in problems {
+                    report.error(&doc.origin, &format!("{what}: {problem}"));
+                }
             }
         }
     }

@@ -17,11 +17,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_path_to_error::Segment;
 
-use crate::api::{API_VERSION, Run, Workflow};
+use crate::api::{API_VERSION, Run, Schedule, Workflow};
 use crate::problem::{Problem, Problems};
 use fields::Step;
 
-pub use checks::{duplicate_workflows, name_problems, referenced_workflow};
+pub use checks::{duplicate_workflows, name_problems, referenced_workflow, workflow_in_namespace};
 pub use read::{MAX_FILE_BYTES, MAX_FILE_SIZE_TEXT, ReadError};
 pub use structure::MAX_PROBLEMS;
 pub use yaml::{MAX_DEPTH, MAX_NODES};
@@ -31,6 +31,7 @@ pub use yaml::{MAX_DEPTH, MAX_NODES};
 pub enum Manifest {
     Workflow(Box<Workflow>),
     Run(Box<Run>),
+    Schedule(Box<Schedule>),
 }
 
 /// A parsed document and where it came from.
@@ -47,6 +48,7 @@ impl Document {
         let (kind, meta) = match &self.manifest {
             Manifest::Workflow(w) => ("Workflow", &w.metadata),
             Manifest::Run(r) => ("Run", &r.metadata),
+            Manifest::Schedule(s) => ("Schedule", &s.metadata),
         };
         match (&meta.name, &meta.generate_name) {
             (Some(name), _) => format!("{kind}/{}", shown_name(name)),
@@ -229,10 +231,18 @@ pub fn parse_manifest(value: Value) -> Result<Manifest, Problems> {
             let structure = structure::check(structure::Kind::Run, map);
             strict::<Run>(value, structure, &mut problems).map(|r| Manifest::Run(Box::new(r)))
         }
+        Some("Schedule") => {
+            let structure = structure::check(structure::Kind::Schedule, map);
+            strict::<Schedule>(value, structure, &mut problems)
+                .map(|s| Manifest::Schedule(Box::new(s)))
+        }
         _ => {
             problems.push(
                 "kind",
-                format!("must be Workflow or Run, got {}", show(map.get("kind"))),
+                format!(
+                    "must be Workflow, Run or Schedule, got {}",
+                    show(map.get("kind"))
+                ),
             );
             None
         }
@@ -385,7 +395,7 @@ mod tests {
             problems,
             [
                 "apiVersion: must be ork.dev/v1alpha1, got \"v1\"",
-                "kind: must be Workflow or Run, got \"ConfigMap\""
+                "kind: must be Workflow, Run or Schedule, got \"ConfigMap\""
             ]
         );
         assert_eq!(

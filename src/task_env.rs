@@ -19,6 +19,8 @@ pub mod vars {
     pub const RUN_PHASE: &str = "ORK_RUN_PHASE";
     /// Finally tasks only: the regular tasks whose phase is Failed, comma-separated.
     pub const FAILED_TASKS: &str = "ORK_FAILED_TASKS";
+    /// Runs a Schedule made only: the tick, RFC 3339 in UTC.
+    pub const SCHEDULED_TIME: &str = "ORK_SCHEDULED_TIME";
 }
 
 /// Identity of the run an attempt belongs to.
@@ -27,6 +29,8 @@ pub struct RunIdentity {
     /// Name of the workflow (the run's own name for an inline definition).
     pub workflow: String,
     pub run: String,
+    /// The tick of a Run a Schedule made (RFC 3339, UTC).
+    pub scheduled_time: Option<String>,
 }
 
 /// The ork-defined part of an attempt's environment, in order: the `ORK_*` variables, then one
@@ -49,6 +53,9 @@ pub fn ork_env(
             Value::Object(input_json).to_string(),
         ),
     ];
+    if let Some(tick) = &identity.scheduled_time {
+        env.push((vars::SCHEDULED_TIME.to_string(), tick.clone()));
+    }
     if let Some(finally) = &launch.finally {
         let phase = match finally.run_phase {
             RunPhase::Succeeded => "Succeeded",

@@ -221,6 +221,18 @@ async fn run_one(
         &["-n", ns, "apply", "-f", "-"],
         Some(&run.to_string()),
     );
+    // A Schedule ticking every (sped-up) minute: it makes Runs, cancels each for the next
+    // (`Replace`; task c never ends) and deletes the cancelled ones (history limit 0).
+    let schedule = json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Schedule",
+        "metadata": {"name": name},
+        "spec": {"workflowRef": {"name": name}, "cron": "* * * * *",
+                 "concurrencyPolicy": "Replace", "failedRunsHistoryLimit": 0}});
+    kubectl(
+        admin,
+        &["-n", ns, "apply", "-f", "-"],
+        Some(&schedule.to_string()),
+    );
+    let schedules: Api<ork::api::Schedule> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(40);
     let result = loop {
         if forbidden_requests(port) > 0.0 {
@@ -238,7 +250,13 @@ async fn run_one(
         let explained = task("c")
             .and_then(|t| t.message)
             .is_some_and(|m| m.contains("cannot create its Pod") && m.contains("no-such-account"));
-        if ran && explained {
+        let ticked = schedules
+            .get(name)
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .is_some_and(|s| s.last_schedule_time.is_some() && s.next_schedule_time.is_some());
+        if ran && explained && ticked {
             // Events are best effort: give a refused one a moment to show.
             tokio::time::sleep(Duration::from_millis(300)).await;
             break match forbidden_requests(port) {
@@ -254,10 +272,24 @@ async fn run_one(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // `c` never ends: the run goes, so that only the examples are left to finish.
+    // `c` never ends: the run goes, so that only the examples are left to finish; the
+    // schedule goes with its Runs.
     kubectl(
         admin,
         &["-n", ns, "delete", "run.ork.dev", name, "--wait=false"],
+        None,
+    );
+    kubectl(
+        admin,
+        &[
+            "-n",
+            ns,
+            "delete",
+            "schedule.ork.dev",
+            name,
+            "--cascade=foreground",
+            "--timeout=60s",
+        ],
         None,
     );
     result
@@ -292,6 +324,7 @@ async fn cluster() -> Cluster {
             "--timeout=60s",
             "crd/runs.ork.dev",
             "crd/workflows.ork.dev",
+            "crd/schedules.ork.dev",
         ],
         None,
     );
@@ -323,7 +356,11 @@ async fn namespaced_install_is_enough_and_every_rule_is_needed() {
     service_account_kubeconfig(&client, &admin, &system, &sa_config).await;
     let _kubelet = Kubelet::start(client.clone(), &team, work.path().join("node"));
     // Runs of more than 2 tasks keep their records in RunShards: the rule for them is needed too.
+    // Schedules tick every second (a sped-up clock, for tests only).
+    let clock = format!("{},60", jiff::Timestamp::now());
     let args: Vec<String> = [
+        "--test-schedule-clock",
+        &clock,
         "--inline-tasks",
         "2",
         "--namespace",
@@ -492,7 +529,11 @@ async fn cluster_wide_install_runs_the_examples() {
     let _kubelet = Kubelet::start(client.clone(), &team, work.path().join("node"));
     // Watches every namespace, as the chart's default install does; runs of more than 2 tasks
     // keep their records in RunShards.
+    // Schedules tick every second (a sped-up clock, for tests only).
+    let clock = format!("{},60", jiff::Timestamp::now());
     let args: Vec<String> = [
+        "--test-schedule-clock",
+        &clock,
         "--inline-tasks",
         "2",
         "--leader-elect",

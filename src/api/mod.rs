@@ -1,16 +1,18 @@
-//! The user-facing API: the `Workflow` and `Run` custom resources (`ork.dev/v1alpha1`).
+//! The user-facing API: the `Workflow`, `Run` and `Schedule` custom resources (`ork.dev/v1alpha1`).
 //!
 //! These types are the single source of truth for the manifest format. The local runner parses
 //! manifests into them and the Kubernetes controller reads them from the API server, so the two
 //! drivers can never disagree about what a field means. The CRDs in `crds/` are generated from them.
 
 mod run;
+pub mod schedule;
 mod workflow;
 
 pub use run::{
     AttemptRecord, Condition, ConditionStatus, PinnedWorkflow, RecordLayout, Run, RunPhase,
     RunShard, RunShardSpec, RunSpec, RunStatus, TaskCounts, TaskPhase, TaskStatus, WorkflowRef,
 };
+pub use schedule::{ActiveRun, ConcurrencyPolicy, Schedule, ScheduleSpec, ScheduleStatus};
 pub use workflow::{
     Backoff, InputSpec, ParamSpec, RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec,
     WHEN_OPERATORS, WhenSpec, Workflow, WorkflowSpec, WorkflowStatus,

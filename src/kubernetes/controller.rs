@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
+use kube::runtime::PredicateConfig;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -27,9 +28,10 @@ use super::http::{self, Probes};
 use super::index::{RunIndex, job_of_pod, pod_tombstone, slim_job, slim_pod, slim_run};
 use super::leader::{self, LeaderElection};
 use super::metrics::Metrics;
-use super::names::{LABEL_RUN, managed_selector};
-use super::{run_reconciler, workflow_reconciler};
-use crate::api::{Run, Workflow};
+use super::names::{LABEL_RUN, LABEL_SCHEDULE, managed_selector};
+use super::schedule_reconciler::{ScheduleClock, ScheduleContext};
+use super::{run_reconciler, schedule_reconciler, workflow_reconciler};
+use crate::api::{Run, Schedule, Workflow};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub struct Settings {
     pub leader_election: Option<LeaderElection>,
     /// How runs are carried out (image pull timeout, Job TTL, …).
     pub run: Config,
+    /// The time Schedules tick by (real, unless a test speeds it up).
+    pub schedule_clock: ScheduleClock,
 }
 
 impl Default for Settings {
@@ -54,6 +58,7 @@ impl Default for Settings {
             http_address: None,
             leader_election: None,
             run: Config::default(),
+            schedule_clock: ScheduleClock::default(),
         }
     }
 }
@@ -103,6 +108,7 @@ pub async fn run(
         let watch_settings = WatchSettings {
             concurrency: settings.concurrency,
             run: settings.run.clone(),
+            schedule_clock: settings.schedule_clock,
         };
         let controllers = namespaces.into_iter().map(move |ns| {
             watch_namespace(
@@ -152,8 +158,9 @@ async fn watch_namespace(
     shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let ns = namespace.as_deref();
-    // Runs, Workflows, Jobs and Pods must each be listed once before this replica is ready.
-    probes.expect_namespace(4);
+    // Runs, Workflows, Schedules, Jobs and Pods must each be listed once before this replica is
+    // ready.
+    probes.expect_namespace(5);
     let managed = watcher::Config::default().labels(&managed_selector());
     let jobs = Arc::new(RwLock::new(RunIndex::default()));
     let pods = Arc::new(RwLock::new(RunIndex::grouped_by(job_of_pod)));
@@ -276,6 +283,39 @@ async fn watch_namespace(
         }
     })
     .touched_objects();
+    // Schedules, woken by their own changes, by a Run of theirs changing phase, and at ticks.
+    let (schedule_store, schedule_writer) = reflector::store::<DeserializeGuard<Schedule>>();
+    let schedule_probes = Arc::clone(&probes);
+    let schedule_events = watcher::watcher(
+        api::<DeserializeGuard<Schedule>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(schedule_writer)
+    .inspect_ok(move |event| once_listed(&schedule_probes, event))
+    .touched_objects();
+    let scheduled_runs = watcher::watcher(
+        api::<DeserializeGuard<Run>>(&client, ns),
+        watcher::Config::default().labels(LABEL_SCHEDULE),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(run_phase, PredicateConfig::default());
+    let schedule_ctx = Arc::new(ScheduleContext {
+        ctx: Arc::clone(&ctx),
+        runs: run_store.clone(),
+        clock: settings.schedule_clock,
+    });
+    let schedules = Controller::for_stream(schedule_events, schedule_store)
+        .with_config(config.clone())
+        .owns_stream(scheduled_runs)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(timed_schedule_reconcile, retry_schedule_later, schedule_ctx)
+        .for_each(|result| {
+            log_failure("schedule", result.err());
+            future::ready(())
+        });
+
     metrics.watch_runs(run_store.clone());
     let run_controller = Controller::for_stream(run_events, run_store);
     let workflow_controller = Controller::for_stream(workflow_events, workflow_store);
@@ -302,7 +342,7 @@ async fn watch_namespace(
             future::ready(())
         });
     info!(namespace = ns.unwrap_or("(all)"), "controller started");
-    future::join(runs, workflows).await;
+    future::join3(runs, workflows, schedules).await;
     info!("controller stopped");
     Ok(())
 }
@@ -327,6 +367,7 @@ fn log_failure<Q: std::error::Error>(
 struct WatchSettings {
     concurrency: u16,
     run: Config,
+    schedule_clock: ScheduleClock,
 }
 
 /// Runs in the Workflow's namespace that reference it and have not started: the ones its
@@ -466,6 +507,40 @@ async fn timed_workflow_reconcile(
         ctx.succeeded(&key);
     }
     result
+}
+
+async fn timed_schedule_reconcile(
+    schedule: Arc<DeserializeGuard<Schedule>>,
+    sctx: Arc<ScheduleContext>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = object_key(schedule.as_ref());
+    let result = schedule_reconciler::reconcile(schedule, Arc::clone(&sctx)).await;
+    sctx.ctx
+        .metrics
+        .reconciled("schedule", result.is_ok(), started.elapsed());
+    if result.is_ok() {
+        sctx.ctx.succeeded(&key);
+    }
+    result
+}
+
+fn retry_schedule_later(
+    schedule: Arc<DeserializeGuard<Schedule>>,
+    error: &Error,
+    sctx: Arc<ScheduleContext>,
+) -> Action {
+    retry_later(schedule, error, Arc::clone(&sctx.ctx))
+}
+
+/// What a schedule needs to hear about its Runs: a phase change (not every status write).
+fn run_phase(guard: &DeserializeGuard<Run>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let run = guard.0.as_ref().ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    run.status.as_ref().and_then(|s| s.phase).hash(&mut hasher);
+    run.spec.cancel.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {

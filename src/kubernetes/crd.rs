@@ -4,11 +4,16 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{Run, RunShard, Workflow};
+use crate::api::{Run, RunShard, Schedule, Workflow};
 
-/// Both CRDs, Workflow first.
+/// Every CRD, Workflow first.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Workflow::crd(), Run::crd(), RunShard::crd()]
+    vec![
+        Workflow::crd(),
+        Run::crd(),
+        RunShard::crd(),
+        Schedule::crd(),
+    ]
 }
 
 /// `(file name, YAML)` of each CRD, as committed under `crds/`.

@@ -609,6 +609,8 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             .clone()
             .unwrap_or_else(|| name.clone()),
         run: name.clone(),
+        scheduled_time: super::schedule_reconciler::scheduled_time(&o.run.metadata)
+            .map(|tick| tick.to_string()),
     };
     let namespace = o.run.namespace().unwrap_or_default();
     let mut create = Vec::new();

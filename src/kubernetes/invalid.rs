@@ -19,7 +19,7 @@ use tracing::warn;
 use super::context::Context;
 use super::decide::active_jobs;
 use super::error::Error;
-use crate::api::{Run, Workflow};
+use crate::api::{Run, Schedule, Workflow};
 use crate::driver::{Clock, SystemClock};
 use crate::manifest::parse_manifest;
 use crate::text;
@@ -73,6 +73,29 @@ pub async fn report_workflow(invalid: &InvalidObject, ctx: &Arc<Context>) -> Res
         }});
         write_status::<Workflow>(ctx, &namespace, &name, &patch).await;
         publish::<Workflow>(ctx, invalid, &namespace, &name, "Invalid", &message).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Reports an unreadable Schedule on itself: `Valid=False` naming the fields, and an Event.
+/// It makes no Runs.
+pub async fn report_schedule(invalid: &InvalidObject, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let (namespace, name) = names(invalid)?;
+    let raw = get_raw::<Schedule>(ctx, &namespace, &name).await?;
+    let Some(raw) = raw else {
+        return Ok(Action::await_change());
+    };
+    let message = explain("Schedule", &raw, &invalid.error);
+    if condition_message(&raw, "Valid").as_deref() != Some(message.as_str()) {
+        let patch = json!({"status": {
+            "observedGeneration": invalid.metadata.generation,
+            "nextScheduleTime": null,
+            "conditions": [{"type": "Valid", "status": "False", "reason": "Invalid",
+                            "message": message, "lastTransitionTime": SystemClock.now(),
+                            "observedGeneration": invalid.metadata.generation}],
+        }});
+        write_status::<Schedule>(ctx, &namespace, &name, &patch).await;
+        publish::<Schedule>(ctx, invalid, &namespace, &name, "InvalidSchedule", &message).await;
     }
     Ok(Action::await_change())
 }

@@ -115,6 +115,7 @@ mod tests {
         let identity = RunIdentity {
             workflow: "etl".into(),
             run: "etl-abc".into(),
+            scheduled_time: None,
         };
         let launch = Launch {
             task: crate::compile::TaskId(0),

@@ -1,4 +1,4 @@
-//! The Kubernetes driver: `Workflow` and `Run` custom resources reconciled by a controller that
+//! The Kubernetes driver: `Workflow`, `Run` and `Schedule` custom resources reconciled by a controller that
 //! runs each task attempt as a `batch/v1` Job and keeps all state in the API server.
 //!
 //! The engine is the same as the local runner's; here the "database" is the Run's status
@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod names;
 pub mod observe;
 mod run_reconciler;
+pub mod schedule_reconciler;
 pub mod state;
 mod workflow_reconciler;
 

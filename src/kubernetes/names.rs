@@ -11,6 +11,10 @@ pub const FIELD_MANAGER: &str = "ork";
 pub const LABEL_RUN: &str = "ork.dev/run";
 pub const LABEL_TASK: &str = "ork.dev/task";
 pub const LABEL_ATTEMPT: &str = "ork.dev/attempt";
+/// On each Run a Schedule makes: the Schedule's name.
+pub const LABEL_SCHEDULE: &str = "ork.dev/schedule";
+/// On each Run a Schedule makes: its tick, RFC 3339 in UTC (also the tasks' `ORK_SCHEDULED_TIME`).
+pub const ANNOTATION_SCHEDULED_TIME: &str = "ork.dev/scheduled-time";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "ork";
 

@@ -119,6 +119,7 @@ pub fn plan_rerun(path: &Path) -> Result<RunPlan, Vec<String>> {
         identity: RunIdentity {
             workflow: workflow_name.unwrap_or_else(|| run_name.clone()),
             run: run_name,
+            scheduled_time: None,
         },
         run,
         dag: Arc::new(dag),
@@ -138,20 +139,31 @@ pub fn plan_run(
         .iter()
         .filter_map(|d| match &d.manifest {
             Manifest::Run(r) => Some((d, r.as_ref())),
-            Manifest::Workflow(_) => None,
+            _ => None,
         })
         .collect();
     let workflows: Vec<(&Document, &Workflow)> = documents
         .iter()
         .filter_map(|d| match &d.manifest {
             Manifest::Workflow(w) => Some((d, w.as_ref())),
-            Manifest::Run(_) => None,
+            _ => None,
         })
         .collect();
 
     let (run_origin, mut run) = match (runs.as_slice(), workflows.as_slice()) {
         ([(doc, run)], _) => (doc.origin.clone(), (*run).clone()),
         ([], [(_, workflow)]) => ("--param".to_string(), run_for(workflow)),
+        ([], [])
+            if documents
+                .iter()
+                .any(|d| matches!(d.manifest, Manifest::Schedule(_))) =>
+        {
+            return Err(vec![
+                "no Workflow or Run to run: a Schedule starts Runs on a cluster (`ork schedule \
+                 next FILE` prints its ticks)"
+                    .into(),
+            ]);
+        }
         ([], []) => return Err(vec!["no Workflow or Run to run".into()]),
         ([], several) => {
             return Err(vec![format!(
@@ -237,6 +249,7 @@ pub fn plan_run(
         identity: RunIdentity {
             workflow: workflow_name.unwrap_or_else(|| run_name.clone()),
             run: run_name,
+            scheduled_time: None,
         },
         run,
         dag: Arc::new(dag),

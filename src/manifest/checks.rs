@@ -33,6 +33,9 @@ pub fn name_problems(document: &Document, run_may_be_unnamed: bool) -> Vec<Probl
         "Workflow" if meta.name.is_none() => {
             problems.push(Problem::new("metadata.name", "a Workflow needs a name"));
         }
+        "Schedule" if meta.name.is_none() => {
+            problems.push(Problem::new("metadata.name", "a Schedule needs a name"));
+        }
         "Run" if unnamed && !run_may_be_unnamed => problems.push(Problem::new(
             "metadata",
             "a Run needs a name or a generateName",
@@ -46,6 +49,7 @@ fn kind_and_meta(document: &Document) -> (&'static str, &ObjectMeta) {
     match &document.manifest {
         Manifest::Workflow(w) => ("Workflow", &w.metadata),
         Manifest::Run(r) => ("Run", &r.metadata),
+        Manifest::Schedule(s) => ("Schedule", &s.metadata),
     }
 }
 
@@ -90,17 +94,32 @@ pub fn referenced_workflow<'a>(
     let Some(reference) = &run.spec.workflow_ref else {
         return Ok(None);
     };
+    workflow_in_namespace(
+        "Run",
+        &reference.name,
+        run.metadata.namespace.as_deref(),
+        documents,
+    )
+}
+
+/// The Workflow named `name` among `documents` for a `kind` object in `namespace` (see
+/// [`referenced_workflow`]).
+pub fn workflow_in_namespace<'a>(
+    kind: &str,
+    name: &str,
+    namespace: Option<&str>,
+    documents: &'a [Document],
+) -> Result<Option<(&'a Document, &'a Workflow)>, Problem> {
     let named: Vec<(&Document, &Workflow)> = documents
         .iter()
         .filter_map(|d| match &d.manifest {
-            Manifest::Workflow(w) if w.metadata.name.as_deref() == Some(&reference.name) => {
+            Manifest::Workflow(w) if w.metadata.name.as_deref() == Some(name) => {
                 Some((d, w.as_ref()))
             }
             _ => None,
         })
         .collect();
-    let run_namespace = run.metadata.namespace.as_deref();
-    let same_namespace = |w: &Workflow| match (run_namespace, w.metadata.namespace.as_deref()) {
+    let same_namespace = |w: &Workflow| match (namespace, w.metadata.namespace.as_deref()) {
         (Some(a), Some(b)) => a == b,
         _ => true,
     };
@@ -112,11 +131,11 @@ pub fn referenced_workflow<'a>(
         Some((_, w)) => Err(Problem::new(
             "spec.workflowRef.name",
             format!(
-                "Workflow {} is in namespace {}, but this Run is in namespace {}: a Run may \
+                "Workflow {} is in namespace {}, but this {kind} is in namespace {}: a {kind} may \
                  only reference a Workflow in its own namespace",
-                quoted(&reference.name),
+                quoted(name),
                 quoted(w.metadata.namespace.as_deref().unwrap_or_default()),
-                quoted(run_namespace.unwrap_or_default()),
+                quoted(namespace.unwrap_or_default()),
             ),
         )),
     }

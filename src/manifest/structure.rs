@@ -12,7 +12,7 @@ use kube::CustomResourceExt;
 use serde_json::{Map, Value};
 
 use super::fields::{Step, describe, integer_range, is_whole, range_error, render, whole_number};
-use crate::api::{Run, Workflow};
+use crate::api::{Run, Schedule, Workflow};
 use crate::problem::Problem;
 
 /// Most problems kept for one document; the rest are counted.
@@ -20,6 +20,7 @@ pub const MAX_PROBLEMS: usize = 1_000;
 
 static WORKFLOW: LazyLock<Option<JSONSchemaProps>> = LazyLock::new(|| schema_of(Workflow::crd()));
 static RUN: LazyLock<Option<JSONSchemaProps>> = LazyLock::new(|| schema_of(Run::crd()));
+static SCHEDULE: LazyLock<Option<JSONSchemaProps>> = LazyLock::new(|| schema_of(Schedule::crd()));
 
 fn schema_of(crd: CustomResourceDefinition) -> Option<JSONSchemaProps> {
     crd.spec
@@ -35,15 +36,17 @@ fn schema_of(crd: CustomResourceDefinition) -> Option<JSONSchemaProps> {
 pub enum Kind {
     Workflow,
     Run,
+    Schedule,
 }
 
-/// Every structural problem of `object` (a Workflow or Run document): at most [`MAX_PROBLEMS`]
+/// Every structural problem of `object` (a Workflow, Run or Schedule document): at most [`MAX_PROBLEMS`]
 /// lines, the last one counting the rest when there are more. `apiVersion`, `kind` and `metadata` are not checked
 /// here: the caller checks the first two and serde the object metadata.
 pub fn check(kind: Kind, object: &Map<String, Value>) -> Vec<Problem> {
     let schema = match kind {
         Kind::Workflow => WORKFLOW.as_ref(),
         Kind::Run => RUN.as_ref(),
+        Kind::Schedule => SCHEDULE.as_ref(),
     };
     let Some(schema) = schema else {
         return Vec::new();

@@ -351,6 +351,7 @@ pub fn reinstall_crds(kubeconfig: &Path) {
         "--timeout=60s",
         "crd/runs.ork.dev",
         "crd/workflows.ork.dev",
+        "crd/schedules.ork.dev",
     ]);
 }
 

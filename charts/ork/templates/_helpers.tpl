@@ -103,14 +103,20 @@ The controller's permissions on the resources it manages, shared by the ClusterR
 (cluster-wide mode) and the per-namespace Roles (watchNamespaces mode).
 */}}
 {{- define "ork.controllerRules" -}}
-# The Workflow and Run controllers watch both kinds; a Run reads its referenced Workflow.
+# The Workflow, Run and Schedule controllers watch their kinds; a Run reads its referenced
+# Workflow.
 - apiGroups: ["ork.dev"]
-  resources: ["workflows", "runs"]
+  resources: ["workflows", "runs", "schedules"]
   verbs: ["get", "list", "watch"]
 # Status is written only through the status subresource, with JSON merge patches.
 - apiGroups: ["ork.dev"]
-  resources: ["workflows/status", "runs/status"]
+  resources: ["workflows/status", "runs/status", "schedules/status"]
   verbs: ["patch"]
+# A Schedule makes a Run at each tick, cancels the one it replaces (concurrencyPolicy Replace)
+# and deletes finished ones past its history limits.
+- apiGroups: ["ork.dev"]
+  resources: ["runs"]
+  verbs: ["create", "patch", "delete"]
 # One Job per task attempt: create makes it, get reads one that already exists to check its
 # owner, delete stops attempts; list/watch feed the Job index.
 - apiGroups: ["batch"]
