@@ -276,7 +276,7 @@ fn input_cases() -> Vec<Case> {
     cases.push(t(
         "deep-aliases-are-fine-but-no-kind",
         deep_alias,
-        "kind: must be Workflow or Run",
+        "kind: must be Workflow, Run or Schedule",
     ));
     cases.push(t(
         "bomb-many-documents",
@@ -370,8 +370,8 @@ fn input_cases() -> Vec<Case> {
     // Wrong types, out-of-range numbers, unknown fields.
     for (name, manifest, expect) in [
         ("api-version-number", format!("apiVersion: 5\nkind: Workflow\nmetadata: {{name: wf}}\nspec: {{tasks: [{}]}}\n", marker_task("t")), "apiVersion: must be ork.dev/v1alpha1, got 5"),
-        ("kind-list", "apiVersion: ork.dev/v1alpha1\nkind: []\nspec: {}\n".to_string(), "kind: must be Workflow or Run, got a list"),
-        ("kind-other", "apiVersion: ork.dev/v1alpha1\nkind: ConfigMap\n".into(), "kind: must be Workflow or Run, got \"ConfigMap\""),
+        ("kind-list", "apiVersion: ork.dev/v1alpha1\nkind: []\nspec: {}\n".to_string(), "kind: must be Workflow, Run or Schedule, got a list"),
+        ("kind-other", "apiVersion: ork.dev/v1alpha1\nkind: ConfigMap\n".into(), "kind: must be Workflow, Run or Schedule, got \"ConfigMap\""),
         ("metadata-string", format!("apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata: x\nspec: {{tasks: [{}]}}\n", marker_task("t")), "metadata: must be a mapping, got \"x\""),
         ("metadata-name-number", workflow_meta("name: 5"), "metadata.name: must be a string, got 5"),
         ("labels-list", workflow_meta("name: wf, labels: [a]"), "metadata.labels: must be a mapping, got a list"),
@@ -585,6 +585,63 @@ fn input_cases() -> Vec<Case> {
         ),
         "a Run may only reference a Workflow in its own namespace",
     ));
+    // Schedules: what the API server's schema refuses, `ork validate` and `ork run` refuse too.
+    let schedule = |metadata: &str, spec: &str| {
+        format!(
+            "apiVersion: ork.dev/v1alpha1\nkind: Schedule\nmetadata: {{{metadata}}}\n\
+             spec: {{workflowRef: {{name: w}}{spec}}}\n"
+        )
+    };
+    for (name, manifest, expect) in [
+        (
+            "schedule-policy",
+            schedule(
+                "name: s",
+                ", cron: '* * * * *', concurrencyPolicy: Sometimes",
+            ),
+            "must be one of Allow, Forbid, Replace",
+        ),
+        (
+            "schedule-no-cron",
+            schedule("name: s", ""),
+            "spec.cron: required field is missing",
+        ),
+        (
+            "schedule-unnamed",
+            schedule("generateName: s-", ", cron: '* * * * *'"),
+            "a Schedule needs a name",
+        ),
+        (
+            "schedule-param-list",
+            schedule("name: s", ", cron: '* * * * *', params: {a: [1, 2]}"),
+            "spec.params.a: must be a string",
+        ),
+        (
+            "schedule-negative-limit",
+            schedule("name: s", ", cron: '* * * * *', failedRunsHistoryLimit: -3"),
+            "is below the minimum 0",
+        ),
+        (
+            "schedule-huge-deadline",
+            schedule(
+                "name: s",
+                ", cron: '* * * * *', startingDeadlineSeconds: 1e400",
+            ),
+            "\"1e400\" is not a finite number",
+        ),
+        (
+            "schedule-cron-map",
+            schedule("name: s", ", cron: {minute: 5}"),
+            "spec.cron: must be a string",
+        ),
+        (
+            "schedule-suspend-text",
+            schedule("name: s", ", cron: '* * * * *', suspend: sometimes"),
+            "spec.suspend: must be true or false",
+        ),
+    ] {
+        cases.push(text(name, manifest, expect));
+    }
     cases
 }
 

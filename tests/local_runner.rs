@@ -511,6 +511,7 @@ fn every_example_is_valid_and_runs_to_its_documented_result() {
         ("retry-policy.yaml", 0),
         ("cancel.yaml", 1),
         ("rerun.yaml", 1),
+        ("schedule.yaml", 0),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(repo("examples"))
         .unwrap()

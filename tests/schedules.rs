@@ -538,3 +538,42 @@ async fn a_repeated_hour_fires_once() {
         "2027-11-01T01:30:00Z"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_schedule_runs_its_workflow_at_three_in_berlin() {
+    // 02:58 in Berlin on 10 January 2027, ten times faster: the schedule is seen (and the
+    // night before found missed) some 12 s before its tick.
+    let clock = Clock::new(10, Some("2027-01-10T01:58:00Z"));
+    let env = world("sched-example", &clock).await;
+    let file = support::env::repo("examples/schedule.yaml");
+    env.kubectl_ok(&["apply", "-f", file.to_str().unwrap()], None);
+    let runs = wait_runs(&env, "nightly-report", "the 03:00 run, succeeded", |runs| {
+        runs.iter()
+            .any(|r| phase(r) == Some(RunPhase::Succeeded))
+            .then(|| runs.to_vec())
+    })
+    .await;
+    // The night before was missed by far more than the hour's starting deadline: skipped.
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(tick_of(run).to_string(), "2027-01-10T02:00:00Z");
+    let status = run.status.as_ref().unwrap();
+    assert_eq!(
+        status.workflow.as_ref().unwrap().params["date"],
+        "2027-01-10"
+    );
+    let outputs = status.tasks[0].outputs.as_ref().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(outputs.clone()),
+        json!({"day": "2027-01-10", "tick": "2027-01-10T02:00:00Z"})
+    );
+    let schedule = schedule_status(&env, "nightly-report").await.unwrap();
+    assert_eq!(
+        schedule.next_schedule_time.unwrap().to_string(),
+        "2027-01-11T02:00:00Z"
+    );
+    assert_eq!(
+        schedule.last_skipped_time.unwrap().to_string(),
+        "2027-01-09T02:00:00Z"
+    );
+}

@@ -133,7 +133,10 @@ pub fn problems(name: &str, spec: &ScheduleSpec) -> Result<Ticks, Vec<String>> {
         problems.push("startingDeadlineSeconds must be at least 1".into());
     }
     for (field, limit) in [
-        ("successfulRunsHistoryLimit", spec.successful_runs_history_limit),
+        (
+            "successfulRunsHistoryLimit",
+            spec.successful_runs_history_limit,
+        ),
         ("failedRunsHistoryLimit", spec.failed_runs_history_limit),
     ] {
         if limit.is_some_and(|l| l > MAX_HISTORY_LIMIT) {
