@@ -12,13 +12,15 @@ use crate::api::{
     ActiveRun, ConcurrencyPolicy, Condition, ConditionStatus, RunPhase, ScheduleSpec,
     ScheduleStatus,
 };
-use crate::compile::names::MAX_LABEL_LEN;
 use crate::text;
 
 /// Default `successfulRunsHistoryLimit`.
 pub const DEFAULT_SUCCESSFUL_HISTORY: u32 = 3;
 /// Default `failedRunsHistoryLimit`.
 pub const DEFAULT_FAILED_HISTORY: u32 = 1;
+/// Longest Schedule name: its Runs are named `NAME-MINUTES` (up to 10 digits), and a Run's name
+/// is a label value on its Jobs, at most 63 characters.
+pub const MAX_SCHEDULE_NAME_LEN: usize = 52;
 /// The param text replaced by the tick (RFC 3339, UTC).
 pub const SCHEDULED_TIME_REF: &str = "$(ORK_SCHEDULED_TIME)";
 /// The param text replaced by the tick's date in the schedule's zone.
@@ -121,10 +123,10 @@ pub fn expand_params(
 /// Every problem that keeps the schedule from ticking, in the user's terms.
 pub fn problems(name: &str, spec: &ScheduleSpec) -> Result<Ticks, Vec<String>> {
     let mut problems = Vec::new();
-    if name.len() > MAX_LABEL_LEN {
+    if name.len() > MAX_SCHEDULE_NAME_LEN {
         problems.push(format!(
-            "metadata.name is {} characters long; a Schedule's name is its Runs' `ork.dev/schedule` \
-             label, at most {MAX_LABEL_LEN} characters",
+            "metadata.name is {} characters long, at most {MAX_SCHEDULE_NAME_LEN} are allowed: \
+             its Runs are named NAME-MINUTES, and a Run's name can have at most 63",
             name.len()
         ));
     }

@@ -530,7 +530,7 @@ fn an_invalid_schedule_says_why_once_and_makes_nothing() {
 
     let s = spec("0 3 * * *");
     let mut o = observe(&s, &status, vec![], "2026-12-01T10:00:00Z");
-    let long = "n".repeat(64);
+    let long = "n".repeat(53);
     o.name = &long;
     let plan = decide(&o);
     assert_eq!(plan.status.conditions[0].status, ConditionStatus::False);
@@ -539,7 +539,7 @@ fn an_invalid_schedule_says_why_once_and_makes_nothing() {
             .message
             .as_deref()
             .unwrap()
-            .contains("metadata.name is 64 characters")
+            .contains("metadata.name is 53 characters long, at most 52")
     );
 }
 
