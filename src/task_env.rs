@@ -21,6 +21,11 @@ pub mod vars {
     pub const FAILED_TASKS: &str = "ORK_FAILED_TASKS";
     /// Runs a Schedule made only: the tick, RFC 3339 in UTC.
     pub const SCHEDULED_TIME: &str = "ORK_SCHEDULED_TIME";
+    /// Instances of a fan-out task only: the item (a JSON string as the bare string, anything
+    /// else as JSON text).
+    pub const ITEM: &str = "ORK_ITEM";
+    /// Instances of a fan-out task only: the item's 0-based index.
+    pub const ITEM_INDEX: &str = "ORK_ITEM_INDEX";
 }
 
 /// Identity of the run an attempt belongs to.
@@ -55,6 +60,10 @@ pub fn ork_env(
     ];
     if let Some(tick) = &identity.scheduled_time {
         env.push((vars::SCHEDULED_TIME.to_string(), tick.clone()));
+    }
+    if let Some(instance) = &launch.instance {
+        env.push((vars::ITEM.to_string(), input_env_value(&instance.item)));
+        env.push((vars::ITEM_INDEX.to_string(), instance.index.to_string()));
     }
     if let Some(finally) = &launch.finally {
         let phase = match finally.run_phase {

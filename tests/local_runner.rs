@@ -105,6 +105,10 @@ fn diamond_passes_outputs_downstream() {
     assert_eq!(run["apiVersion"], "ork.dev/v1alpha1");
     assert_eq!(run["kind"], "Run");
     assert_eq!(run["status"]["phase"], "Succeeded");
+    assert_eq!(
+        run["status"]["taskCounts"],
+        json!({"pending": 0, "running": 0, "succeeded": 4, "failed": 0, "skipped": 0, "cancelled": 0})
+    );
     let cond = &run["status"]["conditions"][0];
     assert_eq!(
         (cond["type"].as_str(), cond["status"].as_str()),
@@ -512,6 +516,7 @@ fn every_example_is_valid_and_runs_to_its_documented_result() {
         ("cancel.yaml", 1),
         ("rerun.yaml", 1),
         ("schedule.yaml", 0),
+        ("fan-out.yaml", 0),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(repo("examples"))
         .unwrap()

@@ -14,8 +14,8 @@ pub use run::{
 };
 pub use schedule::{ActiveRun, ConcurrencyPolicy, Schedule, ScheduleSpec, ScheduleStatus};
 pub use workflow::{
-    Backoff, InputSpec, ParamSpec, RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec,
-    WHEN_OPERATORS, WhenSpec, Workflow, WorkflowSpec, WorkflowStatus,
+    Backoff, ForEachSpec, InputSpec, MAX_FAN_OUT, ParamSpec, RETRY_ON, RetryPolicy, TRIGGERS,
+    TaskDefaults, TaskSpec, WHEN_OPERATORS, WhenSpec, Workflow, WorkflowSpec, WorkflowStatus,
 };
 
 /// API group of every ork resource.

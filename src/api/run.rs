@@ -285,6 +285,11 @@ pub struct TaskStatus {
     /// result, the first one along a chain of reruns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<String>,
+    /// For a task with `forEach`, once its list is known: how many instances it has. Each
+    /// instance has its own entry, named `TASK[INDEX]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = crate::api::MAX_FAN_OUT))]
+    pub instances: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {

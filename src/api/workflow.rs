@@ -155,6 +155,49 @@ pub struct TaskSpec {
     /// Failed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub continue_on_failure: bool,
+    /// Run the task once per item of a list: one instance per item, each with its own attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEachSpec>,
+}
+
+/// Most items a fan-out may have (a longer list fails the task with `FanOutTooLarge`).
+pub const MAX_FAN_OUT: usize = 10_000;
+
+/// Where a task's fan-out items come from: exactly one of `items`, `fromParam`, or `fromTask`
+/// with `output`; each must give a JSON array.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForEachSpec {
+    /// The items, written out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_values")]
+    pub items: Option<Vec<serde_json::Value>>,
+    /// Name of a workflow parameter whose value is a JSON array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_IDENTIFIER_LEN), pattern(IDENTIFIER_PATTERN))]
+    pub from_param: Option<String>,
+    /// Name of an upstream task whose output key `output` holds a JSON array (or a string of
+    /// one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_LABEL_LEN), pattern(DNS_LABEL_PATTERN))]
+    pub from_task: Option<String>,
+    /// Key of the `fromTask` task's output object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub output: Option<String>,
+    /// Most instances of this task running at once (the run's `parallelism` holds too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
+    pub parallelism: Option<u32>,
+}
+
+/// A list of at most [`MAX_FAN_OUT`] JSON values of any kind, kept as written (fan-out items).
+fn any_values(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_FAN_OUT,
+        "items": {"x-kubernetes-preserve-unknown-fields": true},
+    })
 }
 
 /// Values of `trigger`.

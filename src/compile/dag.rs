@@ -159,6 +159,26 @@ pub struct CompiledTask {
     pub when: Vec<When>,
     pub trigger: Trigger,
     pub continue_on_failure: bool,
+    /// One instance per item, when set.
+    pub for_each: Option<ForEach>,
+}
+
+/// Where a fan-out's items come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ItemSource {
+    /// Written out in the workflow.
+    Items(std::sync::Arc<[serde_json::Value]>),
+    /// The parameter at this index of [`Dag::params`], holding a JSON array.
+    Param(usize),
+    /// The key `output` of an upstream task's output object, holding a JSON array.
+    Task { task: TaskId, output: String },
+}
+
+/// A task's fan-out: its items and how many instances may run at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForEach {
+    pub source: ItemSource,
+    pub parallelism: Option<u32>,
 }
 
 /// Compressed adjacency lists: the neighbours of node `i` are `targets[offsets[i]..offsets[i+1]]`.

@@ -22,13 +22,15 @@ pub(super) enum EnvOrigin {
 }
 
 /// Variables ork sets before the task's own; their values are known only at run time.
-const ORK_VARS: [&str; 6] = [
+const ORK_VARS: [&str; 8] = [
     vars::WORKFLOW,
     vars::RUN,
     vars::TASK,
     vars::ATTEMPT,
     vars::OUTPUT,
     vars::INPUT_JSON,
+    vars::ITEM,
+    vars::ITEM_INDEX,
 ];
 
 /// One task's view, for [`check_expansions`].

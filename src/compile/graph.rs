@@ -31,6 +31,7 @@ pub(crate) struct TaskRef {
 pub(crate) enum RefPlace {
     Input(usize),
     When(usize),
+    ForEach,
 }
 
 /// Kahn's algorithm. On a cycle, returns one cycle for every strongly connected group of tasks
@@ -256,6 +257,7 @@ pub(crate) fn check_inputs_upstream(
                 format!("input {}", quoted(&task.inputs[j].name)),
             ),
             RefPlace::When(j) => (format!("{at}.when[{j}].task"), format!("when[{j}]")),
+            RefPlace::ForEach => (format!("{at}.forEach.fromTask"), "forEach".to_string()),
         };
         problems.push(
             field,

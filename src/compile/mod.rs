@@ -18,13 +18,15 @@ use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::EnvVar;
 
 use crate::api::{
-    RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec, WHEN_OPERATORS, WorkflowSpec,
+    MAX_FAN_OUT, RETRY_ON, RetryPolicy, TRIGGERS, TaskDefaults, TaskSpec, WHEN_OPERATORS,
+    WorkflowSpec,
 };
 use crate::problem::Problems;
 use crate::text::{MAX_LIST_ITEMS, names, quoted};
 
 pub use dag::{
-    CompiledTask, Dag, Input, InputSource, Retry, RetryOn, TaskId, Trigger, When, WhenSubject,
+    CompiledTask, Dag, ForEach, Input, InputSource, ItemSource, Retry, RetryOn, TaskId, Trigger,
+    When, WhenSubject,
 };
 pub use params::{BoundParams, bind_params};
 
@@ -422,6 +424,7 @@ struct TaskContext<'a> {
 
 fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>) -> CompiledTask {
     let when = compile_when(task, at, who, cx);
+    let for_each = compile_for_each(task, at, who, cx);
     let TaskContext {
         id,
         regular,
@@ -625,7 +628,123 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
         when,
         trigger: compile_trigger(task.trigger.as_deref(), at, who, problems),
         continue_on_failure: task.continue_on_failure,
+        for_each,
     }
+}
+
+/// The task's `forEach`, checked: exactly one source (a literal list of at most
+/// [`MAX_FAN_OUT`] items, a declared param, or an upstream task and an output key).
+fn compile_for_each(
+    task: &TaskSpec,
+    at: &str,
+    who: Owner,
+    cx: &mut TaskContext<'_>,
+) -> Option<ForEach> {
+    let spec = task.for_each.as_ref()?;
+    let field = format!("{at}.forEach");
+    if spec.parallelism == Some(0) {
+        cx.problems.push(
+            format!("{field}.parallelism"),
+            format!("{who}: forEach.parallelism must be at least 1"),
+        );
+    }
+    let found = usize::from(spec.items.is_some())
+        + usize::from(spec.from_param.is_some())
+        + usize::from(spec.from_task.is_some());
+    if found != 1 {
+        cx.problems.push(
+            field.clone(),
+            format!(
+                "{who}: forEach needs exactly one of items, fromParam or fromTask, found {found}"
+            ),
+        );
+    }
+    if spec.output.is_some() && spec.from_task.is_none() {
+        cx.problems.push(
+            format!("{field}.output"),
+            format!("{who}: forEach sets output without fromTask"),
+        );
+    }
+    let source = if let Some(items) = &spec.items {
+        if items.len() > MAX_FAN_OUT {
+            cx.problems.push(
+                format!("{field}.items"),
+                format!(
+                    "{who}: forEach.items has {} items, at most {MAX_FAN_OUT} are allowed",
+                    items.len()
+                ),
+            );
+        }
+        Some(ItemSource::Items(items.as_slice().into()))
+    } else if let Some(param) = &spec.from_param {
+        match cx.params.get(param) {
+            Some(&p) => Some(ItemSource::Param(p)),
+            None => {
+                cx.problems.push(
+                    format!("{field}.fromParam"),
+                    format!(
+                        "{who}: forEach reads undeclared parameter {}",
+                        quoted(param)
+                    ),
+                );
+                None
+            }
+        }
+    } else if let Some(from) = &spec.from_task {
+        let output = match &spec.output {
+            Some(key) if !key.is_empty() => Some(key.clone()),
+            _ => {
+                cx.problems.push(
+                    format!("{field}.output"),
+                    format!(
+                        "{who}: forEach reads task {} but names no output key",
+                        quoted(from)
+                    ),
+                );
+                None
+            }
+        };
+        let upstream = match cx.tasks.get(from.as_str()) {
+            None => {
+                cx.problems.push(
+                    format!("{field}.fromTask"),
+                    format!("{who}: forEach reads unknown task {}", quoted(from)),
+                );
+                None
+            }
+            Some(&source) if source == cx.id => {
+                cx.problems.push(
+                    format!("{field}.fromTask"),
+                    format!("{who}: forEach reads the task's own output"),
+                );
+                None
+            }
+            Some(&source) => {
+                if let Some(why) = read_error(cx.id, source, cx.regular) {
+                    cx.problems.push(
+                        format!("{field}.fromTask"),
+                        format!("{who}: forEach reads task {}: {why}", quoted(from)),
+                    );
+                } else if !(cx.id.index() >= cx.regular && source.index() < cx.regular) {
+                    cx.task_refs.push(TaskRef {
+                        consumer: cx.id,
+                        place: RefPlace::ForEach,
+                        source,
+                    });
+                }
+                Some(source)
+            }
+        };
+        upstream
+            .zip(output)
+            .map(|(task, output)| ItemSource::Task { task, output })
+    } else {
+        None
+    };
+    source.map(|source| ForEach {
+        source,
+        parallelism: spec.parallelism,
+    })
 }
 
 /// The task's `when` entries, each checked: one subject (a declared param, or an upstream task

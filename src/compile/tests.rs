@@ -2326,3 +2326,89 @@ finally:
     assert!(dag.parents(report).is_empty(), "reading is not depending");
     assert_eq!(dag.parents(dag.id("cleanup").unwrap()), &[report]);
 }
+
+#[test]
+fn for_each_problems_are_all_reported() {
+    let many: Vec<String> = (0..=crate::api::MAX_FAN_OUT)
+        .map(|i| i.to_string())
+        .collect();
+    let spec = parse(&format!(
+        r#"
+defaults: {{image: busybox}}
+params: [{{name: files, default: "[]"}}]
+tasks:
+  - {{name: list, command: [x]}}
+  - {{name: none, command: [x], forEach: {{}}}}
+  - {{name: two, command: [x], forEach: {{items: [a], fromParam: files}}}}
+  - {{name: zero, command: [x], forEach: {{items: [a], parallelism: 0}}}}
+  - {{name: ghost-param, command: [x], forEach: {{fromParam: nope}}}}
+  - {{name: no-key, command: [x], dependsOn: [list], forEach: {{fromTask: list}}}}
+  - {{name: not-upstream, command: [x], forEach: {{fromTask: list, output: l}}}}
+  - {{name: own, command: [x], forEach: {{fromTask: own, output: l}}}}
+  - {{name: ghost-task, command: [x], forEach: {{fromTask: ghost, output: l}}}}
+  - {{name: stray-output, command: [x], forEach: {{items: [a], output: l}}}}
+  - {{name: too-many, command: [x], forEach: {{items: [{}]}}}}
+  - {{name: reads-finally, command: [x], forEach: {{fromTask: f, output: l}}}}
+finally:
+  - {{name: f, command: [x], forEach: {{fromTask: list, output: l}}}}
+"#,
+        many.join(", ")
+    ));
+    let got = problems_of(&spec);
+    assert_problems(
+        "forEach",
+        &got,
+        &[
+            (
+                "spec.tasks[1].forEach",
+                &[
+                    "task \"none\"",
+                    "exactly one of items, fromParam or fromTask, found 0",
+                ],
+            ),
+            ("spec.tasks[2].forEach", &["found 2"]),
+            ("spec.tasks[3].forEach.parallelism", &["at least 1"]),
+            (
+                "spec.tasks[4].forEach.fromParam",
+                &["undeclared parameter \"nope\""],
+            ),
+            ("spec.tasks[5].forEach.output", &["names no output key"]),
+            (
+                "spec.tasks[6].forEach.fromTask",
+                &["forEach reads task \"list\"", "not upstream"],
+            ),
+            ("spec.tasks[7].forEach.fromTask", &["own output"]),
+            (
+                "spec.tasks[8].forEach.fromTask",
+                &["unknown task \"ghost\""],
+            ),
+            ("spec.tasks[9].forEach.output", &["output without fromTask"]),
+            (
+                "spec.tasks[10].forEach.items",
+                &["10001 items", "at most 10000"],
+            ),
+            ("spec.tasks[11].forEach.fromTask", &["a finally task"]),
+        ],
+    );
+
+    // A finally task may fan out over any regular task's output, as it may read it.
+    let dag = compiled(
+        r#"
+defaults: {image: busybox}
+tasks:
+  - {name: list, command: [x]}
+  - {name: p, command: [x], dependsOn: [list], forEach: {fromTask: list, output: l, parallelism: 3}}
+finally:
+  - {name: f, command: [x], forEach: {fromTask: list, output: l}}
+"#,
+    );
+    let p = dag.task(dag.id("p").unwrap()).for_each.as_ref().unwrap();
+    assert_eq!(p.parallelism, Some(3));
+    assert_eq!(
+        p.source,
+        ItemSource::Task {
+            task: dag.id("list").unwrap(),
+            output: "l".into()
+        }
+    );
+}

@@ -5,7 +5,7 @@ use super::*;
 
 impl Harness {
     /// What the latest launch of a finally task was told: `(ORK_RUN_PHASE, ORK_FAILED_TASKS)`.
-    fn told(&self, task: &str) -> (RunPhase, String) {
+    pub(super) fn told(&self, task: &str) -> (RunPhase, String) {
         let launch = &self.launches[&self.id(task)];
         let env = launch.finally.as_ref().expect("a finally launch");
         (env.run_phase, env.failed_tasks.to_string())

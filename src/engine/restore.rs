@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::state::{Ending, Engine, Stage, TimerKind, later};
+use super::state::{Ending, Engine, Stage, TimerKind, instance_name, later};
 use super::status::{CANCELLED_RUNNING_FINALLY, DEADLINE_RUNNING_FINALLY};
-use crate::api::{RunPhase, RunStatus, TaskPhase};
+use crate::api::{RunPhase, RunStatus, TaskPhase, TaskStatus};
 use crate::compile::{BoundParams, Dag, TaskId};
 
 impl Engine {
@@ -44,57 +44,66 @@ impl Engine {
             else {
                 continue;
             };
-            let state = &mut engine.tasks[id.index()];
-            state.phase = recorded.phase;
-            state.attempts = recorded.attempts;
-            state.started_at = recorded.started_at;
-            state.finished_at = recorded.finished_at;
-            state.exit_code = recorded.exit_code;
-            state.reason = recorded.reason.clone();
-            state.message = recorded.message.clone();
-            state.outputs = recorded.outputs.clone();
-            state.retry_at = recorded.next_attempt_at;
-            state.infra_retries = recorded.infra_retries;
-            state.history = recorded.history.iter().cloned().collect();
-            state.reused_from = recorded.reused_from.clone();
-            if state.history.is_empty() && recorded.attempts == 1 {
-                // A single attempt is not listed: it is the task's own fields.
-                let done = recorded.phase.is_final();
-                state.history.push_back(crate::api::AttemptRecord {
-                    attempt: 1,
-                    exit_code: recorded.exit_code.filter(|_| done),
-                    reason: recorded.reason.clone().filter(|_| done),
-                    started_at: recorded.started_at,
-                    finished_at: recorded.finished_at,
-                });
-            }
-            state.stage = match recorded.phase {
-                TaskPhase::Running if recorded.attempts > 0 => Stage::Running,
-                TaskPhase::Pending if recorded.attempts > 0 => Stage::Backoff,
-                TaskPhase::Pending | TaskPhase::Running => Stage::Blocked,
-                _ => Stage::Done,
-            };
-            match state.phase {
-                TaskPhase::Succeeded => engine.tally.succeeded += 1,
-                TaskPhase::Failed => {
-                    engine.tally.failed += 1;
-                    if !dag.task(id).continue_on_failure {
-                        engine.blocking_failures += 1;
-                        if !dag.is_finally(id) {
-                            engine.regular_blocking_failures += 1;
-                        }
-                    }
-                }
-                TaskPhase::Skipped => engine.tally.skipped += 1,
-                TaskPhase::Cancelled => engine.tally.cancelled += 1,
-                TaskPhase::Pending | TaskPhase::Running => {}
-            }
-            if state.stage == Stage::Done && !dag.is_finally(id) {
+            engine.fill(id, recorded);
+            if engine.tasks[id.index()].stage == Stage::Done && !dag.is_finally(id) {
                 engine.regular_left -= 1;
             }
-            if state.stage == Stage::Blocked {
-                // A Running entry without attempts is not something ork writes; start over.
-                state.phase = TaskPhase::Pending;
+        }
+        // Fan-out instances, in the order their tasks fanned out (their records' order).
+        let mut fanned: Vec<(usize, TaskId, u32)> = dag
+            .tasks()
+            .filter_map(|(id, task)| {
+                let count = status.tasks[*by_name.get(task.name.as_str())?].instances?;
+                let first = by_name
+                    .get(instance_name(&task.name, 0).as_str())
+                    .copied()
+                    .unwrap_or(usize::MAX);
+                Some((first, id, count))
+            })
+            .collect();
+        fanned.sort_unstable();
+        for (_, group, count) in fanned {
+            let items = match engine.items(group) {
+                Ok(items) if items.len() == count as usize => items,
+                // The list cannot be read again as it was: the instances keep their records.
+                _ => vec![serde_json::Value::Null; count as usize].into(),
+            };
+            let first = engine.add_instances(group, items);
+            let name = dag.task(group).name.clone();
+            for index in 0..count {
+                let slot = TaskId(first + index);
+                let Some(recorded) = by_name
+                    .get(instance_name(&name, index).as_str())
+                    .map(|&i| &status.tasks[i])
+                else {
+                    continue;
+                };
+                engine.fill(slot, recorded);
+                let state = &engine.tasks[slot.index()];
+                let (stage, phase) = (state.stage, state.phase);
+                if stage == Stage::Blocked {
+                    engine.tasks[slot.index()].stage = Stage::Queued;
+                }
+                if let Some(fan) = engine.fans.get_mut(&group)
+                    && stage == Stage::Done
+                {
+                    fan.left -= 1;
+                    match phase {
+                        TaskPhase::Failed => fan.failed += 1,
+                        TaskPhase::Cancelled => {
+                            fan.first_cancelled.get_or_insert(slot);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // The first instance that failed, as the engine saw them end.
+            let first_failed = (first..first + count)
+                .map(TaskId)
+                .filter(|slot| engine.tasks[slot.index()].phase == TaskPhase::Failed)
+                .min_by_key(|slot| (engine.tasks[slot.index()].finished_at, *slot));
+            if let Some(fan) = engine.fans.get_mut(&group) {
+                fan.first_failed = first_failed;
             }
         }
         engine.phase = phase;
@@ -140,10 +149,11 @@ impl Engine {
             return engine;
         }
 
-        for (id, task) in dag.tasks() {
-            let state = &engine.tasks[id.index()];
+        for i in 0..engine.tasks.len() {
+            let id = TaskId(i as u32);
+            let state = &engine.tasks[i];
             let (stage, attempt) = (state.stage, state.attempts);
-            if stage == Stage::Done {
+            if stage == Stage::Done && i < dag.len() {
                 for &child in dag.children(id) {
                     engine.tasks[child.index()].waiting_on -= 1;
                 }
@@ -152,8 +162,13 @@ impl Engine {
                 Stage::Running => {
                     engine.tally.running += 1;
                     engine.running.insert(id);
+                    if let Some((group, _)) = engine.instance(id)
+                        && let Some(fan) = engine.fans.get_mut(&group)
+                    {
+                        fan.running += 1;
+                    }
                     if let (Some(timeout), Some(since)) =
-                        (task.timeout, attempt_started(id, attempt))
+                        (engine.task_def(id).timeout, attempt_started(id, attempt))
                     {
                         let at = later(since, timeout);
                         if at <= now {
@@ -165,9 +180,15 @@ impl Engine {
                     }
                 }
                 Stage::Backoff => {
-                    let due = *engine.tasks[id.index()].retry_at.get_or_insert(now);
-                    engine.push_timer(due, TimerKind::RetryDue, id, attempt);
+                    let due = *engine.tasks[i].retry_at.get_or_insert(now);
+                    if due <= now {
+                        // Due already: it waits for a slot, as after its timer fired.
+                        engine.enqueue(id);
+                    } else {
+                        engine.push_timer(due, TimerKind::RetryDue, id, attempt);
+                    }
                 }
+                Stage::Queued => engine.enqueue(id),
                 _ => {}
             }
         }
@@ -182,8 +203,11 @@ impl Engine {
                 0,
             );
         }
-        engine.stopped_regular = engine.tasks[..dag.regular()].iter().any(|t| {
-            t.phase == TaskPhase::Cancelled || t.reason.as_deref() == Some("DeadlineExceeded")
+        engine.stopped_regular = (0..engine.tasks.len() as u32).map(TaskId).any(|slot| {
+            let t = &engine.tasks[slot.index()];
+            !engine.is_finally_slot(slot)
+                && (t.phase == TaskPhase::Cancelled
+                    || t.reason.as_deref() == Some("DeadlineExceeded"))
         });
         // What the finally tasks are told is fixed by the regular tasks, all final by then.
         engine.restore_finally();
@@ -194,8 +218,81 @@ impl Engine {
                 engine.resolve(TaskId(i as u32), now);
             }
         }
+        // A fan-out task whose last instance ended before its own record was written ends now.
+        let ended: Vec<TaskId> = engine
+            .fans
+            .iter()
+            .filter(|(group, fan)| {
+                fan.left == 0 && engine.tasks[group.index()].stage == Stage::FannedOut
+            })
+            .map(|(group, _)| *group)
+            .collect();
+        for group in ended {
+            engine.end_fan_out(group, now);
+        }
         engine.propagate(now);
         engine
+    }
+
+    /// Sets a slot's state from its record and counts it.
+    fn fill(&mut self, id: TaskId, recorded: &TaskStatus) {
+        let state = &mut self.tasks[id.index()];
+        state.phase = recorded.phase;
+        state.attempts = recorded.attempts;
+        state.started_at = recorded.started_at;
+        state.finished_at = recorded.finished_at;
+        state.exit_code = recorded.exit_code;
+        state.reason = recorded.reason.clone();
+        state.message = recorded.message.clone();
+        state.outputs = recorded.outputs.clone();
+        state.retry_at = recorded.next_attempt_at;
+        state.infra_retries = recorded.infra_retries;
+        state.history = recorded.history.iter().cloned().collect();
+        state.reused_from = recorded.reused_from.clone();
+        if state.history.is_empty() && recorded.attempts == 1 {
+            // A single attempt is not listed: it is the task's own fields.
+            let done = recorded.phase.is_final();
+            state.history.push_back(crate::api::AttemptRecord {
+                attempt: 1,
+                exit_code: recorded.exit_code.filter(|_| done),
+                reason: recorded.reason.clone().filter(|_| done),
+                started_at: recorded.started_at,
+                finished_at: recorded.finished_at,
+            });
+        }
+        state.stage = match recorded.phase {
+            TaskPhase::Running if recorded.instances.is_some() => Stage::FannedOut,
+            TaskPhase::Running if recorded.attempts > 0 => Stage::Running,
+            TaskPhase::Pending if recorded.attempts > 0 => Stage::Backoff,
+            TaskPhase::Pending | TaskPhase::Running => Stage::Blocked,
+            _ => Stage::Done,
+        };
+        if state.stage == Stage::Blocked {
+            // A Running entry without attempts is not something ork writes; start over.
+            state.phase = TaskPhase::Pending;
+        }
+        if state.stage == Stage::FannedOut {
+            self.tally.fanned += 1;
+        }
+        let instance = self.instance(id).is_some();
+        let def = self.task_def(id);
+        let blocking = !instance && !def.continue_on_failure;
+        let regular = !self.dag.is_finally(self.definition(id));
+        match recorded.phase {
+            TaskPhase::Succeeded => self.tally.succeeded += 1,
+            TaskPhase::Failed => {
+                self.tally.failed += 1;
+                if blocking {
+                    self.blocking_failures += 1;
+                    if regular {
+                        self.regular_blocking_failures += 1;
+                    }
+                }
+            }
+            TaskPhase::Skipped => self.tally.skipped += 1,
+            TaskPhase::Cancelled => self.tally.cancelled += 1,
+            TaskPhase::Pending | TaskPhase::Running => {}
+        }
     }
 }
 

@@ -8,8 +8,11 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
 use super::outcome::{Outcome, parse_output};
+use crate::api::MAX_FAN_OUT;
 use crate::api::{AttemptRecord, RunPhase, TaskPhase, TaskStatus};
-use crate::compile::{BoundParams, Dag, InputSource, TaskId, Trigger, WhenSubject};
+use crate::compile::{
+    BoundParams, CompiledTask, Dag, InputSource, ItemSource, TaskId, Trigger, WhenSubject,
+};
 
 /// Failures outside the task, retried without using the retry limit.
 pub const INFRA_REASONS: [&str; 5] = ["Evicted", "Preempted", "PodDeleted", "JobLost", "NodeLost"];
@@ -19,6 +22,12 @@ pub const MAX_INFRA_RETRIES: u32 = 5;
 pub const MAX_HISTORY: usize = 10;
 /// Longest `ORK_FAILED_TASKS` value, in bytes; past it the list ends with `…(N more)`.
 pub const MAX_FAILED_TASKS_BYTES: usize = 4096;
+/// Longest array of a fan-out task's outputs given to a reader, in bytes of JSON: the most an
+/// environment variable can hold.
+pub const MAX_GATHERED_BYTES: usize = crate::task_env::MAX_EXPANDED_BYTES;
+/// Most fan-out instances in one run, all fan-out tasks together: past it a fan-out fails with
+/// `FanOutTooLarge`, so no run can make the engine hold an unbounded number of tasks.
+pub const MAX_RUN_INSTANCES: usize = 50_000;
 
 /// Something the driver must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +56,35 @@ pub struct Launch {
     pub inputs: Vec<(String, Value)>,
     /// For a finally task: what the regular tasks came to.
     pub finally: Option<FinallyEnv>,
+    /// For an instance of a fan-out task: which one it is.
+    pub instance: Option<Instance>,
+}
+
+/// One instance of a fan-out task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// The fan-out task.
+    pub task: TaskId,
+    /// 0-based (`ORK_ITEM_INDEX`).
+    pub index: u32,
+    /// `ORK_ITEM`.
+    pub item: Value,
+}
+
+impl Launch {
+    /// The workflow task this attempt runs.
+    pub fn definition(&self) -> TaskId {
+        self.instance.as_ref().map_or(self.task, |i| i.task)
+    }
+
+    /// The name of what runs, as the status has it: the task's, or `TASK[INDEX]`.
+    pub fn name(&self, dag: &Dag) -> String {
+        let task = &dag.task(self.definition()).name;
+        match &self.instance {
+            Some(instance) => instance_name(task, instance.index),
+            None => task.clone(),
+        }
+    }
 }
 
 /// What a finally task is told about the regular tasks (`ORK_RUN_PHASE`, `ORK_FAILED_TASKS`).
@@ -86,8 +124,34 @@ pub(super) enum Stage {
     /// Waiting out the back-off before the next attempt.
     Backoff,
     Running,
+    /// A fan-out task whose instances are running or waiting: it ends when they all have.
+    FannedOut,
     /// Final: see the phase.
     Done,
+}
+
+/// A fan-out task once its list is known: its instances are the slots `first..first + count`.
+#[derive(Clone, Debug)]
+pub(super) struct FanOut {
+    pub(super) items: Arc<[Value]>,
+    pub(super) first: u32,
+    /// Instances not final yet.
+    pub(super) left: u32,
+    /// Instances with a running attempt.
+    pub(super) running: u32,
+    /// Instances ready to start but held back by `forEach.parallelism`, lowest first.
+    pub(super) held: BTreeSet<TaskId>,
+    /// Instances that failed for good, and the first of them.
+    pub(super) failed: u32,
+    pub(super) first_failed: Option<TaskId>,
+    /// The first instance cancelled.
+    pub(super) first_cancelled: Option<TaskId>,
+}
+
+impl FanOut {
+    pub(super) fn slots(&self) -> impl Iterator<Item = TaskId> + use<> {
+        (self.first..self.first + self.items.len() as u32).map(TaskId)
+    }
 }
 
 /// Everything recorded about one task.
@@ -143,14 +207,25 @@ pub(super) struct Tally {
     pub(super) failed: u32,
     pub(super) skipped: u32,
     pub(super) cancelled: u32,
+    /// Fan-out tasks whose instances are going on.
+    pub(super) fanned: u32,
 }
 
 /// The state of one run, advanced by events.
 #[derive(Debug)]
 pub struct Engine {
     pub(super) dag: Arc<Dag>,
-    params: BoundParams,
+    pub(super) params: BoundParams,
+    /// One entry per slot: the workflow's tasks (in its order, the finally tasks last), then
+    /// fan-out instances in the order their tasks fanned out.
     pub(super) tasks: Vec<TaskState>,
+    /// For each slot past the workflow's tasks: its fan-out task and index.
+    pub(super) instance_of: Vec<(TaskId, u32)>,
+    /// Fan-out tasks whose lists are known.
+    pub(super) fans: HashMap<TaskId, FanOut>,
+    /// For a rerun: the previous run's instance records of fan-out tasks whose upstream was
+    /// reused, by task and index, with the run they came from.
+    reusable: HashMap<TaskId, (HashMap<u32, TaskStatus>, String)>,
     /// Tasks ready to start: regular tasks and every retry (held back while suspended).
     ready: VecDeque<TaskId>,
     /// First attempts of finally tasks (never held back by a suspend).
@@ -197,31 +272,16 @@ impl Engine {
     pub fn new(dag: Arc<Dag>, params: BoundParams) -> Self {
         let tasks = dag
             .tasks()
-            .map(|(id, _)| TaskState {
-                stage: Stage::Blocked,
-                phase: TaskPhase::Pending,
-                attempts: 0,
-                started_at: None,
-                finished_at: None,
-                exit_code: None,
-                reason: None,
-                message: None,
-                outputs: None,
-                retry_at: None,
-                stopping: None,
-                timeout_at: None,
-                waiting_on: dag.parents(id).len() as u32,
-                infra_retries: 0,
-                history: VecDeque::new(),
-                reused_from: None,
-                dirty: false,
-            })
+            .map(|(id, _)| TaskState::new(dag.parents(id).len() as u32))
             .collect();
         let regular_left = dag.regular() as u32;
         Self {
             dag,
             params,
             tasks,
+            instance_of: Vec::new(),
+            fans: HashMap::new(),
+            reusable: HashMap::new(),
             ready: VecDeque::new(),
             ready_finally: VecDeque::new(),
             regular_left,
@@ -250,6 +310,43 @@ impl Engine {
 
     pub fn dag(&self) -> &Arc<Dag> {
         &self.dag
+    }
+
+    /// Number of slots: the workflow's tasks and the fan-out instances made so far.
+    pub fn slots(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The workflow task a slot runs: the slot itself, or an instance's fan-out task.
+    pub fn definition(&self, slot: TaskId) -> TaskId {
+        match slot.index().checked_sub(self.dag.len()) {
+            None => slot,
+            Some(i) => self.instance_of.get(i).map_or(slot, |&(task, _)| task),
+        }
+    }
+
+    /// The compiled task a slot runs.
+    pub fn task_def(&self, slot: TaskId) -> &CompiledTask {
+        self.dag.task(self.definition(slot))
+    }
+
+    /// For an instance: its fan-out task and index.
+    pub fn instance(&self, slot: TaskId) -> Option<(TaskId, u32)> {
+        let i = slot.index().checked_sub(self.dag.len())?;
+        self.instance_of.get(i).copied()
+    }
+
+    /// The name a slot has in the status: the task's, or `TASK[INDEX]` for an instance.
+    pub fn slot_name(&self, slot: TaskId) -> String {
+        match self.instance(slot) {
+            None => self.dag.task(slot).name.clone(),
+            Some((task, index)) => instance_name(&self.dag.task(task).name, index),
+        }
+    }
+
+    /// Whether a slot is a finally task or an instance of one.
+    pub fn is_finally_slot(&self, slot: TaskId) -> bool {
+        self.dag.is_finally(self.definition(slot))
     }
 
     pub fn phase(&self) -> RunPhase {
@@ -315,11 +412,26 @@ impl Engine {
         let mut next = 0;
         while let Some(&id) = order.get(next) {
             next += 1;
+            let name = dag.task(id).name.as_str();
+            let upstream_reused = dag.parents(id).iter().all(|p| reused[p.index()]);
             let old = by_name
-                .get(dag.task(id).name.as_str())
+                .get(name)
                 .filter(|t| t.phase == TaskPhase::Succeeded && !t.finally);
-            if let Some(old) = old
-                && dag.parents(id).iter().all(|p| reused[p.index()])
+            if dag.task(id).for_each.is_some() && upstream_reused {
+                // Its instances that succeeded are reused, the others run again.
+                let instances: HashMap<u32, TaskStatus> = (0..old_instances(by_name.get(name)))
+                    .filter_map(|i| {
+                        let old = by_name.get(instance_name(name, i).as_str())?;
+                        (old.phase == TaskPhase::Succeeded).then(|| (i, (*old).clone()))
+                    })
+                    .collect();
+                if old.is_some() && self.reuse_fan_out(id, &instances, from) {
+                    reused[id.index()] = true;
+                } else {
+                    self.reusable.insert(id, (instances, from.to_string()));
+                }
+            } else if let Some(old) = old
+                && upstream_reused
             {
                 reused[id.index()] = true;
                 self.reuse_one(id, old, from);
@@ -333,24 +445,66 @@ impl Engine {
         }
     }
 
+    /// Reuses a fan-out task that succeeded, with all its instances, if each of them is in
+    /// `instances` and its list is the same again.
+    fn reuse_fan_out(
+        &mut self,
+        id: TaskId,
+        instances: &HashMap<u32, TaskStatus>,
+        from: &str,
+    ) -> bool {
+        let Ok(items) = self.items(id) else {
+            return false;
+        };
+        if items.len() != instances.len() || self.room_for(items.len()).is_err() {
+            return false;
+        }
+        let first = self.add_instances(id, items);
+        let mut group = TaskStatus {
+            name: self.dag.task(id).name.clone(),
+            phase: TaskPhase::Succeeded,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            outputs: None,
+            next_attempt_at: None,
+            job: None,
+            pod_started_at: None,
+            finally: false,
+            infra_retries: 0,
+            history: Vec::new(),
+            reused_from: None,
+            instances: None,
+        };
+        for (i, old) in (0..instances.len() as u32).filter_map(|i| Some((i, instances.get(&i)?))) {
+            group.started_at = group.started_at.min(old.started_at).or(old.started_at);
+            group.finished_at = group.finished_at.max(old.finished_at);
+            group.reused_from = group.reused_from.take().or_else(|| old.reused_from.clone());
+            self.reuse_one(TaskId(first + i), old, from);
+        }
+        self.reuse_one(id, &group, from);
+        true
+    }
+
     fn reuse_one(&mut self, id: TaskId, old: &TaskStatus, from: &str) {
         let origin = old.reused_from.clone().unwrap_or_else(|| from.to_string());
         let state = &mut self.tasks[id.index()];
-        state.stage = Stage::Done;
-        state.phase = TaskPhase::Succeeded;
         state.attempts = old.attempts;
         state.started_at = old.started_at;
-        state.finished_at = old.finished_at;
         state.exit_code = old.exit_code;
-        state.reason = Some("Reused".into());
-        state.message = Some(format!("reused the result of run {origin:?}"));
         state.outputs = old.outputs.clone();
         state.infra_retries = old.infra_retries;
-        state.reused_from = Some(origin);
-        self.tally.succeeded += 1;
-        self.regular_left -= 1;
-        self.settled.push(id);
-        self.mark(id);
+        state.reused_from = Some(origin.clone());
+        let finished = old
+            .finished_at
+            .or(old.started_at)
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let message = format!("reused the result of run {origin:?}");
+        self.close(id, TaskPhase::Succeeded, "Reused", message, finished);
+        self.tasks[id.index()].finished_at = old.finished_at;
     }
 
     /// Records how attempt `attempt` of `task` ended, at `at`: when it really ended (e.g. the
@@ -375,9 +529,7 @@ impl Engine {
             return;
         }
         let stopping = state.stopping;
-        self.tally.running -= 1;
-        self.running.remove(&task);
-        self.stopping_tasks.remove(&task);
+        self.leave_running(task);
         self.tasks[task.index()].stopping = None;
         let outcome = match (stopping, outcome) {
             (None, outcome) => outcome,
@@ -486,7 +638,7 @@ impl Engine {
         if self.phase == RunPhase::Pending {
             // Nothing ran, and nothing will: not even the finally tasks.
             self.stop_all(
-                0..self.tasks.len(),
+                true,
                 now,
                 KillReason::Cancelled,
                 "Cancelled",
@@ -496,7 +648,7 @@ impl Engine {
             return;
         }
         self.stop_all(
-            0..self.dag.regular(),
+            false,
             now,
             KillReason::Cancelled,
             "Cancelled",
@@ -517,7 +669,7 @@ impl Engine {
             return;
         }
         self.stop_all(
-            0..self.tasks.len(),
+            true,
             now,
             KillReason::Cancelled,
             "Cancelled",
@@ -550,7 +702,7 @@ impl Engine {
 
     /// Records that the running attempt passed its deadline `at` and is being stopped.
     pub(super) fn mark_stopping(&mut self, task: TaskId, attempt: u32, at: Timestamp) {
-        let seconds = self.dag.task(task).timeout.map_or(0, |d| d.as_secs());
+        let seconds = self.task_def(task).timeout.map_or(0, |d| d.as_secs());
         self.stopping_tasks.insert(task);
         let state = &mut self.tasks[task.index()];
         state.stopping = Some(at);
@@ -599,7 +751,7 @@ impl Engine {
     /// Queues a task whose trigger and `when` hold.
     pub(super) fn enqueue(&mut self, task: TaskId) {
         self.tasks[task.index()].stage = Stage::Queued;
-        if self.dag.is_finally(task) {
+        if self.is_finally_slot(task) {
             self.ready_finally.push_back(task);
         } else {
             self.ready.push_back(task);
@@ -619,10 +771,27 @@ impl Engine {
                     None => break,
                 },
             };
+            if self.tasks[task.index()].stage != Stage::Queued {
+                continue; // ended while it waited (an instance held back, then stopped)
+            }
+            if let Some((group, _)) = self.instance(task)
+                && let Some(fan) = self.fans.get_mut(&group)
+                && fan.running
+                    >= self
+                        .dag
+                        .task(group)
+                        .for_each
+                        .as_ref()
+                        .and_then(|f| f.parallelism)
+                        .unwrap_or(u32::MAX)
+            {
+                fan.held.insert(task);
+                continue;
+            }
             match self.resolve_inputs(task) {
                 Ok(inputs) => self.launch(task, inputs, now),
                 // A finally task cannot count on any task having succeeded.
-                Err(message) if self.dag.is_finally(task) => {
+                Err(message) if self.is_finally_slot(task) => {
                     self.close(task, TaskPhase::Skipped, "InputUnresolved", message, now)
                 }
                 Err(message) => self.fail_for_good(task, None, "InputUnresolved", message, now),
@@ -674,7 +843,7 @@ impl Engine {
     /// finally task without finally dependencies.
     fn release_finally(&mut self, now: Timestamp) {
         self.restore_finally();
-        for i in self.dag.regular()..self.tasks.len() {
+        for i in self.dag.regular()..self.dag.len() {
             let state = &self.tasks[i];
             if state.stage == Stage::Blocked && state.waiting_on == 0 {
                 self.resolve(TaskId(i as u32), now);
@@ -718,6 +887,8 @@ impl Engine {
     pub(super) fn resolve(&mut self, task: TaskId, now: Timestamp) {
         if let Some((reason, message)) = self.skip_reason(task) {
             self.close(task, TaskPhase::Skipped, reason, message, now);
+        } else if self.dag.task(task).for_each.is_some() {
+            self.fan_out(task, now);
         } else {
             self.enqueue(task);
         }
@@ -778,11 +949,10 @@ impl Engine {
                             format!("when[{j}] reads task {from_name:?}, which was skipped");
                         return Some(("UpstreamSkipped", message));
                     }
-                    match state.outputs.as_ref().and_then(|o| o.get(output)) {
-                        Some(value) => crate::task_env::input_env_value(value),
-                        None => {
-                            let message =
-                                format!("when[{j}]: task {from_name:?} has no output {output:?}");
+                    match self.output_of(*from, output) {
+                        Ok(value) => crate::task_env::input_env_value(&value),
+                        Err(missing) => {
+                            let message = format!("when[{j}]: {}", missing.without_keys());
                             return Some(("WhenFalse", message));
                         }
                     }
@@ -819,16 +989,79 @@ impl Engine {
                 return Some(("UpstreamSkipped", message));
             }
         }
+        if let Some(ItemSource::Task { task: from, .. }) = def.for_each.as_ref().map(|f| &f.source)
+            && phase(*from) == TaskPhase::Skipped
+        {
+            let message = format!(
+                "forEach reads task {:?}, which was skipped",
+                dag.task(*from).name
+            );
+            return Some(("UpstreamSkipped", message));
+        }
         None
     }
 
+    /// Output `key` of task `from`; a fan-out task's is the array of its instances' values, in
+    /// item order.
+    fn output_of(&self, from: TaskId, key: &str) -> Result<Value, Missing> {
+        let missing = |slot: TaskId| {
+            let keys = self.tasks[slot.index()]
+                .outputs
+                .as_ref()
+                .map(|o| o.keys().map(String::as_str).collect::<Vec<_>>().join(", "));
+            Missing {
+                who: match self.instance(slot) {
+                    Some(_) => format!("instance {:?}", self.slot_name(slot)),
+                    None => format!("task {:?}", self.dag.task(slot).name),
+                },
+                key: key.to_string(),
+                keys: keys
+                    .filter(|k| !k.is_empty())
+                    .unwrap_or_else(|| "none".into()),
+            }
+        };
+        let Some(fan) = self.fans.get(&from) else {
+            let outputs = self.tasks[from.index()].outputs.as_ref();
+            return outputs
+                .and_then(|o| o.get(key))
+                .cloned()
+                .ok_or_else(|| missing(from));
+        };
+        let mut values = Vec::with_capacity(fan.items.len());
+        let mut bytes = 0;
+        for slot in fan.slots() {
+            let outputs = self.tasks[slot.index()].outputs.as_ref();
+            let value = outputs
+                .and_then(|o| o.get(key))
+                .ok_or_else(|| missing(slot))?;
+            bytes += value.to_string().len() + 1;
+            if bytes > MAX_GATHERED_BYTES {
+                return Err(Missing {
+                    who: format!("task {:?}", self.dag.task(from).name),
+                    key: key.to_string(),
+                    keys: format!(
+                        "its instances' values come to more than {MAX_GATHERED_BYTES} bytes"
+                    ),
+                });
+            }
+            values.push(value.clone());
+        }
+        Ok(Value::Array(values))
+    }
+
     fn launch(&mut self, task: TaskId, inputs: Vec<(String, Value)>, now: Timestamp) {
-        let timeout = self.dag.task(task).timeout;
-        let finally = if self.dag.is_finally(task) {
+        let timeout = self.task_def(task).timeout;
+        let finally = if self.is_finally_slot(task) {
             self.finally_env.clone()
         } else {
             None
         };
+        let instance = self.item(task);
+        if let Some((group, _)) = self.instance(task)
+            && let Some(fan) = self.fans.get_mut(&group)
+        {
+            fan.running += 1;
+        }
         let state = &mut self.tasks[task.index()];
         state.stage = Stage::Running;
         state.phase = TaskPhase::Running;
@@ -858,7 +1091,147 @@ impl Engine {
             attempt,
             inputs,
             finally,
+            instance,
         }));
+    }
+
+    /// An instance's fan-out task, index and item.
+    fn item(&self, slot: TaskId) -> Option<Instance> {
+        let (task, index) = self.instance(slot)?;
+        let item = self.fans.get(&task)?.items.get(index as usize)?.clone();
+        Some(Instance { task, index, item })
+    }
+
+    /// A running attempt of `slot` is over: its slots in the run's and its fan-out's
+    /// parallelism are free, and an instance held back by the latter may go.
+    fn leave_running(&mut self, slot: TaskId) {
+        self.tally.running -= 1;
+        self.running.remove(&slot);
+        self.stopping_tasks.remove(&slot);
+        if let Some((group, _)) = self.instance(slot)
+            && let Some(fan) = self.fans.get_mut(&group)
+        {
+            fan.running -= 1;
+            if let Some(next) = fan.held.pop_first() {
+                if self.dag.is_finally(group) {
+                    self.ready_finally.push_front(next);
+                } else {
+                    self.ready.push_front(next);
+                }
+            }
+        }
+    }
+
+    /// A fan-out task whose dependencies allow it to run: its list is read and one instance
+    /// per item is queued; an empty list succeeds at once, a bad one fails the task.
+    fn fan_out(&mut self, task: TaskId, now: Timestamp) {
+        let finally = self.dag.is_finally(task);
+        if let Err(message) = self.resolve_inputs(task) {
+            return if finally {
+                self.close(task, TaskPhase::Skipped, "InputUnresolved", message, now)
+            } else {
+                self.fail_for_good(task, None, "InputUnresolved", message, now)
+            };
+        }
+        let items = match self.items(task).and_then(|items| {
+            self.room_for(items.len())?;
+            Ok(items)
+        }) {
+            Ok(items) => items,
+            Err((reason, message)) => return self.fail_for_good(task, None, reason, message, now),
+        };
+        let count = items.len() as u32;
+        let first = self.add_instances(task, items);
+        let state = &mut self.tasks[task.index()];
+        state.started_at = Some(now);
+        if count == 0 {
+            let message = "forEach: the list is empty".to_string();
+            return self.close(task, TaskPhase::Succeeded, "Completed", message, now);
+        }
+        state.stage = Stage::FannedOut;
+        state.phase = TaskPhase::Running;
+        self.tally.fanned += 1;
+        self.mark(task);
+        let reusable = self.reusable.remove(&task);
+        for slot in (first..first + count).map(TaskId) {
+            let index = slot.0 - first;
+            match reusable
+                .as_ref()
+                .and_then(|(old, from)| Some((old.get(&index)?, from)))
+            {
+                Some((old, from)) => self.reuse_one(slot, old, from),
+                None => {
+                    self.enqueue(slot);
+                    self.mark(slot);
+                }
+            }
+        }
+    }
+
+    /// Appends the instance slots of `task`, one per item, and records its fan-out; returns
+    /// the first slot.
+    pub(super) fn add_instances(&mut self, task: TaskId, items: Arc<[Value]>) -> u32 {
+        let first = self.tasks.len() as u32;
+        let count = items.len() as u32;
+        for index in 0..count {
+            let mut state = TaskState::new(0);
+            state.stage = Stage::Queued;
+            self.tasks.push(state);
+            self.instance_of.push((task, index));
+        }
+        self.fans.insert(
+            task,
+            FanOut {
+                items,
+                first,
+                left: count,
+                running: 0,
+                held: BTreeSet::new(),
+                failed: 0,
+                first_failed: None,
+                first_cancelled: None,
+            },
+        );
+        first
+    }
+
+    /// Whether the run can take `count` more instances.
+    pub(super) fn room_for(&self, count: usize) -> Result<(), (&'static str, String)> {
+        let made = self.instance_of.len();
+        if made + count > MAX_RUN_INSTANCES {
+            return Err((
+                "FanOutTooLarge",
+                format!(
+                    "forEach: {count} more instances would make {} in the run, at most \
+                     {MAX_RUN_INSTANCES} are allowed",
+                    made + count
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The items of fan-out task `task`, read from where its `forEach` says.
+    pub(super) fn items(&self, task: TaskId) -> Result<Arc<[Value]>, (&'static str, String)> {
+        let Some(for_each) = &self.dag.task(task).for_each else {
+            return Ok(Arc::from([]));
+        };
+        let (value, what) = match &for_each.source {
+            ItemSource::Items(items) => return Ok(Arc::clone(items)),
+            ItemSource::Param(i) => {
+                let name = self.dag.params().get(*i).map_or("", |p| p.name.as_str());
+                let text = self.params.get(*i).unwrap_or("");
+                (Value::String(text.to_string()), format!("param {name:?}"))
+            }
+            ItemSource::Task { task: from, output } => {
+                let value = self
+                    .output_of(*from, output)
+                    .map_err(|missing| ("InvalidFanOut", format!("forEach: {missing}")))?;
+                let from_name = &self.dag.task(*from).name;
+                (value, format!("output {output:?} of task {from_name:?}"))
+            }
+        };
+        list_items(value, &what)
     }
 
     /// The launch of `task`'s current attempt, for a driver that must start it again (its Job
@@ -869,7 +1242,7 @@ impl Engine {
             return None;
         }
         let inputs = self.resolve_inputs(task).ok()?;
-        let finally = if self.dag.is_finally(task) {
+        let finally = if self.is_finally_slot(task) {
             Some(self.finally_env.clone()?)
         } else {
             None
@@ -879,38 +1252,20 @@ impl Engine {
             attempt: state.attempts,
             inputs,
             finally,
+            instance: self.item(task),
         })
     }
 
-    fn resolve_inputs(&self, task: TaskId) -> Result<Vec<(String, Value)>, String> {
-        let def = self.dag.task(task);
+    pub(super) fn resolve_inputs(&self, task: TaskId) -> Result<Vec<(String, Value)>, String> {
+        let def = self.task_def(task);
         let mut resolved = Vec::with_capacity(def.inputs.len());
         for input in &def.inputs {
             let value = match &input.source {
                 InputSource::Value(v) => Value::String(v.clone()),
                 InputSource::Param(i) => Value::String(self.params.get(*i).unwrap_or("").into()),
-                InputSource::Task { task: from, output } => {
-                    let outputs = self.tasks[from.index()].outputs.as_ref();
-                    match outputs.and_then(|o| o.get(output)) {
-                        Some(v) => v.clone(),
-                        None => {
-                            let from_name = &self.dag.task(*from).name;
-                            let keys: Vec<&str> = outputs
-                                .map(|o| o.keys().map(String::as_str).collect())
-                                .unwrap_or_default();
-                            return Err(format!(
-                                "input {:?}: task {from_name:?} has no output {output:?} \
-                                 (its outputs: {})",
-                                input.name,
-                                if keys.is_empty() {
-                                    "none".into()
-                                } else {
-                                    keys.join(", ")
-                                }
-                            ));
-                        }
-                    }
-                }
+                InputSource::Task { task: from, output } => self
+                    .output_of(*from, output)
+                    .map_err(|missing| format!("input {:?}: {missing}", input.name))?,
             };
             resolved.push((input.name.clone(), value));
         }
@@ -950,7 +1305,7 @@ impl Engine {
         refused: bool,
     ) {
         self.end_history(task, exit_code, reason, now);
-        let def = self.dag.task(task);
+        let def = self.task_def(task);
         let retry = def.retry;
         let state = &self.tasks[task.index()];
         let attempts = state.attempts;
@@ -1023,7 +1378,7 @@ impl Engine {
         let seconds = self.dag.active_deadline().map_or(0, |d| d.as_secs());
         let message = format!("the run's deadline of {seconds}s was exceeded");
         self.stop_all(
-            0..self.dag.regular(),
+            false,
             now,
             KillReason::DeadlineExceeded,
             "DeadlineExceeded",
@@ -1031,11 +1386,12 @@ impl Engine {
         );
     }
 
-    /// Ends every unfinished task of `range`: running ones are killed (Failed on a deadline,
-    /// Cancelled on cancellation), waiting ones become Cancelled. Visits each task once.
+    /// Ends every unfinished regular task (and finally task, with `finally`): running ones are
+    /// killed (Failed on a deadline, Cancelled on cancellation), waiting ones become Cancelled;
+    /// a fan-out task ends with its last instance. Visits each slot once.
     fn stop_all(
         &mut self,
-        range: std::ops::Range<usize>,
+        finally: bool,
         now: Timestamp,
         kill: KillReason,
         reason: &str,
@@ -1043,23 +1399,36 @@ impl Engine {
     ) {
         // Starts the driver has not carried out yet are dropped, not undone with a kill.
         let mut unstarted = BTreeSet::new();
+        let dag = Arc::clone(&self.dag);
+        let instance_of = std::mem::take(&mut self.instance_of);
+        let in_scope = |slot: TaskId| {
+            let def = match slot.index().checked_sub(dag.len()) {
+                None => slot,
+                Some(i) => instance_of[i].0,
+            };
+            finally || !dag.is_finally(def)
+        };
         self.actions.retain(|action| match action {
-            Action::Start(launch) if range.contains(&launch.task.index()) => {
+            Action::Start(launch) if in_scope(launch.task) => {
                 unstarted.insert((launch.task, launch.attempt));
                 false
             }
             _ => true,
         });
-        for i in range {
-            let task = TaskId(i as u32);
+        let slots: Vec<TaskId> = (0..self.tasks.len() as u32)
+            .map(TaskId)
+            .filter(|&slot| in_scope(slot))
+            .collect();
+        self.instance_of = instance_of;
+        for task in slots {
+            let i = task.index();
             let state = &self.tasks[i];
             let phase = match state.stage {
-                Stage::Done => continue,
+                Stage::Done | Stage::FannedOut => continue,
                 Stage::Running => {
-                    self.tally.running -= 1;
-                    self.running.remove(&task);
-                    self.stopping_tasks.remove(&task);
-                    if unstarted.contains(&(task, state.attempts)) {
+                    let attempts = state.attempts;
+                    self.leave_running(task);
+                    if unstarted.contains(&(task, attempts)) {
                         // It never started: it is not an attempt.
                         let state = &mut self.tasks[i];
                         state.attempts -= 1;
@@ -1070,7 +1439,7 @@ impl Engine {
                     } else {
                         self.actions.push(Action::Kill {
                             task,
-                            attempt: state.attempts,
+                            attempt: attempts,
                             reason: kill,
                             at: now,
                         });
@@ -1084,12 +1453,15 @@ impl Engine {
                 }
                 Stage::Blocked | Stage::Queued | Stage::Backoff => TaskPhase::Cancelled,
             };
-            self.stopped_regular |= i < self.dag.regular();
+            self.stopped_regular |= !self.is_finally_slot(task);
             self.close(task, phase, reason, message.to_string(), now);
         }
         let tasks = &self.tasks;
         self.ready.retain(|t| !tasks[t.index()].is_done());
         self.ready_finally.retain(|t| !tasks[t.index()].is_done());
+        for fan in self.fans.values_mut() {
+            fan.held.retain(|t| !tasks[t.index()].is_done());
+        }
     }
 
     /// Moves a task to a final phase, counts it, and queues its dependents to be told.
@@ -1102,6 +1474,7 @@ impl Engine {
         now: Timestamp,
     ) {
         let state = &mut self.tasks[task.index()];
+        let fanned_out = state.stage == Stage::FannedOut;
         state.stage = Stage::Done;
         state.retry_at = None;
         state.stopping = None;
@@ -1110,6 +1483,12 @@ impl Engine {
         state.finished_at = Some(now);
         state.reason = Some(reason.into());
         state.message = Some(message);
+        if fanned_out {
+            self.tally.fanned -= 1;
+        }
+        if let Some((group, _)) = self.instance(task) {
+            return self.close_instance(group, task, phase, now);
+        }
         let regular = task.index() < self.dag.regular();
         match phase {
             TaskPhase::Failed => {
@@ -1133,6 +1512,68 @@ impl Engine {
         self.mark(task);
     }
 
+    /// Counts an instance that became final; the fan-out task ends with its last instance:
+    /// Failed if one failed for good, else Cancelled if one was, else Succeeded.
+    fn close_instance(&mut self, group: TaskId, slot: TaskId, phase: TaskPhase, now: Timestamp) {
+        match phase {
+            TaskPhase::Failed => self.tally.failed += 1,
+            TaskPhase::Skipped => self.tally.skipped += 1,
+            TaskPhase::Cancelled => self.tally.cancelled += 1,
+            TaskPhase::Succeeded => self.tally.succeeded += 1,
+            TaskPhase::Pending | TaskPhase::Running => {}
+        }
+        self.mark(slot);
+        let Some(fan) = self.fans.get_mut(&group) else {
+            return;
+        };
+        fan.left -= 1;
+        match phase {
+            TaskPhase::Failed => {
+                fan.failed += 1;
+                fan.first_failed.get_or_insert(slot);
+            }
+            TaskPhase::Cancelled => {
+                fan.first_cancelled.get_or_insert(slot);
+            }
+            _ => {}
+        }
+        if fan.left == 0 && self.tasks[group.index()].stage == Stage::FannedOut {
+            self.end_fan_out(group, now);
+        }
+    }
+
+    /// Ends a fan-out task whose instances are all final.
+    pub(super) fn end_fan_out(&mut self, group: TaskId, now: Timestamp) {
+        let Some(fan) = self.fans.get(&group) else {
+            return;
+        };
+        let count = fan.items.len();
+        let (failed, first_failed, first_cancelled) =
+            (fan.failed, fan.first_failed, fan.first_cancelled);
+        let told = |engine: &Self, slot: TaskId| {
+            let state = &engine.tasks[slot.index()];
+            (
+                state.reason.clone().unwrap_or_default(),
+                state.message.clone().unwrap_or_default(),
+            )
+        };
+        let (phase, reason, message) = if let Some(first) = first_failed {
+            let (reason, message) = told(self, first);
+            let message = format!(
+                "{failed} of {count} instances failed; {}: {message}",
+                self.slot_name(first)
+            );
+            (TaskPhase::Failed, reason, message)
+        } else if let Some(first) = first_cancelled {
+            let (reason, message) = told(self, first);
+            (TaskPhase::Cancelled, reason, message)
+        } else {
+            let message = format!("{count} instances succeeded");
+            (TaskPhase::Succeeded, "Completed".to_string(), message)
+        };
+        self.close(group, phase, &reason, message, now);
+    }
+
     fn finish_run(&mut self, phase: RunPhase, reason: &'static str, now: Timestamp) {
         self.phase = phase;
         self.reason = Some(reason);
@@ -1148,7 +1589,7 @@ impl Engine {
     }
 
     fn timeout_message(&self, task: TaskId, attempt: u32) -> String {
-        let seconds = self.dag.task(task).timeout.map_or(0, |d| d.as_secs());
+        let seconds = self.task_def(task).timeout.map_or(0, |d| d.as_secs());
         format!("attempt {attempt} exceeded its timeout of {seconds}s and was killed")
     }
 
@@ -1194,7 +1635,7 @@ impl Engine {
         if state.stage != Stage::Running || state.attempts != attempt || state.stopping.is_some() {
             return;
         }
-        let Some(timeout) = self.dag.task(task).timeout else {
+        let Some(timeout) = self.task_def(task).timeout else {
             return;
         };
         self.set_timeout(task, attempt, since.map(|s| later(s, timeout)));
@@ -1236,9 +1677,112 @@ impl Engine {
 }
 
 impl TaskState {
+    /// A task that has not started, waiting on `waiting_on` dependencies.
+    pub(super) fn new(waiting_on: u32) -> Self {
+        Self {
+            stage: Stage::Blocked,
+            phase: TaskPhase::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            outputs: None,
+            retry_at: None,
+            stopping: None,
+            timeout_at: None,
+            waiting_on,
+            infra_retries: 0,
+            history: VecDeque::new(),
+            reused_from: None,
+            dirty: false,
+        }
+    }
+
     pub(super) fn is_done(&self) -> bool {
         self.stage == Stage::Done
     }
+}
+
+/// An output a reader needs that is not there: who lacks it, and what it has.
+#[derive(Debug)]
+pub(super) struct Missing {
+    /// `task "extract"` or `instance "process[3]"`.
+    who: String,
+    key: String,
+    /// The keys it has, comma-separated, or why the value cannot be given.
+    keys: String,
+}
+
+impl Missing {
+    fn without_keys(&self) -> String {
+        format!("{} has no output {:?}", self.who, self.key)
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.keys.starts_with("its instances'") {
+            return write!(f, "output {:?} of {}: {}", self.key, self.who, self.keys);
+        }
+        write!(
+            f,
+            "{} has no output {:?} (its outputs: {})",
+            self.who, self.key, self.keys
+        )
+    }
+}
+
+/// The status name of instance `index` of task `task`.
+pub fn instance_name(task: &str, index: u32) -> String {
+    format!("{task}[{index}]")
+}
+
+/// How many instances a recorded fan-out task had.
+fn old_instances(record: Option<&&TaskStatus>) -> u32 {
+    record.and_then(|r| r.instances).unwrap_or(0)
+}
+
+/// A fan-out's items from `value`: a JSON array, or a string holding one.
+fn list_items(value: Value, what: &str) -> Result<Arc<[Value]>, (&'static str, String)> {
+    let value = match value {
+        Value::String(text) => serde_json::from_str(&text).map_err(|_| {
+            let shown = crate::text::quoted(&crate::text::cap(text, 256));
+            (
+                "InvalidFanOut",
+                format!("forEach: {what} is not a JSON array: {shown}"),
+            )
+        })?,
+        other => other,
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        other => {
+            let kind = match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                Value::Object(_) => "an object",
+                Value::Array(_) => "an array",
+            };
+            return Err((
+                "InvalidFanOut",
+                format!("forEach: {what} is {kind}, not a JSON array"),
+            ));
+        }
+    };
+    if items.len() > MAX_FAN_OUT {
+        return Err((
+            "FanOutTooLarge",
+            format!(
+                "forEach: {what} has {} items, at most {MAX_FAN_OUT} are allowed",
+                items.len()
+            ),
+        ));
+    }
+    Ok(items.into())
 }
 
 /// `a,b,c`, at most [`MAX_FAILED_TASKS_BYTES`] long: past that, the names that fit and

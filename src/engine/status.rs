@@ -17,7 +17,7 @@ impl Engine {
     pub fn task_status(&self, id: TaskId) -> TaskStatus {
         let state = &self.tasks[id.index()];
         TaskStatus {
-            name: self.dag.task(id).name.clone(),
+            name: self.slot_name(id),
             phase: state.phase,
             attempts: state.attempts,
             started_at: state.started_at,
@@ -29,7 +29,7 @@ impl Engine {
             next_attempt_at: state.retry_at,
             job: None,
             pod_started_at: None,
-            finally: self.dag.is_finally(id),
+            finally: self.is_finally_slot(id),
             infra_retries: state.infra_retries,
             // A single attempt says it all in the task's own fields; a task backing off keeps
             // its history so a restored engine knows when the attempt ended.
@@ -39,6 +39,7 @@ impl Engine {
                 Vec::new()
             },
             reused_from: state.reused_from.clone(),
+            instances: self.fans.get(&id).map(|fan| fan.items.len() as u32),
         }
     }
 
@@ -66,9 +67,11 @@ impl Engine {
     pub fn task_counts(&self) -> TaskCounts {
         let t = &self.tally;
         let finished = t.succeeded + t.failed + t.skipped + t.cancelled;
+        // A fan-out task whose instances go on is running, though no attempt of its own is.
+        let running = t.running + t.fanned;
         TaskCounts {
-            pending: (self.tasks.len() as u32).saturating_sub(finished + t.running),
-            running: t.running,
+            pending: (self.tasks.len() as u32).saturating_sub(finished + running),
+            running,
             succeeded: t.succeeded,
             failed: t.failed,
             skipped: t.skipped,

@@ -112,31 +112,42 @@ impl Harness {
         }
     }
 
+    /// A task's or an instance's (`TASK[INDEX]`) slot.
     fn id(&self, name: &str) -> TaskId {
         self.dag
             .id(name)
+            .or_else(|| {
+                (self.dag.len()..self.engine.slots())
+                    .map(|i| TaskId(i as u32))
+                    .find(|&slot| self.engine.slot_name(slot) == name)
+            })
             .unwrap_or_else(|| panic!("no task {name}"))
     }
 
     fn name(&self, id: TaskId) -> String {
-        self.dag.task(id).name.clone()
+        self.engine.slot_name(id)
     }
 
     /// Takes the queued actions, checking each against the invariants.
     fn acts(&mut self) -> Vec<Act> {
         let cap = self.dag.parallelism().unwrap_or(u32::MAX);
         assert!(self.engine.running() <= cap, "parallelism {cap} exceeded");
-        let running = (0..self.dag.len())
-            .filter(|&i| self.engine.task_status(TaskId(i as u32)).phase == TaskPhase::Running)
+        let running = (0..self.engine.slots())
+            .map(|i| TaskId(i as u32))
+            .filter(|&slot| {
+                self.engine.task_status(slot).phase == TaskPhase::Running
+                    && self.engine.task_status(slot).instances.is_none()
+            })
             .count();
         assert_eq!(running as u32, self.engine.running(), "running tally");
         let mut out = Vec::new();
         for action in self.engine.take_actions() {
             match action {
                 Action::Start(launch) => {
+                    let def = launch.definition();
                     let all_succeeded =
-                        self.dag.task(launch.task).trigger == crate::compile::Trigger::AllSucceeded;
-                    for &parent in self.dag.parents(launch.task) {
+                        self.dag.task(def).trigger == crate::compile::Trigger::AllSucceeded;
+                    for &parent in self.dag.parents(def) {
                         let status = self.engine.task_status(parent);
                         let done = match status.phase {
                             TaskPhase::Succeeded => true,
@@ -157,7 +168,7 @@ impl Harness {
                             status.phase
                         );
                     }
-                    if self.dag.is_finally(launch.task) {
+                    if self.dag.is_finally(def) {
                         for i in 0..self.dag.regular() {
                             let phase = self.engine.task_status(TaskId(i as u32)).phase;
                             assert!(
@@ -283,6 +294,9 @@ fn names(list: &[&str]) -> Vec<String> {
 
 #[path = "flow_tests.rs"]
 mod flow;
+
+#[path = "fan_out_tests.rs"]
+mod fan_out;
 
 // ---- dependency order and data flow ----
 

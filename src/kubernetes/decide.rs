@@ -997,6 +997,7 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         infra_retries,
         history,
         reused_from,
+        instances,
     } = a;
     *name != b.name
         || *phase != b.phase
@@ -1008,6 +1009,7 @@ fn differs_beyond_links(a: &TaskStatus, b: &TaskStatus) -> bool {
         || *message != b.message
         || *outputs != b.outputs
         || *next_attempt_at != b.next_attempt_at
+        || *instances != b.instances
         || *finally != b.finally
         || *infra_retries != b.infra_retries
         || *history != b.history

@@ -122,6 +122,7 @@ mod tests {
             attempt: 2,
             inputs: vec![("DAY".into(), serde_json::json!("a$b"))],
             finally: None,
+            instance: None,
         };
         let job = build_job(&owner(), "team", &identity, task, &launch, Some(600));
         let json = serde_json::to_value(&job).unwrap();

@@ -185,6 +185,7 @@ pub fn pending(name: &str) -> TaskStatus {
         infra_retries: 0,
         history: Vec::new(),
         reused_from: None,
+        instances: None,
     }
 }
 

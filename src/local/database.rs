@@ -50,6 +50,18 @@ impl Database for MemoryDatabase {
             ),
             None => None,
         };
+        // Fan-out instances made since the last record, each Pending until it is applied.
+        while status.tasks.len() < engine.slots() {
+            let mut pending = engine.task_status(TaskId(status.tasks.len() as u32));
+            pending.phase = crate::api::TaskPhase::Pending;
+            pending.attempts = 0;
+            pending.started_at = None;
+            pending.finished_at = None;
+            pending.reason = None;
+            pending.message = None;
+            pending.outputs = None;
+            status.tasks.push(pending);
+        }
         for &id in changed {
             let after = engine.task_status(id);
             let slot = status
@@ -68,6 +80,7 @@ impl Database for MemoryDatabase {
         status.finished_at = head.finished_at;
         status.conditions = head.conditions;
         status.progress = head.progress;
+        status.task_counts = head.task_counts;
         status.duration = head.duration;
         if phase_changed && let Some(w) = watcher.as_deref_mut() {
             w.run_changed(status);

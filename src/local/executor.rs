@@ -80,10 +80,10 @@ impl ProcessExecutor {
 
     /// Prepares the files and spawns the process; `Err` is the reason the attempt can't start.
     fn spawn(&self, launch: &Launch, files: &AttemptFiles) -> Result<(Child, Pid), String> {
-        let task = self.dag.task(launch.task);
+        let task = self.dag.task(launch.definition());
         // The task's directory is private like the run's, and no file is opened through a
         // symbolic link: a link planted there cannot redirect the writes.
-        super::workdir::private_subdir(&self.run_dir, &task.name)?;
+        super::workdir::private_subdir(&self.run_dir, &launch.name(&self.dag))?;
         let create = |path: &Path| {
             super::workdir::create_file(path)
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))
@@ -160,8 +160,7 @@ fn lookup<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 impl Executor for ProcessExecutor {
     async fn start(&mut self, launch: &Launch) -> Result<(), DriverError> {
-        let task_name = &self.dag.task(launch.task).name;
-        let files = AttemptFiles::new(&self.run_dir, task_name, launch.attempt);
+        let files = AttemptFiles::new(&self.run_dir, &launch.name(&self.dag), launch.attempt);
         let key = (launch.task, launch.attempt);
         let (kill_tx, kill_rx) = oneshot::channel();
         self.live.insert(key, kill_tx);

@@ -141,7 +141,15 @@ impl Watcher for Progress {
         if after.phase.is_final() {
             self.done += 1;
         }
+        if before.instances.is_none()
+            && let Some(count) = after.instances
+        {
+            // A fan-out: its instances count as tasks from now on.
+            self.total += count as usize;
+            self.event("fan-out", BLUE, &format!("{name}: {count} instances"));
+        }
         match after.phase {
+            TaskPhase::Running if after.instances.is_some() => {}
             TaskPhase::Running => {
                 self.running
                     .insert(name.clone(), (after.attempts, Instant::now()));
@@ -179,15 +187,29 @@ pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
     let name = run.metadata.name.as_deref().unwrap_or("run");
     let mut out = String::new();
     // With many tasks, list only those that did not succeed.
-    let rows: Vec<&TaskStatus> = if status.tasks.len() <= MAX_ROWS {
-        status.tasks.iter().collect()
-    } else {
-        status
-            .tasks
-            .iter()
-            .filter(|t| t.phase != TaskPhase::Succeeded)
-            .collect()
-    };
+    let mut rows: Vec<(usize, &TaskStatus)> = status
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| status.tasks.len() <= MAX_ROWS || t.phase != TaskPhase::Succeeded)
+        .collect();
+    // Fan-out instances (`TASK[INDEX]`) right after their task, in item order.
+    let fan_outs: std::collections::HashMap<&str, usize> = status
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.instances.is_some())
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    rows.sort_by_key(|&(at, t)| {
+        let instance = t.name.strip_suffix(']').and_then(|n| n.split_once('['));
+        match instance.and_then(|(task, i)| Some((*fan_outs.get(task)?, i.parse::<usize>().ok()?)))
+        {
+            Some((task_at, index)) => (task_at, index + 1),
+            None => (at, 0),
+        }
+    });
+    let rows: Vec<&TaskStatus> = rows.into_iter().map(|(_, t)| t).collect();
     let width = rows.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     if !rows.is_empty() {
         out.push_str(&format!(
@@ -197,6 +219,9 @@ pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
     }
     for task in rows.iter().take(MAX_ROWS) {
         let detail = match (task.phase, &task.reason, &task.message) {
+            (TaskPhase::Succeeded, _, _) if task.instances.is_some() => {
+                task.message.clone().unwrap_or_default()
+            }
             (TaskPhase::Succeeded, _, _) => task
                 .outputs
                 .as_ref()
