@@ -973,6 +973,39 @@ fn compile_cases() -> Vec<Case> {
             task_with("retries: {limit: 1, retryOn: [Timeout], exitCodes: [3]}"),
             "retryOn leaves out",
         ),
+        (
+            "for-each-no-source",
+            task_with("forEach: {parallelism: 2}"),
+            "exactly one of items, fromParam or fromTask, found 0",
+        ),
+        (
+            "for-each-two-sources",
+            task_with("forEach: {items: [a], fromParam: p}"),
+            "found 2",
+        ),
+        (
+            "for-each-parallelism-zero",
+            task_with("forEach: {items: [a], parallelism: 0}"),
+            "forEach.parallelism",
+        ),
+        (
+            "for-each-own-output",
+            task_with("forEach: {fromTask: t, output: l}"),
+            "forEach reads the task's own output",
+        ),
+        (
+            "for-each-not-a-list",
+            task_with("forEach: {items: {a: 1}}"),
+            "forEach.items",
+        ),
+        (
+            "for-each-too-many-items",
+            task_with(&format!(
+                "forEach: {{items: [{}]}}",
+                vec!["0"; 10_001].join(",")
+            )),
+            "10001 items, at most 10000",
+        ),
     ] {
         cases.push(t(&format!("flow-{name}"), manifest, expect));
     }
