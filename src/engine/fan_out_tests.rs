@@ -225,6 +225,26 @@ fn each_instance_retries_on_its_own() {
 }
 
 #[test]
+fn each_instance_has_its_own_timeout_and_a_held_instance_waits_for_the_kill() {
+    let mut h = Harness::new(json!({"tasks": [
+        {"name": "p", "forEach": {"items": ["a", "b"], "parallelism": 1}, "timeoutSeconds": 5,
+         "retries": {"limit": 1, "backoff": {"initialSeconds": 0}}},
+    ]}));
+    assert_eq!(h.start(0.0), [start("p[0]", 1)]);
+    assert_eq!(h.tick(5.0), [kill("p[0]", 1, KillReason::Timeout)]);
+    // The timed-out instance holds its place until it is gone.
+    assert_eq!(h.tick(6.0), []);
+    assert_eq!(h.exit("p[0]", 1, 143, 7.0), [start("p[1]", 1)]);
+    assert_eq!(h.reason("p[0]").as_deref(), Some("Timeout"));
+    assert_eq!(h.phase("p[0]"), TaskPhase::Pending);
+    // The retry waits for p[1]: the fan-out's cap counts attempts, retries included.
+    assert_eq!(h.ok("p[1]", 1, "", 8.0), [start("p[0]", 2)]);
+    assert_eq!(h.ok("p[0]", 2, "", 9.0), []);
+    assert_eq!(h.phase("p"), TaskPhase::Succeeded);
+    assert_eq!(h.status("p[0]").attempts, 2);
+}
+
+#[test]
 fn a_failed_instance_with_continue_on_failure_lets_dependents_run() {
     let spec = |cof: bool| {
         json!({"tasks": [
