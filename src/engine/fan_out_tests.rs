@@ -1,6 +1,7 @@
 //! Fan-out (`forEach`): instances, their parallelism, the task's phase, gathered outputs,
 //! cancel, rerun and restore, step by step and with random widths and failures.
 
+use super::flow::record;
 use super::*;
 
 impl Harness {
@@ -541,4 +542,26 @@ proptest! {
             prop_assert_eq!(inputs, vec![("V".to_string(), Value::Array(expected))]);
         }
     }
+}
+
+#[test]
+fn a_recorded_instance_count_cannot_make_the_engine_grow() {
+    let spec = json!({"tasks": [{"name": "p", "forEach": {"items": [1, 2]}}]});
+    let mut group = record("p", TaskPhase::Running, 0, json!(null));
+    group.instances = Some(u32::MAX);
+    let instance = record("p[0]", TaskPhase::Succeeded, 1, json!({"v": 1}));
+
+    // As a rerun's source: the count is bounded, and what matches is reused.
+    let mut h = Harness::new(spec.clone());
+    h.engine.reuse(&[group.clone(), instance.clone()], "run-1");
+    assert_eq!(h.start(0.0), [start("p[1]", 1)]);
+    assert_eq!(h.reason("p[0]").as_deref(), Some("Reused"));
+
+    // As a status to restore: at most a list's worth of instances.
+    let mut status = h.engine.run_status();
+    status.tasks = vec![group, instance];
+    let dag = compile_spec(spec);
+    let params = bind_params(&dag, &BTreeMap::new(), "spec.params").unwrap();
+    let engine = Engine::restore(dag, params, &status, at(1.0), |_, _| None);
+    assert_eq!(engine.slots(), 1 + crate::api::MAX_FAN_OUT);
 }

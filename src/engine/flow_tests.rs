@@ -605,7 +605,7 @@ proptest! {
 
 // ---- rerun ----
 
-fn record(name: &str, phase: TaskPhase, attempts: u32, outputs: Value) -> TaskStatus {
+pub(super) fn record(name: &str, phase: TaskPhase, attempts: u32, outputs: Value) -> TaskStatus {
     let mut status: TaskStatus = serde_json::from_value(json!({
         "name": name, "phase": phase, "attempts": attempts,
         "startedAt": "2026-11-25T00:00:00Z", "finishedAt": "2026-11-25T00:00:05Z",

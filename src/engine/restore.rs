@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::state::{Ending, Engine, Stage, TimerKind, instance_name, later};
+use super::state::{Ending, Engine, MAX_RUN_INSTANCES, Stage, TimerKind, instance_name, later};
 use super::status::{CANCELLED_RUNNING_FINALLY, DEADLINE_RUNNING_FINALLY};
-use crate::api::{RunPhase, RunStatus, TaskPhase, TaskStatus};
+use crate::api::{MAX_FAN_OUT, RunPhase, RunStatus, TaskPhase, TaskStatus};
 use crate::compile::{BoundParams, Dag, TaskId};
 
 impl Engine {
@@ -62,7 +62,12 @@ impl Engine {
             })
             .collect();
         fanned.sort_unstable();
+        // A record cannot make the engine hold more than a run may: the counts are bounded as
+        // a fan-out's are.
+        let mut room = MAX_RUN_INSTANCES;
         for (_, group, count) in fanned {
+            let count = count.min(MAX_FAN_OUT as u32).min(room as u32);
+            room -= count as usize;
             let items = match engine.items(group) {
                 Ok(items) if items.len() == count as usize => items,
                 // The list cannot be read again as it was: the instances keep their records.

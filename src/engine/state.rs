@@ -1739,9 +1739,13 @@ pub fn instance_name(task: &str, index: u32) -> String {
     format!("{task}[{index}]")
 }
 
-/// How many instances a recorded fan-out task had.
+/// How many instances a recorded fan-out task had (no more than a list may hold, whatever the
+/// record says).
 fn old_instances(record: Option<&&TaskStatus>) -> u32 {
-    record.and_then(|r| r.instances).unwrap_or(0)
+    record
+        .and_then(|r| r.instances)
+        .unwrap_or(0)
+        .min(MAX_FAN_OUT as u32)
 }
 
 /// A fan-out's items from `value`: a JSON array, or a string holding one.
