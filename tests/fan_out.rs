@@ -282,3 +282,20 @@ fn the_example_fans_out() {
     assert_eq!(task(&run, "count[2]")["outputs"]["rows"], 30);
     assert_eq!(task(&run, "deploy")["instances"], 2);
 }
+
+#[test]
+fn an_item_too_long_for_the_environment_fails_its_instance_by_name() {
+    let work = tempfile::tempdir().unwrap();
+    let big = "x".repeat(200_000);
+    let manifest = workflow(&format!(
+        "  tasks:\n    - {{name: p, forEach: {{items: [\"{big}\", small]}}, command: ['true']}}\n"
+    ));
+    let (code, run) = ork_run(work.path(), &manifest, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(task(&run, "p[0]")["reason"], "StartError");
+    assert_eq!(
+        task(&run, "p[0]")["message"],
+        "ORK_ITEM is 200000 bytes, more than the 131072 one environment variable may hold"
+    );
+    assert_eq!(task(&run, "p[1]")["phase"], "Succeeded");
+}

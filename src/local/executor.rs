@@ -94,6 +94,18 @@ impl ProcessExecutor {
 
         let output_path = files.output.to_string_lossy();
         let mut env = ork_env(&self.identity, task, launch, &output_path);
+        // An item or inputs too long for the environment are named, not left to the kernel's
+        // "Argument list too long".
+        if let Some((name, value)) = env
+            .iter()
+            .find(|(_, value)| value.len() > MAX_EXPANDED_BYTES)
+        {
+            return Err(format!(
+                "{name} is {} bytes, more than the {MAX_EXPANDED_BYTES} one environment variable \
+                 may hold",
+                value.len()
+            ));
+        }
         for var in &task.env {
             if var.value_from.is_some() {
                 return Err(format!(
