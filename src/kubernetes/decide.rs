@@ -160,7 +160,7 @@ pub fn decide(state: &mut Option<RunState>, o: &Observed<'_>) -> Plan {
     let old = o.run.status.clone().unwrap_or_default();
     if old.phase.is_some_and(RunPhase::is_final) {
         *state = None;
-        return finished(&children);
+        return finished(&children, old.finished_at, o.now);
     }
     match o.definition {
         Resolution::Rejected(reason, message) => {
@@ -275,15 +275,37 @@ pub fn active_jobs(uid: &str, jobs: &Group<Job>, pods: &Group<Pod>) -> Vec<Strin
     Children::of(uid, jobs, pods).active_jobs(|_| true)
 }
 
-/// What is left to do about a finished run: stop whatever of it still runs. Needs neither its
-/// definition nor its records, so a reconcile of a finished run reads nothing.
-pub fn decide_finished(uid: &str, jobs: &Group<Job>, pods: &Group<Pod>) -> Plan {
-    finished(&Children::of(uid, jobs, pods))
+/// How long after a run finished its later reconciles leave Jobs that still look active: a
+/// Job whose Pod ended just before the run did may not show it in the cache yet, and deleting
+/// it would lose a succeeded attempt's logs. (The reconcile that finishes a run stops at once
+/// what its records say still runs.)
+pub const FINISHED_GRACE: SignedDuration = SignedDuration::from_secs(5);
+
+/// What is left to do about a run that finished at `finished_at`: stop whatever of it still
+/// runs, once [`FINISHED_GRACE`] has passed. Needs neither its definition nor its records, so a
+/// reconcile of a finished run reads nothing.
+pub fn decide_finished(
+    uid: &str,
+    jobs: &Group<Job>,
+    pods: &Group<Pod>,
+    finished_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Plan {
+    finished(&Children::of(uid, jobs, pods), finished_at, now)
 }
 
-fn finished(children: &Children<'_>) -> Plan {
+fn finished(children: &Children<'_>, finished_at: Option<Timestamp>, now: Timestamp) -> Plan {
+    let active = children.active_jobs(|_| true);
+    let settled = finished_at.map_or(now, |at| later(at, FINISHED_GRACE));
+    if settled > now && !active.is_empty() {
+        return Plan {
+            finished: true,
+            requeue: Some(until(settled, now)),
+            ..Plan::default()
+        };
+    }
     Plan {
-        delete: children.active_jobs(|_| true),
+        delete: active,
         finished: true,
         ..Plan::default()
     }
@@ -824,10 +846,16 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         ) else {
             return false;
         };
+        let current = current(task);
+        // An attempt recorded as succeeded keeps its Job (and its logs), whatever the Job's
+        // own status says yet: the Job controller marks it complete a moment after its Pod.
+        if current.is_some_and(|c| c.attempts == attempt && c.phase == TaskPhase::Succeeded) {
+            return false;
+        }
         if finished {
             return true;
         }
-        let Some(current) = current(task) else {
+        let Some(current) = current else {
             return true; // a task this run does not have
         };
         if current.phase != TaskPhase::Running || current.attempts != attempt {
@@ -1119,7 +1147,6 @@ fn later(at: Timestamp, by: SignedDuration) -> Timestamp {
     at.saturating_add(by).unwrap_or(Timestamp::MAX)
 }
 
-/// Time from `now` until `at`, zero if it has passed.
 /// Whether two summaries of a run differ only in what moves with every task (its counts,
 /// progress, running tasks and the condition's message), not in anything a reader acts on:
 /// phase, condition status or reason, times, failed tasks, layout.
@@ -1141,6 +1168,7 @@ fn only_counts_differ(a: &RunStatus, b: &RunStatus) -> bool {
     essentials(a) == essentials(b)
 }
 
+/// Time from `now` until `at`, zero if it has passed.
 fn until(at: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or_default()
 }

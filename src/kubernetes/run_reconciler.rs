@@ -71,8 +71,10 @@ pub async fn reconcile(
         .is_some_and(RunPhase::is_final)
     {
         ctx.forget(&uid);
+        let finished_at = run.status.as_ref().and_then(|s| s.finished_at);
+        let now = SystemClock.now();
         let plan = ctx.with_children(&namespace, &name, |jobs, pods| {
-            decide_finished(&uid, jobs, pods)
+            decide_finished(&uid, jobs, pods, finished_at, now)
         });
         return execute(plan, run, &namespace, &uid, None, &ctx).await;
     }

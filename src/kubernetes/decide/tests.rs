@@ -103,6 +103,24 @@ impl World {
         self.decide_with(&mut state, now)
     }
 
+    /// What a later reconcile of the run, once finished at `finished_at`, decides.
+    fn decide_finished(&self, finished_at: Timestamp, now: Timestamp) -> Plan {
+        let mut jobs = crate::kubernetes::index::Group::new();
+        for job in &self.jobs {
+            jobs.entry(job.metadata.name.clone().unwrap())
+                .or_insert_with(Vec::new)
+                .push(Arc::clone(job));
+        }
+        let mut pods = crate::kubernetes::index::Group::new();
+        for pod in &self.pods {
+            let job = crate::kubernetes::index::job_of_pod(pod).unwrap();
+            pods.entry(job)
+                .or_insert_with(Vec::new)
+                .push(Arc::clone(pod));
+        }
+        super::decide_finished(RUN_UID, &jobs, &pods, Some(finished_at), now)
+    }
+
     fn decide_with(&self, state: &mut Option<RunState>, now: Timestamp) -> Plan {
         // Without a state, a large run is read back whole from its shards, as the reconciler
         // does.
@@ -614,6 +632,36 @@ fn a_finished_run_stops_what_still_runs() {
     let plan = w.decide(t(1));
     assert_eq!(plan.delete, ["etl-1.a.1"]);
     assert!(plan.finished && plan.status.is_none() && plan.create.is_empty());
+}
+
+#[test]
+fn a_succeeded_attempts_job_is_kept_though_it_does_not_look_complete_yet() {
+    // The last task's Pod succeeded; the Job controller has not marked its Job complete yet
+    // when the run finishes. The Job (and its logs) stay, on this reconcile and on a rebuilt
+    // one.
+    let mut w = World::new(json!({"tasks": [{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]}));
+    w.step(t(0));
+    w.show_jobs(t(0));
+    w.pod("etl-1.a.1", succeeded_pod(1, 2, ""));
+    w.step(t(3));
+    w.show_jobs(t(3));
+    w.pod("etl-1.b.1", succeeded_pod(4, 5, ""));
+    let plan = w.step(t(6));
+    assert!(plan.finished, "the run is over");
+    assert!(plan.delete.is_empty(), "{:?}", plan.delete);
+    // Another controller's view (rebuilt from the API) whose Pod cache has not seen b's Pod
+    // end: the status says b succeeded, so its Job stays.
+    w.pod("etl-1.b.1", running_pod(4));
+    w.run.metadata.resource_version = Some("999".into());
+    let plan = w.decide(t(7));
+    assert!(plan.delete.is_empty(), "{:?}", plan.delete);
+    // A later reconcile of the finished run, which reads no records, waits for the caches
+    // before it stops what still looks active; past the grace it does.
+    let plan = w.decide_finished(t(6), t(7));
+    assert!(plan.delete.is_empty() && plan.finished);
+    assert_eq!(plan.requeue, Some(Duration::from_secs(4)));
+    let plan = w.decide_finished(t(6), t(11));
+    assert_eq!(plan.delete, ["etl-1.b.1"]);
 }
 
 #[test]
