@@ -292,6 +292,31 @@ pub struct TaskStatus {
     pub instances: Option<u32>,
 }
 
+impl TaskStatus {
+    /// The record of a task that has not started.
+    pub fn pending(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            phase: TaskPhase::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            outputs: None,
+            next_attempt_at: None,
+            job: None,
+            pod_started_at: None,
+            finally: false,
+            infra_retries: 0,
+            history: Vec::new(),
+            reused_from: None,
+            instances: None,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

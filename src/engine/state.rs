@@ -319,10 +319,7 @@ impl Engine {
 
     /// The workflow task a slot runs: the slot itself, or an instance's fan-out task.
     pub fn definition(&self, slot: TaskId) -> TaskId {
-        match slot.index().checked_sub(self.dag.len()) {
-            None => slot,
-            Some(i) => self.instance_of.get(i).map_or(slot, |&(task, _)| task),
-        }
+        definition_of(&self.dag, &self.instance_of, slot)
     }
 
     /// The compiled task a slot runs.
@@ -461,23 +458,8 @@ impl Engine {
         }
         let first = self.add_instances(id, items);
         let mut group = TaskStatus {
-            name: self.dag.task(id).name.clone(),
             phase: TaskPhase::Succeeded,
-            attempts: 0,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            reason: None,
-            message: None,
-            outputs: None,
-            next_attempt_at: None,
-            job: None,
-            pod_started_at: None,
-            finally: false,
-            infra_retries: 0,
-            history: Vec::new(),
-            reused_from: None,
-            instances: None,
+            ..TaskStatus::pending(self.dag.task(id).name.as_str())
         };
         for (i, old) in (0..instances.len() as u32).filter_map(|i| Some((i, instances.get(&i)?))) {
             group.started_at = group.started_at.min(old.started_at).or(old.started_at);
@@ -1009,7 +991,7 @@ impl Engine {
                 .outputs
                 .as_ref()
                 .map(|o| o.keys().map(String::as_str).collect::<Vec<_>>().join(", "));
-            Missing {
+            Missing::Key {
                 who: match self.instance(slot) {
                     Some(_) => format!("instance {:?}", self.slot_name(slot)),
                     None => format!("task {:?}", self.dag.task(slot).name),
@@ -1036,12 +1018,9 @@ impl Engine {
                 .ok_or_else(|| missing(slot))?;
             bytes += value.to_string().len() + 1;
             if bytes > MAX_GATHERED_BYTES {
-                return Err(Missing {
+                return Err(Missing::TooLong {
                     who: format!("task {:?}", self.dag.task(from).name),
                     key: key.to_string(),
-                    keys: format!(
-                        "its instances' values come to more than {MAX_GATHERED_BYTES} bytes"
-                    ),
                 });
             }
             values.push(value.clone());
@@ -1399,15 +1378,9 @@ impl Engine {
     ) {
         // Starts the driver has not carried out yet are dropped, not undone with a kill.
         let mut unstarted = BTreeSet::new();
-        let dag = Arc::clone(&self.dag);
-        let instance_of = std::mem::take(&mut self.instance_of);
-        let in_scope = |slot: TaskId| {
-            let def = match slot.index().checked_sub(dag.len()) {
-                None => slot,
-                Some(i) => instance_of[i].0,
-            };
-            finally || !dag.is_finally(def)
-        };
+        let (dag, instance_of) = (&self.dag, &self.instance_of);
+        let in_scope =
+            |slot: TaskId| finally || !dag.is_finally(definition_of(dag, instance_of, slot));
         self.actions.retain(|action| match action {
             Action::Start(launch) if in_scope(launch.task) => {
                 unstarted.insert((launch.task, launch.attempt));
@@ -1419,7 +1392,6 @@ impl Engine {
             .map(TaskId)
             .filter(|&slot| in_scope(slot))
             .collect();
-        self.instance_of = instance_of;
         for task in slots {
             let i = task.index();
             let state = &self.tasks[i];
@@ -1705,32 +1677,48 @@ impl TaskState {
     }
 }
 
-/// An output a reader needs that is not there: who lacks it, and what it has.
+/// An output a reader needs that it cannot have. `who` is `task "extract"` or
+/// `instance "process[3]"`.
 #[derive(Debug)]
-pub(super) struct Missing {
-    /// `task "extract"` or `instance "process[3]"`.
-    who: String,
-    key: String,
-    /// The keys it has, comma-separated, or why the value cannot be given.
-    keys: String,
+pub(super) enum Missing {
+    /// `who` did not write `key`; `keys` lists what it wrote, comma-separated, or `none`.
+    Key {
+        who: String,
+        key: String,
+        keys: String,
+    },
+    /// The fan-out task `who`'s instances' values of `key` together are too long to give.
+    TooLong { who: String, key: String },
 }
 
 impl Missing {
     fn without_keys(&self) -> String {
-        format!("{} has no output {:?}", self.who, self.key)
+        let (Self::Key { who, key, .. } | Self::TooLong { who, key }) = self;
+        format!("{who} has no output {key:?}")
     }
 }
 
 impl std::fmt::Display for Missing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.keys.starts_with("its instances'") {
-            return write!(f, "output {:?} of {}: {}", self.key, self.who, self.keys);
+        match self {
+            Self::Key { who, key, keys } => {
+                write!(f, "{who} has no output {key:?} (its outputs: {keys})")
+            }
+            Self::TooLong { who, key } => write!(
+                f,
+                "output {key:?} of {who}: its instances' values come to more than \
+                 {MAX_GATHERED_BYTES} bytes"
+            ),
         }
-        write!(
-            f,
-            "{} has no output {:?} (its outputs: {})",
-            self.who, self.key, self.keys
-        )
+    }
+}
+
+/// The workflow task slot `slot` runs: itself, or an instance's fan-out task
+/// (`instance_of[i]` is slot `dag.len() + i`).
+fn definition_of(dag: &Dag, instance_of: &[(TaskId, u32)], slot: TaskId) -> TaskId {
+    match slot.index().checked_sub(dag.len()) {
+        None => slot,
+        Some(i) => instance_of.get(i).map_or(slot, |&(task, _)| task),
     }
 }
 

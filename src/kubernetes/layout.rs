@@ -150,7 +150,7 @@ pub fn assemble(run: &mut Run, shards: &[RunShard]) -> Result<(), String> {
         .and_then(|w| w.spec.as_ref())
         .map(|s| s.tasks.iter().map(|t| t.name.clone()).collect())
         .unwrap_or_default();
-    let mut records: Vec<TaskStatus> = names.iter().map(|n| pending(n)).collect();
+    let mut records: Vec<TaskStatus> = names.iter().map(TaskStatus::pending).collect();
     for k in 0..layout.shards {
         let Some(shard) = by_name.get(record_shard_name(&name, k).as_str()) else {
             continue;
@@ -164,29 +164,6 @@ pub fn assemble(run: &mut Run, shards: &[RunShard]) -> Result<(), String> {
     }
     status.tasks = records;
     Ok(())
-}
-
-/// The record of a task that has not started.
-pub fn pending(name: &str) -> TaskStatus {
-    TaskStatus {
-        name: name.to_string(),
-        phase: crate::api::TaskPhase::Pending,
-        attempts: 0,
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        reason: None,
-        message: None,
-        outputs: None,
-        next_attempt_at: None,
-        job: None,
-        pod_started_at: None,
-        finally: false,
-        infra_retries: 0,
-        history: Vec::new(),
-        reused_from: None,
-        instances: None,
-    }
 }
 
 /// The summary fields of a status as JSON members: everything but `tasks`, and but the pinned
@@ -371,7 +348,9 @@ mod tests {
             })
             .collect();
         // Shard 1 (tasks 64..128) exists; 0 and 2 have not been written.
-        let mut records: Vec<TaskStatus> = (64..128).map(|i| pending(&format!("t{i}"))).collect();
+        let mut records: Vec<TaskStatus> = (64..128)
+            .map(|i| TaskStatus::pending(format!("t{i}")))
+            .collect();
         records[1].phase = TaskPhase::Succeeded;
         shards.push(RunShard::new(
             "r.tasks-1",
@@ -388,7 +367,7 @@ mod tests {
             RunShardSpec {
                 run: "other".into(),
                 first: 0,
-                tasks: vec![pending("zzz")],
+                tasks: vec![TaskStatus::pending("zzz")],
                 definition: Vec::new(),
             },
         ));
@@ -413,7 +392,9 @@ mod tests {
         let mut old = RunStatus {
             progress: Some("0/3".into()),
             duration: Some("1s".into()),
-            tasks: (0..3).map(|i| pending(&format!("t{i}"))).collect(),
+            tasks: (0..3)
+                .map(|i| TaskStatus::pending(format!("t{i}")))
+                .collect(),
             ..RunStatus::default()
         };
         let mut new = old.clone();
@@ -431,7 +412,7 @@ mod tests {
             ])
         );
         old.tasks.clear();
-        let record = pending("t5");
+        let record = TaskStatus::pending("t5");
         assert_eq!(
             shard_patch("7", &[(5, &record)]),
             json!([
@@ -443,7 +424,7 @@ mod tests {
 
     #[test]
     fn stored_messages_are_bounded() {
-        let mut record = pending("t");
+        let mut record = TaskStatus::pending("t");
         record.message = Some("m".repeat(100_000));
         assert!(stored(record).message.unwrap().len() <= MAX_TASK_MESSAGE_BYTES);
     }

@@ -81,7 +81,7 @@ impl RunState {
             .map(|(_, task)| {
                 by_name
                     .get(task.name.as_str())
-                    .map_or_else(|| layout::pending(&task.name), |t| (*t).clone())
+                    .map_or_else(|| TaskStatus::pending(task.name.as_str()), |t| (*t).clone())
             })
             .collect();
         let written = if sharded {

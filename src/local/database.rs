@@ -52,15 +52,11 @@ impl Database for MemoryDatabase {
         };
         // Fan-out instances made since the last record, each Pending until it is applied.
         while status.tasks.len() < engine.slots() {
-            let mut pending = engine.task_status(TaskId(status.tasks.len() as u32));
-            pending.phase = crate::api::TaskPhase::Pending;
-            pending.attempts = 0;
-            pending.started_at = None;
-            pending.finished_at = None;
-            pending.reason = None;
-            pending.message = None;
-            pending.outputs = None;
-            status.tasks.push(pending);
+            let slot = TaskId(status.tasks.len() as u32);
+            status.tasks.push(TaskStatus {
+                finally: engine.is_finally_slot(slot),
+                ..TaskStatus::pending(engine.slot_name(slot))
+            });
         }
         for &id in changed {
             let after = engine.task_status(id);

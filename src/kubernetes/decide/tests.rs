@@ -105,6 +105,17 @@ impl World {
 
     /// What a later reconcile of the run, once finished at `finished_at`, decides.
     fn decide_finished(&self, finished_at: Timestamp, now: Timestamp) -> Plan {
+        let (jobs, pods) = self.groups();
+        super::decide_finished(RUN_UID, &jobs, &pods, Some(finished_at), now)
+    }
+
+    /// The Jobs and Pods as the index holds them: Jobs by name, Pods by the name of their Job.
+    fn groups(
+        &self,
+    ) -> (
+        crate::kubernetes::index::Group<Job>,
+        crate::kubernetes::index::Group<Pod>,
+    ) {
         let mut jobs = crate::kubernetes::index::Group::new();
         for job in &self.jobs {
             jobs.entry(job.metadata.name.clone().unwrap())
@@ -118,7 +129,7 @@ impl World {
                 .or_insert_with(Vec::new)
                 .push(Arc::clone(pod));
         }
-        super::decide_finished(RUN_UID, &jobs, &pods, Some(finished_at), now)
+        (jobs, pods)
     }
 
     fn decide_with(&self, state: &mut Option<RunState>, now: Timestamp) -> Plan {
@@ -129,20 +140,7 @@ impl World {
         } else {
             self.run.clone()
         };
-        // As the index holds them: Jobs by name, Pods by the name of their Job.
-        let mut jobs = crate::kubernetes::index::Group::new();
-        for job in &self.jobs {
-            jobs.entry(job.metadata.name.clone().unwrap())
-                .or_insert_with(Vec::new)
-                .push(Arc::clone(job));
-        }
-        let mut pods = crate::kubernetes::index::Group::new();
-        for pod in &self.pods {
-            let job = crate::kubernetes::index::job_of_pod(pod).unwrap();
-            pods.entry(job)
-                .or_insert_with(Vec::new)
-                .push(Arc::clone(pod));
-        }
+        let (jobs, pods) = self.groups();
         decide(
             state,
             &Observed {
