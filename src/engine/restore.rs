@@ -73,7 +73,8 @@ impl Engine {
                 // The list cannot be read again as it was: the instances keep their records.
                 _ => vec![serde_json::Value::Null; count as usize].into(),
             };
-            let first = engine.add_instances(group, items);
+            let inputs = engine.resolve_inputs(group).ok();
+            let first = engine.add_instances(group, items, inputs);
             let name = dag.task(group).name.clone();
             for index in 0..count {
                 let slot = TaskId(first + index);

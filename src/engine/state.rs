@@ -146,6 +146,9 @@ pub(super) struct FanOut {
     pub(super) first_failed: Option<TaskId>,
     /// The first instance cancelled.
     pub(super) first_cancelled: Option<TaskId>,
+    /// The task's inputs, resolved once for all its instances (they cannot change once the
+    /// task is decided).
+    pub(super) inputs: Option<Vec<(String, Value)>>,
 }
 
 impl FanOut {
@@ -456,7 +459,8 @@ impl Engine {
         if items.len() != instances.len() || self.room_for(items.len()).is_err() {
             return false;
         }
-        let first = self.add_instances(id, items);
+        let inputs = self.resolve_inputs(id).ok();
+        let first = self.add_instances(id, items, inputs);
         let mut group = TaskStatus {
             phase: TaskPhase::Succeeded,
             ..TaskStatus::pending(self.dag.task(id).name.as_str())
@@ -1105,13 +1109,15 @@ impl Engine {
     /// per item is queued; an empty list succeeds at once, a bad one fails the task.
     fn fan_out(&mut self, task: TaskId, now: Timestamp) {
         let finally = self.dag.is_finally(task);
-        if let Err(message) = self.resolve_inputs(task) {
-            return if finally {
-                self.close(task, TaskPhase::Skipped, "InputUnresolved", message, now)
-            } else {
-                self.fail_for_good(task, None, "InputUnresolved", message, now)
-            };
-        }
+        let inputs = match self.resolve_inputs(task) {
+            Ok(inputs) => inputs,
+            Err(message) if finally => {
+                return self.close(task, TaskPhase::Skipped, "InputUnresolved", message, now);
+            }
+            Err(message) => {
+                return self.fail_for_good(task, None, "InputUnresolved", message, now);
+            }
+        };
         let items = match self.items(task).and_then(|items| {
             self.room_for(items.len())?;
             Ok(items)
@@ -1120,7 +1126,7 @@ impl Engine {
             Err((reason, message)) => return self.fail_for_good(task, None, reason, message, now),
         };
         let count = items.len() as u32;
-        let first = self.add_instances(task, items);
+        let first = self.add_instances(task, items, Some(inputs));
         let state = &mut self.tasks[task.index()];
         state.started_at = Some(now);
         if count == 0 {
@@ -1147,9 +1153,14 @@ impl Engine {
         }
     }
 
-    /// Appends the instance slots of `task`, one per item, and records its fan-out; returns
-    /// the first slot.
-    pub(super) fn add_instances(&mut self, task: TaskId, items: Arc<[Value]>) -> u32 {
+    /// Appends the instance slots of `task`, one per item, and records its fan-out with its
+    /// resolved inputs; returns the first slot.
+    pub(super) fn add_instances(
+        &mut self,
+        task: TaskId,
+        items: Arc<[Value]>,
+        inputs: Option<Vec<(String, Value)>>,
+    ) -> u32 {
         let first = self.tasks.len() as u32;
         let count = items.len() as u32;
         for index in 0..count {
@@ -1169,6 +1180,7 @@ impl Engine {
                 failed: 0,
                 first_failed: None,
                 first_cancelled: None,
+                inputs,
             },
         );
         first
@@ -1236,6 +1248,11 @@ impl Engine {
     }
 
     pub(super) fn resolve_inputs(&self, task: TaskId) -> Result<Vec<(String, Value)>, String> {
+        if let Some((group, _)) = self.instance(task)
+            && let Some(inputs) = self.fans.get(&group).and_then(|fan| fan.inputs.as_ref())
+        {
+            return Ok(inputs.clone());
+        }
         let def = self.task_def(task);
         let mut resolved = Vec::with_capacity(def.inputs.len());
         for input in &def.inputs {
