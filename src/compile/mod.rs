@@ -691,53 +691,15 @@ fn compile_for_each(
             }
         }
     } else if let Some(from) = &spec.from_task {
-        let output = match &spec.output {
-            Some(key) if !key.is_empty() => Some(key.clone()),
-            _ => {
-                cx.problems.push(
-                    format!("{field}.output"),
-                    format!(
-                        "{who}: forEach reads task {} but names no output key",
-                        quoted(from)
-                    ),
-                );
-                None
-            }
-        };
-        let upstream = match cx.tasks.get(from.as_str()) {
-            None => {
-                cx.problems.push(
-                    format!("{field}.fromTask"),
-                    format!("{who}: forEach reads unknown task {}", quoted(from)),
-                );
-                None
-            }
-            Some(&source) if source == cx.id => {
-                cx.problems.push(
-                    format!("{field}.fromTask"),
-                    format!("{who}: forEach reads the task's own output"),
-                );
-                None
-            }
-            Some(&source) => {
-                if let Some(why) = read_error(cx.id, source, cx.regular) {
-                    cx.problems.push(
-                        format!("{field}.fromTask"),
-                        format!("{who}: forEach reads task {}: {why}", quoted(from)),
-                    );
-                } else if !(cx.id.index() >= cx.regular && source.index() < cx.regular) {
-                    cx.task_refs.push(TaskRef {
-                        consumer: cx.id,
-                        place: RefPlace::ForEach,
-                        source,
-                    });
-                }
-                Some(source)
-            }
-        };
-        upstream
-            .zip(output)
-            .map(|(task, output)| ItemSource::Task { task, output })
+        let at = output_read(
+            spec.output.as_deref(),
+            from,
+            &field,
+            RefPlace::ForEach,
+            who,
+            cx,
+        );
+        at.map(|(task, output)| ItemSource::Task { task, output })
     } else {
         None
     };
@@ -796,7 +758,15 @@ fn compile_when(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
                     }
                 }
             }
-            (None, Some(from)) => when_task(entry.output.as_deref(), from, &field, j, who, cx),
+            (None, Some(from)) => output_read(
+                entry.output.as_deref(),
+                from,
+                &field,
+                RefPlace::When(j),
+                who,
+                cx,
+            )
+            .map(|(task, output)| WhenSubject::Task { task, output }),
             (param, from) => {
                 let found = usize::from(param.is_some()) + usize::from(from.is_some());
                 cx.problems.push(
@@ -817,23 +787,30 @@ fn compile_when(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
     when
 }
 
-/// The subject of a `when` entry reading task `from`'s output: it must exist, be upstream (or,
-/// for a finally task, be a regular task) and name a key.
-fn when_task(
+/// A read of output key `output` of task `from` by the task in `cx`, from a `when` entry or
+/// `forEach` (`place`) at `field`: the key must be named, and the task exist, not be the reader
+/// itself and, for a regular reader, not be a finally task. Whether it is upstream is checked
+/// later, for every read at once; a finally task may read any regular task.
+fn output_read(
     output: Option<&str>,
     from: &str,
     field: &str,
-    j: usize,
+    place: RefPlace,
     who: Owner,
     cx: &mut TaskContext<'_>,
-) -> Option<WhenSubject> {
+) -> Option<(TaskId, String)> {
+    let (what, task_key) = match place {
+        RefPlace::When(j) => (format!("when[{j}]"), "task"),
+        RefPlace::ForEach => ("forEach".to_string(), "fromTask"),
+        RefPlace::Input(j) => (format!("inputs[{j}]"), "fromTask"),
+    };
     let output = match output {
         Some(key) if !key.is_empty() => Some(key.to_string()),
         _ => {
             cx.problems.push(
                 format!("{field}.output"),
                 format!(
-                    "{who}: when[{j}] reads task {} but names no output key",
+                    "{who}: {what} reads task {} but names no output key",
                     quoted(from)
                 ),
             );
@@ -843,15 +820,15 @@ fn when_task(
     let source = match cx.tasks.get(from) {
         None => {
             cx.problems.push(
-                format!("{field}.task"),
-                format!("{who}: when[{j}] reads unknown task {}", quoted(from)),
+                format!("{field}.{task_key}"),
+                format!("{who}: {what} reads unknown task {}", quoted(from)),
             );
             return None;
         }
         Some(&source) if source == cx.id => {
             cx.problems.push(
-                format!("{field}.task"),
-                format!("{who}: when[{j}] reads the task's own output"),
+                format!("{field}.{task_key}"),
+                format!("{who}: {what} reads the task's own output"),
             );
             return None;
         }
@@ -859,20 +836,17 @@ fn when_task(
     };
     if let Some(why) = read_error(cx.id, source, cx.regular) {
         cx.problems.push(
-            format!("{field}.task"),
-            format!("{who}: when[{j}] reads task {}: {why}", quoted(from)),
+            format!("{field}.{task_key}"),
+            format!("{who}: {what} reads task {}: {why}", quoted(from)),
         );
     } else if !(cx.id.index() >= cx.regular && source.index() < cx.regular) {
         cx.task_refs.push(TaskRef {
             consumer: cx.id,
-            place: RefPlace::When(j),
+            place,
             source,
         });
     }
-    output.map(|output| WhenSubject::Task {
-        task: source,
-        output,
-    })
+    output.map(|output| (source, output))
 }
 
 /// Why task `consumer` may not read an output of `source`, if it may not: a regular task
