@@ -203,11 +203,24 @@ mod tests {
             let fifo = fifo.clone();
             std::thread::spawn(move || {
                 use std::io::Write;
-                // Opening for writing waits for the reader; then write slowly, in two parts.
-                let mut pipe = File::options().write(true).open(&fifo).unwrap();
-                pipe.write_all(b"a: 1\n").unwrap();
-                std::thread::sleep(Duration::from_millis(50));
-                pipe.write_all(b"b: 2\n").unwrap();
+                // Opening for writing waits for a reader; then write slowly, in two parts. A
+                // reader that looked before this writer was there has read nothing and gone
+                // (the writes fail with a broken pipe): write again for the next one.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let mut pipe = File::options().write(true).open(&fifo).unwrap();
+                    let written = pipe.write_all(b"a: 1\n").and_then(|()| {
+                        std::thread::sleep(Duration::from_millis(50));
+                        pipe.write_all(b"b: 2\n")
+                    });
+                    match written {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                            assert!(Instant::now() < deadline, "no reader stayed");
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
             })
         };
         // The writer may not have opened yet: a reader that finds no writer reads nothing, so
