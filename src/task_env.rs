@@ -86,6 +86,19 @@ pub fn ork_env(
     env
 }
 
+/// Why an attempt's ork-defined environment cannot be passed to a process: a variable (an
+/// item, an input) longer than one environment variable may be, named instead of left to the
+/// kernel's "Argument list too long".
+pub fn oversized_var(env: &[(String, String)]) -> Option<String> {
+    let (name, value) = env
+        .iter()
+        .find(|(_, value)| value.len() > MAX_EXPANDED_BYTES)?;
+    Some(format!(
+        "{name} is {} bytes, more than the {MAX_EXPANDED_BYTES} one environment variable may hold",
+        value.len()
+    ))
+}
+
 /// A JSON string is passed as the bare string; any other value as its JSON text.
 pub fn input_env_value(value: &Value) -> String {
     match value {

@@ -496,37 +496,3 @@ async fn invalid_new_fields_are_refused_or_reported_and_nothing_runs() {
         assert!(env.jobs_of(&run).await.is_empty(), "{name}: nothing ran");
     }
 }
-
-/// A fan-out, until the controller runs one: the schema holds its bounds, and a Run of a
-/// workflow with one fails `InvalidSpec`, naming the task, with nothing run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fan_out_is_refused_by_name_with_nothing_run() {
-    let env = Env::new("fan-out-refused").await;
-    let workflow = |name: &str, for_each: serde_json::Value| {
-        json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
-               "spec": {"defaults": {"image": "busybox"},
-                        "tasks": [{"name": "a", "command": ["true"]},
-                                  {"name": "p", "dependsOn": ["a"], "forEach": for_each,
-                                   "command": ["touch", "/nonexistent/ran"]}]}})
-    };
-    let out = env.kubectl(
-        &["apply", "-f", "-"],
-        Some(&workflow("refused", json!({"items": [1], "parallelism": 0})).to_string()),
-    );
-    assert!(!out.status.success(), "forEach.parallelism 0 accepted");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("parallelism"));
-
-    env.apply_workflow(&workflow("fan", json!({"items": ["x", {"k": 1}, 3]})))
-        .await;
-    env.create_run("fan-1", "fan", json!({})).await;
-    let done = env.wait_final("fan-1").await;
-    let status = done.status.unwrap();
-    assert_eq!(status.phase, Some(RunPhase::Failed));
-    assert_eq!(status.conditions[0].reason.as_deref(), Some("InvalidSpec"));
-    let message = status.conditions[0].message.clone().unwrap_or_default();
-    assert!(
-        message.contains("Workflow \"fan\": spec.tasks[1].forEach: task \"p\" fans out"),
-        "{message}"
-    );
-    assert!(env.jobs_of("fan-1").await.is_empty(), "nothing ran");
-}

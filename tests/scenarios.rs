@@ -31,8 +31,9 @@ enum Stimulus {
     CancelWhen(&'static str),
     /// Cancel once the task failed its first attempt and waits out its back-off.
     CancelInBackoff(&'static str),
-    /// Once the run ended, create the file (the fix) and rerun it.
-    RerunAfter(&'static str),
+    /// Once the run ended, create the file (the fix) and rerun it; the rerun makes Jobs only for
+    /// these attempts (`TASK.ATTEMPT`, or `TASK.INDEX-ATTEMPT` for an instance).
+    RerunAfter(&'static str, &'static [&'static str]),
 }
 
 struct Scenario {
@@ -163,9 +164,106 @@ fn scenarios() -> Vec<Scenario> {
                     {"name": "side", "command": sh("true")},
                 ], "finally": [report()]})
             },
-            stimulus: Stimulus::RerunAfter("fixed"),
+            stimulus: Stimulus::RerunAfter("fixed", &["b.1", "c.1", "report.1"]),
+        },
+        Scenario {
+            name: "fan-out-lists",
+            spec: |_| {
+                json!({"params": [{"name": "files", "default": r#"["x", "y"]"#}], "tasks": [
+                    {"name": "list", "command": sh(r#"echo '{"l": [3, 1, 2]}' > "$ORK_OUTPUT""#)},
+                    {"name": "lit", "forEach": {"items": ["a", {"k": 1}, 7]},
+                     "command": sh(r#"printf '{"i": %s}' "$ORK_ITEM_INDEX" > "$ORK_OUTPUT""#)},
+                    {"name": "par", "forEach": {"fromParam": "files"},
+                     "command": ["sh", "-c", r#"echo "{\"said\": \"$1\"}" > "$ORK_OUTPUT""#, "sh", "$(ORK_ITEM)"]},
+                    {"name": "dyn", "dependsOn": ["list"],
+                     "forEach": {"fromTask": "list", "output": "l", "parallelism": 1},
+                     "command": sh(r#"echo "{\"v\": $((ORK_ITEM * 2))}" > "$ORK_OUTPUT""#)},
+                    {"name": "gather", "dependsOn": ["dyn", "lit", "par"],
+                     "inputs": [{"name": "V", "fromTask": "dyn", "output": "v"},
+                                {"name": "SAID", "fromTask": "par", "output": "said"},
+                                {"name": "I", "fromTask": "lit", "output": "i"}],
+                     "command": sh(r#"echo "{\"v\": $V, \"said\": $SAID, \"i\": $I}" > "$ORK_OUTPUT""#)},
+                ]})
+            },
+            stimulus: Stimulus::None,
+        },
+        Scenario {
+            name: "fan-out-empty",
+            spec: |_| {
+                json!({"tasks": [
+                    {"name": "none", "forEach": {"items": []}, "command": sh("exit 1")},
+                    {"name": "after", "dependsOn": ["none"],
+                     "inputs": [{"name": "V", "fromTask": "none", "output": "v"}],
+                     "command": sh(r#"echo "{\"v\": $V}" > "$ORK_OUTPUT""#)},
+                ]})
+            },
+            stimulus: Stimulus::None,
+        },
+        Scenario {
+            name: "fan-out-failing",
+            spec: |_| fan_out_failing(false),
+            stimulus: Stimulus::None,
+        },
+        Scenario {
+            name: "fan-out-may-fail",
+            spec: |_| fan_out_failing(true),
+            stimulus: Stimulus::None,
+        },
+        Scenario {
+            name: "fan-out-not-an-array",
+            spec: |_| {
+                json!({"params": [{"name": "files", "default": "a.csv,b.csv"}], "tasks": [
+                    {"name": "p", "forEach": {"fromParam": "files"}, "command": sh("true")},
+                    {"name": "after", "dependsOn": ["p"], "command": sh("true")},
+                ]})
+            },
+            stimulus: Stimulus::None,
+        },
+        Scenario {
+            name: "fan-out-rerun",
+            spec: |dir| {
+                json!({"tasks": [
+                    {"name": "p", "forEach": {"items": [1, 2, 3]},
+                     "command": sh(&format!(r#"[ "$ORK_ITEM" != 2 ] || [ -e {}/fixed ] || exit 1; echo "{{\"v\": $ORK_ITEM}}" > "$ORK_OUTPUT""#, dir.display()))},
+                    {"name": "sum", "dependsOn": ["p"],
+                     "inputs": [{"name": "V", "fromTask": "p", "output": "v"}],
+                     "command": sh(r#"echo "{\"v\": $V}" > "$ORK_OUTPUT""#)},
+                ]})
+            },
+            stimulus: Stimulus::RerunAfter("fixed", &["p.1-1", "sum.1"]),
+        },
+        Scenario {
+            name: "fan-out-500",
+            spec: |dir| {
+                let items: Vec<u32> = (0..500).collect();
+                let running = dir.join("running");
+                std::fs::create_dir_all(&running).unwrap();
+                // Each instance counts the instances running with it: more than 20 fails it;
+                // every count goes to a log the test reads.
+                // After a first task: the run's records move to shards on the cluster (its
+                // controller keeps at most 100 inline) when p fans out.
+                json!({"tasks": [
+                    {"name": "first", "command": sh("true")},
+                    {"name": "p", "dependsOn": ["first"], "forEach": {"items": items, "parallelism": 20},
+                     "command": sh(&format!(
+                        "touch {r}/$ORK_ITEM; sleep 0.2; n=$(ls {r} | wc -l); rm {r}/$ORK_ITEM; \
+                         echo $n >> {d}/seen; [ $n -le 20 ]",
+                        r = running.display(), d = dir.display()))},
+                    {"name": "after", "dependsOn": ["p"], "command": sh("true")},
+                ]})
+            },
+            stimulus: Stimulus::None,
         },
     ]
+}
+
+/// Three instances, the second of which fails; `may_fail`: the task may fail.
+fn fan_out_failing(may_fail: bool) -> Value {
+    json!({"tasks": [
+        {"name": "p", "continueOnFailure": may_fail, "forEach": {"items": [1, 2, 3]},
+         "command": sh(r#"[ "$ORK_ITEM" != 2 ] || exit 4; echo "{\"v\": $ORK_ITEM}" > "$ORK_OUTPUT""#)},
+        {"name": "after", "dependsOn": ["p"], "command": sh("true")},
+    ]})
 }
 
 fn manifest(scenario: &Scenario, dir: &Path) -> Value {
@@ -220,13 +318,13 @@ fn local(scenario: &Scenario, dir: &Path) -> Value {
             });
             interrupt();
         }
-        Stimulus::None | Stimulus::RerunAfter(_) => {}
+        Stimulus::None | Stimulus::RerunAfter(..) => {}
     }
     let out = child.wait_with_output().unwrap();
     reader.join().unwrap();
     let run: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{}: {e}: {}", scenario.name, progress.lock().unwrap()));
-    let Stimulus::RerunAfter(fix) = scenario.stimulus else {
+    let Stimulus::RerunAfter(fix, _) = scenario.stimulus else {
         return run;
     };
     std::fs::write(dir.join(fix), "").unwrap();
@@ -276,11 +374,11 @@ async fn cluster(env: &Env, scenario: &Scenario, dir: &Path) -> Value {
             .await;
             cancel().await;
         }
-        Stimulus::None | Stimulus::RerunAfter(_) => {}
+        Stimulus::None | Stimulus::RerunAfter(..) => {}
     }
-    let done = env.wait_final(&run).await;
-    let Stimulus::RerunAfter(fix) = scenario.stimulus else {
-        return serde_json::to_value(done).unwrap();
+    let done = full_run(env, &env.wait_final(&run).await).await;
+    let Stimulus::RerunAfter(fix, made) = scenario.stimulus else {
+        return done;
     };
     std::fs::write(dir.join(fix), "").unwrap();
     let rerun = format!("{}-2", scenario.name);
@@ -292,7 +390,7 @@ async fn cluster(env: &Env, scenario: &Scenario, dir: &Path) -> Value {
             .to_string(),
         ),
     );
-    let done = env.wait_final(&rerun).await;
+    let done = full_run(env, &env.wait_final(&rerun).await).await;
     // Only what was not reused got a Job.
     let mut jobs: Vec<String> = env
         .jobs_of(&rerun)
@@ -301,12 +399,18 @@ async fn cluster(env: &Env, scenario: &Scenario, dir: &Path) -> Value {
         .filter_map(|j| j.metadata.name)
         .collect();
     jobs.sort();
-    let expected: Vec<String> = ["b.1", "c.1", "report.1"]
-        .iter()
-        .map(|j| format!("{rerun}.{j}"))
-        .collect();
+    let expected: Vec<String> = made.iter().map(|j| format!("{rerun}.{j}")).collect();
     assert_eq!(jobs, expected, "{}: Jobs of the rerun", scenario.name);
-    serde_json::to_value(done).unwrap()
+    done
+}
+
+/// A finished Run with every record, whether its status holds them or its record shards do.
+async fn full_run(env: &Env, run: &ork::api::Run) -> Value {
+    let name = run.metadata.name.as_deref().unwrap();
+    let full = ork::kubernetes::get::full_run(&env.client, &env.ns, name)
+        .await
+        .unwrap();
+    serde_json::to_value(full).unwrap()
 }
 
 /// What each scenario must come to, beyond agreeing: a few facts per scenario, checked on the
@@ -390,6 +494,58 @@ fn check(name: &str, run: &Value) {
             assert_eq!(task("b")["attempts"], 1);
             assert_eq!(told("report"), "Succeeded");
         }
+        "fan-out-lists" => {
+            assert_eq!(phase, "Succeeded");
+            assert_eq!(task("lit")["instances"], 3);
+            assert_eq!(task("lit[1]")["outputs"], json!({"i": 1}));
+            assert_eq!(task("par[1]")["outputs"], json!({"said": "y"}));
+            assert_eq!(
+                task("gather")["outputs"],
+                json!({"v": [6, 2, 4], "said": ["x", "y"], "i": [0, 1, 2]})
+            );
+        }
+        "fan-out-empty" => {
+            assert_eq!(phase, "Succeeded");
+            assert_eq!(task("none")["instances"], 0);
+            assert_eq!(task("after")["outputs"], json!({"v": []}));
+        }
+        "fan-out-failing" => {
+            assert_eq!(phase, "Failed");
+            assert_eq!(outcome("p"), (json!("Failed"), json!("Error")));
+            assert_eq!(
+                task("p")["message"],
+                "1 of 3 instances failed; p[1]: attempt 1 exited with code 4"
+            );
+            assert_eq!(task("p[1]")["exitCode"], 4);
+            assert_eq!(task("p[2]")["phase"], "Succeeded");
+            assert_eq!(
+                outcome("after"),
+                (json!("Skipped"), json!("UpstreamFailed"))
+            );
+        }
+        "fan-out-may-fail" => {
+            assert_eq!(phase, "Succeeded");
+            assert_eq!(task("p")["phase"], "Failed");
+            assert_eq!(task("after")["phase"], "Succeeded");
+        }
+        "fan-out-not-an-array" => {
+            assert_eq!(phase, "Failed");
+            assert_eq!(outcome("p"), (json!("Failed"), json!("InvalidFanOut")));
+            assert_eq!(task("p")["attempts"], 0);
+            assert_eq!(status["tasks"].as_array().unwrap().len(), 2);
+        }
+        "fan-out-rerun" => {
+            assert_eq!(phase, "Succeeded");
+            assert_eq!(outcome("p[0]"), (json!("Succeeded"), json!("Reused")));
+            assert_eq!(outcome("p[2]"), (json!("Succeeded"), json!("Reused")));
+            assert_eq!(outcome("p[1]"), (json!("Succeeded"), json!("Completed")));
+            assert_eq!(task("sum")["outputs"], json!({"v": [1, 2, 3]}));
+        }
+        "fan-out-500" => {
+            assert_eq!(phase, "Succeeded");
+            assert_eq!(task("p")["instances"], 500);
+            assert_eq!(status["taskCounts"]["succeeded"], 503);
+        }
         other => panic!("no checks for scenario {other}"),
     }
 }
@@ -415,7 +571,8 @@ async fn every_scenario_ends_the_same_on_both_drivers() {
     let local_time = started.elapsed();
 
     // On the cluster: every scenario at once, one controller.
-    let env = Env::new("scenarios").await;
+    // At most 100 records inline: the 500-instance fan-out moves its run's records to shards.
+    let env = Env::with_args("scenarios", &["--inline-tasks", "100"]).await;
     let started = Instant::now();
     let clusters: Vec<Value> = futures::future::join_all(
         all.iter()
@@ -425,6 +582,24 @@ async fn every_scenario_ends_the_same_on_both_drivers() {
     .await;
     let cluster_time = started.elapsed();
 
+    // How many instances of the 500 ran at once, as each saw it, on each driver.
+    for (scenario, (local, cluster)) in all.iter().zip(&dirs) {
+        if scenario.name != "fan-out-500" {
+            continue;
+        }
+        for dir in [local, cluster] {
+            let seen: Vec<u32> = std::fs::read_to_string(dir.path().join("seen"))
+                .unwrap()
+                .lines()
+                .map(|l| l.trim().parse().unwrap())
+                .collect();
+            assert_eq!(seen.len(), 500);
+            let most = seen.iter().copied().max().unwrap();
+            assert!(most <= 20, "{most} instances ran at once");
+            assert!(most > 1, "the instances ran one at a time");
+            println!("fan-out-500: at most {most} instances at once");
+        }
+    }
     for ((scenario, local), cluster) in all.iter().zip(&locals).zip(&clusters) {
         check(scenario.name, local);
         assert_eq!(

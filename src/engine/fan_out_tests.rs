@@ -475,7 +475,7 @@ proptest! {
             let status = engine.run_status();
             let starts = started.clone();
             let mut copy = Engine::restore(Arc::clone(&dag), params.clone(), &status, now,
-                |task, attempt| starts.get(&(task, attempt)).copied());
+                |a| starts.get(&(a.slot, a.attempt)).copied());
             prop_assert_eq!(copy.run_status(), status.clone());
             prop_assert_eq!(copy.next_wakeup(), engine.next_wakeup());
 
@@ -562,6 +562,6 @@ fn a_recorded_instance_count_cannot_make_the_engine_grow() {
     status.tasks = vec![group, instance];
     let dag = compile_spec(spec);
     let params = bind_params(&dag, &BTreeMap::new(), "spec.params").unwrap();
-    let engine = Engine::restore(dag, params, &status, at(1.0), |_, _| None);
+    let engine = Engine::restore(dag, params, &status, at(1.0), |_| None);
     assert_eq!(engine.slots(), 1 + crate::api::MAX_FAN_OUT);
 }

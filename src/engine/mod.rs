@@ -15,7 +15,7 @@ mod tests;
 
 pub use outcome::{MAX_OUTPUT_BYTES, Outcome, parse_output};
 pub use state::{
-    Action, Engine, FinallyEnv, INFRA_REASONS, Instance, KillReason, Launch,
+    Action, AttemptOf, Engine, FinallyEnv, INFRA_REASONS, Instance, KillReason, Launch,
     MAX_FAILED_TASKS_BYTES, MAX_GATHERED_BYTES, MAX_HISTORY, MAX_INFRA_RETRIES, MAX_RUN_INSTANCES,
     instance_name,
 };

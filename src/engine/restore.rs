@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::state::{Ending, Engine, MAX_RUN_INSTANCES, Stage, TimerKind, instance_name, later};
+use super::state::{
+    AttemptOf, Ending, Engine, MAX_RUN_INSTANCES, Stage, TimerKind, instance_name, later,
+};
 use super::status::{CANCELLED_RUNNING_FINALLY, DEADLINE_RUNNING_FINALLY};
 use crate::api::{MAX_FAN_OUT, RunPhase, RunStatus, TaskPhase, TaskStatus};
 use crate::compile::{BoundParams, Dag, TaskId};
@@ -15,7 +17,7 @@ impl Engine {
     /// The engine of a run whose state was recorded as `status`.
     ///
     /// Tasks the status does not mention are Pending. A Running task's attempt timeout counts
-    /// from `attempt_started(task, attempt)`, when the attempt really started (on Kubernetes,
+    /// from `attempt_started(attempt)`, when the attempt really started (on Kubernetes,
     /// its Pod's start, from which the kubelet counts the Pod's own deadline, so the two
     /// agree); `None` means it has not started yet, and no timeout runs. A backing-off task
     /// retries at its recorded `nextAttemptAt`.
@@ -24,7 +26,7 @@ impl Engine {
         params: BoundParams,
         status: &RunStatus,
         now: Timestamp,
-        attempt_started: impl Fn(TaskId, u32) -> Option<Timestamp>,
+        attempt_started: impl Fn(AttemptOf) -> Option<Timestamp>,
     ) -> Engine {
         let mut engine = Engine::new(Arc::clone(&dag), params);
         let phase = status.phase.unwrap_or(RunPhase::Pending);
@@ -173,8 +175,9 @@ impl Engine {
                     {
                         fan.running += 1;
                     }
+                    let of = engine.attempt_of(id, attempt);
                     if let (Some(timeout), Some(since)) =
-                        (engine.task_def(id).timeout, attempt_started(id, attempt))
+                        (engine.task_def(id).timeout, attempt_started(of))
                     {
                         let at = later(since, timeout);
                         if at <= now {
@@ -419,7 +422,7 @@ mod tests {
                 let status = engine.run_status();
                 let starts = started.clone();
                 let mut copy = Engine::restore(Arc::clone(&dag), params.clone(), &status, now,
-                    |task, attempt| starts.get(&(task, attempt)).copied());
+                    |a| starts.get(&(a.slot, a.attempt)).copied());
                 prop_assert_eq!(copy.run_status(), status.clone());
                 prop_assert_eq!(copy.next_wakeup(), engine.next_wakeup());
 

@@ -60,6 +60,18 @@ pub struct Launch {
     pub instance: Option<Instance>,
 }
 
+/// Which attempt of which slot: what a driver needs to find the attempt's own record and
+/// executor (its Job, say) without the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptOf {
+    pub slot: TaskId,
+    /// The workflow task the slot runs.
+    pub task: TaskId,
+    /// For an instance of a fan-out task: its index.
+    pub instance: Option<u32>,
+    pub attempt: u32,
+}
+
 /// One instance of a fan-out task.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Instance {
@@ -334,6 +346,22 @@ impl Engine {
     pub fn instance(&self, slot: TaskId) -> Option<(TaskId, u32)> {
         let i = slot.index().checked_sub(self.dag.len())?;
         self.instance_of.get(i).copied()
+    }
+
+    /// The slot of instance `index` of fan-out task `task`, once the task has fanned out.
+    pub fn instance_slot(&self, task: TaskId, index: u32) -> Option<TaskId> {
+        let fan = self.fans.get(&task)?;
+        (index < fan.items.len() as u32).then_some(TaskId(fan.first + index))
+    }
+
+    /// Which attempt `attempt` of `slot` is, for a driver.
+    pub fn attempt_of(&self, slot: TaskId, attempt: u32) -> AttemptOf {
+        AttemptOf {
+            slot,
+            task: self.definition(slot),
+            instance: self.instance(slot).map(|(_, index)| index),
+            attempt,
+        }
     }
 
     /// The name a slot has in the status: the task's, or `TASK[INDEX]` for an instance.

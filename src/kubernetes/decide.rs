@@ -18,14 +18,14 @@ use kube::{Resource, ResourceExt};
 use super::definition::{Definition, Resolution};
 use super::index::{Group, is_tombstone};
 use super::job::build_job;
-use super::names::{LABEL_ATTEMPT, LABEL_TASK, job_name};
+use super::names::{LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_TASK, attempt_job_name};
 use super::observe::{ObserveContext, job_finished, job_verdict, observe_attempt, pod_finished};
 use super::state::RunState;
 use crate::api::{
     Condition, ConditionStatus, Run, RunPhase, RunShardSpec, RunStatus, TaskPhase, TaskStatus,
 };
 use crate::compile::TaskId;
-use crate::engine::{Action, Outcome};
+use crate::engine::{Action, AttemptOf, Engine, Outcome, instance_name};
 use crate::task_env::RunIdentity;
 use crate::text;
 
@@ -151,6 +151,9 @@ pub struct Plan {
     pub finished: bool,
     /// Refused Jobs whose refusal this plan records as their attempts' outcome.
     pub recorded_refusals: Vec<String>,
+    /// The run just passed the inline limit (its fan-outs made it larger): `records` holds every
+    /// record, to move from the Run's status to record shards.
+    pub migrate: bool,
 }
 
 /// Decides what to do about a run. `state` is what is kept of it between reconciles: `None`
@@ -203,18 +206,21 @@ fn restore(
         Arc::clone(definition),
         old,
         o.run.resource_version().unwrap_or_default(),
-        HashMap::new(),
         sharded,
         o.now,
-        |task, attempt| {
+        |of: AttemptOf| {
+            let task = &dag.task(of.task).name;
             let live = children
                 .owned
-                .get(job_name(&name, &dag.task(task).name, attempt).as_str())
+                .get(attempt_job_name(&name, task, of.instance, of.attempt).as_str())
                 .and_then(|job| children.started(job));
             live.or_else(|| {
+                let slot = of
+                    .instance
+                    .map_or_else(|| task.clone(), |index| instance_name(task, index));
                 recorded
-                    .get(dag.task(task).name.as_str())
-                    .filter(|t| t.attempts == attempt)
+                    .get(slot.as_str())
+                    .filter(|t| t.attempts == of.attempt)
                     .and_then(|t| t.pod_started_at)
             })
         },
@@ -516,7 +522,11 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     let name = o.run.name_any();
     let definition = Arc::clone(&state.definition);
     let dag = &definition.dag;
-    let job_of = |task: TaskId, attempt: u32| job_name(&name, &dag.task(task).name, attempt);
+    // The Job of an attempt of a slot: a task's, or a fan-out instance's.
+    let job_of = |engine: &Engine, slot: TaskId, attempt: u32| {
+        let of = engine.attempt_of(slot, attempt);
+        attempt_job_name(&name, &dag.task(of.task).name, of.instance, attempt)
+    };
     // What the Run's spec asks for now, read on every reconcile (level-triggered): a Run
     // created suspended starts nothing.
     state.engine.suspend(o.run.spec.suspend, o.now);
@@ -530,6 +540,10 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         }
         state.engine.start(o.now);
     }
+    // Slots the engine made (fan-out instances) and records stored out of place are written
+    // whatever they hold.
+    let mut forced: HashSet<TaskId> = state.grow().map(|i| TaskId(i as u32)).collect();
+    forced.extend(state.misplaced.drain(..));
 
     let mut requeue: Option<Duration> = None;
     let mut soon = |d: Duration| requeue = Some(requeue.map_or(d, |r| r.min(d)));
@@ -562,7 +576,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             if full || state.recheck.contains(&id) {
                 return true;
             }
-            let job = job_of(id, attempt);
+            let job = job_of(&state.engine, id, attempt);
             touched.contains(&job) || !children.owned.contains_key(job.as_str())
         })
         .collect();
@@ -573,13 +587,13 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     for &(id, attempt) in &running {
         let live = children
             .owned
-            .get(job_of(id, attempt).as_str())
+            .get(job_of(&state.engine, id, attempt).as_str())
             .and_then(|job| children.started(job));
         let since = live.or(state.records[id.index()].pod_started_at);
         state.engine.attempt_started(id, attempt, since);
     }
     for &(id, attempt) in &running {
-        let job = job_of(id, attempt);
+        let job = job_of(&state.engine, id, attempt);
         let recorded_job = state.records[id.index()].job.as_deref() == Some(job.as_str());
         match seen(o, children, attempt, recorded_job, &job) {
             Seen::Ended(outcome, at) => {
@@ -657,6 +671,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             .engine
             .attempt_started(launch.task, launch.attempt, None);
     }
+    let mut unstartable = Vec::new();
     if let Some(owner) = &owner {
         for launch in &launches {
             // The rest are recorded and made by the next reconcile, at once: a run that starts
@@ -665,20 +680,33 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
                 soon(Duration::ZERO);
                 break;
             }
-            let job = job_of(launch.task, launch.attempt);
+            let job = job_of(&state.engine, launch.task, launch.attempt);
             if children.foreign.contains(job.as_str()) {
                 soon(SOON);
                 continue;
             }
-            create.push(build_job(
+            match build_job(
                 owner,
                 &namespace,
                 &identity,
-                dag.task(launch.task),
+                dag.task(launch.definition()),
                 launch,
                 o.config.job_ttl_seconds,
-            ));
+            ) {
+                Ok(job) => create.push(job),
+                Err(why) => unstartable.push((launch.task, launch.attempt, why)),
+            }
         }
+    }
+    // An attempt no Job can be made for ends at once, as a process that cannot be spawned does.
+    for (id, attempt, message) in unstartable {
+        let outcome = Outcome::Failed {
+            reason: "StartError".into(),
+            message,
+        };
+        state.engine.finish_attempt(id, attempt, outcome, o.now);
+        state.engine.tick(o.now);
+        soon(Duration::ZERO);
     }
     let creating: HashSet<String> = create
         .iter()
@@ -694,7 +722,18 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     // The engine's changes, and the running attempts whose record may change with what their
     // Job says: a reason to wait, or one that is over (a running record with a message).
     // The others would differ only in their links, which wait for the record's next change.
+    forced.extend(state.grow().map(|i| TaskId(i as u32)));
+    let migrate = !state.sharded && state.records.len() > o.config.inline_tasks;
+    if migrate {
+        state.sharded = true;
+        if state.written {
+            // Past the inline limit: every record moves to record shards.
+            forced.extend((0..state.records.len()).map(|i| TaskId(i as u32)));
+        }
+    }
+    let migrate = migrate && state.written;
     let mut candidates: Vec<TaskId> = state.engine.take_changes();
+    candidates.extend(forced.iter().copied());
     candidates.extend(
         running
             .iter()
@@ -708,21 +747,21 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         let before = &state.records[id.index()];
         let mut record = state.engine.task_status(id);
         if record.attempts > 0 {
-            let job = job_of(id, record.attempts);
+            let job = job_of(&state.engine, id, record.attempts);
             // Recorded once it exists: a record naming a Job that was never made would take
             // it for lost after a restart.
             let exists =
                 children.owned.contains_key(job.as_str()) || o.memory.unseen.contains(&job);
             let same_attempt = before.attempts == record.attempts;
+            let live = children
+                .owned
+                .get(job.as_str())
+                .and_then(|j| children.started(j));
             record.job = if exists {
                 Some(job)
             } else {
                 before.job.clone().filter(|_| same_attempt)
             };
-            let live = children
-                .owned
-                .get(job_of(id, record.attempts).as_str())
-                .and_then(|j| children.started(j));
             record.pod_started_at = live.or(before.pod_started_at.filter(|_| same_attempt));
             if record.phase == TaskPhase::Running
                 && !stopping.contains_key(&id)
@@ -734,7 +773,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         let record = RunState::stored_record(record);
         // Which Job runs an attempt and when its Pod started are written along with the next
         // change of the record, not on their own: no write per attempt just to say so.
-        if differs_beyond_links(&record, before) {
+        if forced.contains(&id) || differs_beyond_links(&record, before) {
             records.push((id.index(), record));
         }
     }
@@ -757,7 +796,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
                 Ok((without_tasks, parts)) => {
                     pinned.spec = Some(without_tasks);
                     head.records = Some(super::layout::layout(
-                        dag.len(),
+                        state.records.len(),
                         parts.iter().map(|(n, _)| n.clone()).collect(),
                     ));
                     definition_parts = parts;
@@ -776,22 +815,31 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             }
         }
         head.workflow = Some(pinned);
+    } else if migrate {
+        // The pinned definition stays whole in the Run, where it already is.
+        head.records = Some(super::layout::layout(state.records.len(), Vec::new()));
     } else {
-        head.records = state.head.records.clone();
+        // As many record shards as the records (and the fan-out instances among them) fill.
+        head.records = state.head.records.clone().map(|mut layout| {
+            layout.shards = layout
+                .shards
+                .max(super::layout::shard_count(state.records.len()));
+            layout
+        });
     }
     if state.sharded {
         head.running_tasks = state
             .engine
             .running_attempts()
             .take(MAX_NAMED)
-            .map(|(id, _)| dag.task(id).name.clone())
+            .map(|(id, _)| state.engine.slot_name(id))
             .collect();
         head.failed_tasks = state
             .engine
             .failed_tasks()
             .iter()
             .take(MAX_NAMED)
-            .map(|id| dag.task(*id).name.clone())
+            .map(|id| state.engine.slot_name(*id))
             .collect();
     } else if let Some(size) = {
         let size = state.inline_size_with(&head, &records);
@@ -817,13 +865,20 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     // ---- what to stop: judged from the records about to be written ----
     let finished = state.engine.is_finished();
     let grace = o.config.stop_grace;
-    let current = |task: &str| -> Option<&TaskStatus> {
-        let id = dag.id(task)?;
+    // The slot whose attempt a Job runs, from its labels.
+    let slot_of = |job: &Job| -> Option<TaskId> {
+        let task = dag.id(label(job, LABEL_TASK)?)?;
+        match label(job, LABEL_INSTANCE) {
+            None => Some(task),
+            Some(index) => state.engine.instance_slot(task, index.parse().ok()?),
+        }
+    };
+    let current = |id: TaskId| -> &TaskStatus {
         let changed = records
             .iter()
             .find(|(i, _)| *i == id.index())
             .map(|(_, r)| r);
-        Some(changed.unwrap_or(&state.records[id.index()]))
+        changed.unwrap_or(&state.records[id.index()])
     };
     // Every Job of the run when just rebuilt (what a crash may have left behind), else the Jobs
     // whose attempts just ended or are being stopped.
@@ -831,22 +886,24 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         .iter()
         .filter_map(|(i, _)| {
             let before = &state.records[*i];
-            (before.phase == TaskPhase::Running).then(|| job_of(TaskId(*i as u32), before.attempts))
+            (before.phase == TaskPhase::Running)
+                .then(|| job_of(&state.engine, TaskId(*i as u32), before.attempts))
         })
         .chain(
             stopping
                 .keys()
-                .map(|id| job_of(*id, state.records[id.index()].attempts)),
+                .map(|id| job_of(&state.engine, *id, state.records[id.index()].attempts)),
         )
         .collect();
     let stop = |job: &Job| {
-        let (Some(task), Some(attempt)) = (
+        let (Some(_), Some(attempt)) = (
             label(job, LABEL_TASK),
             label(job, LABEL_ATTEMPT).and_then(|a| a.parse::<u32>().ok()),
         ) else {
             return false;
         };
-        let current = current(task);
+        let slot = slot_of(job);
+        let current = slot.map(current);
         // An attempt recorded as succeeded keeps its Job (and its logs), whatever the Job's
         // own status says yet: the Job controller marks it complete a moment after its Pod.
         if current.is_some_and(|c| c.attempts == attempt && c.phase == TaskPhase::Succeeded) {
@@ -861,7 +918,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         if current.phase != TaskPhase::Running || current.attempts != attempt {
             return true;
         }
-        match dag.id(task).and_then(|id| stopping.get(&id)) {
+        match slot.and_then(|id| stopping.get(&id)) {
             // Past its deadline: the kubelet stops it (keeping its Pod and logs); ork deletes
             // the Job only if that has not happened after a grace period.
             Some(deadline) => later(*deadline, grace) <= o.now,
@@ -886,10 +943,9 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         &head,
         &state.records,
         &records,
-        &|task: &TaskStatus| {
+        &|i: usize, task: &TaskStatus| {
             task.job.clone().or_else(|| {
-                let id = dag.id(&task.name)?;
-                let job = job_of(id, task.attempts);
+                let job = job_of(&state.engine, TaskId(i as u32), task.attempts);
                 creating.contains(&job).then_some(job)
             })
         },
@@ -923,6 +979,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     }
     Plan {
         definition_parts,
+        migrate,
         records,
         status: head_changed.then_some(head),
         whole,
@@ -1051,7 +1108,7 @@ fn notes(
     new: &RunStatus,
     before: &[TaskStatus],
     changed: &[(usize, TaskStatus)],
-    job_of: &dyn Fn(&TaskStatus) -> Option<String>,
+    job_of: &dyn Fn(usize, &TaskStatus) -> Option<String>,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
     let was = old.phase.unwrap_or(RunPhase::Pending);
@@ -1067,12 +1124,12 @@ fn notes(
             job: None,
         });
     }
-    let failed: Vec<&TaskStatus> = changed
+    let failed: Vec<(usize, &TaskStatus)> = changed
         .iter()
         .filter(|(i, t)| t.phase == TaskPhase::Failed && before[*i].phase != TaskPhase::Failed)
-        .map(|(_, t)| t)
+        .map(|(i, t)| (*i, t))
         .collect();
-    for task in failed.iter().take(MAX_TASK_EVENTS) {
+    for &(i, task) in failed.iter().take(MAX_TASK_EVENTS) {
         notes.push(Note {
             type_: EventType::Warning,
             reason: "TaskFailed",
@@ -1082,7 +1139,7 @@ fn notes(
                 task.reason.as_deref().unwrap_or("Failed"),
                 task.message.as_deref().unwrap_or("no detail")
             )),
-            job: job_of(task),
+            job: job_of(i, task),
         });
     }
     if failed.len() > MAX_TASK_EVENTS {
@@ -1092,7 +1149,11 @@ fn notes(
             note: format!(
                 "{} more tasks failed: {}",
                 failed.len() - MAX_TASK_EVENTS,
-                text::names(failed[MAX_TASK_EVENTS..].iter().map(|t| t.name.as_str()))
+                text::names(
+                    failed[MAX_TASK_EVENTS..]
+                        .iter()
+                        .map(|(_, t)| t.name.as_str())
+                )
             ),
             job: None,
         });

@@ -168,17 +168,6 @@ fn compile_pinned(pinned: PinnedWorkflow, base: &str) -> Result<Definition, Stri
         let list: Vec<String> = problems.iter().map(|p| format!("{origin}{p}")).collect();
         text::cap_message(list.join("; "))
     })?;
-    if let Some((id, task)) = dag.tasks().find(|(_, task)| task.for_each.is_some()) {
-        let at = match id.index().checked_sub(dag.regular()) {
-            None => format!("{base}.tasks[{}]", id.index()),
-            Some(j) => format!("{base}.finally[{j}]"),
-        };
-        return Err(format!(
-            "{origin}{at}.forEach: task {} fans out, which the controller does not run yet; \
-             run this workflow with `ork run`",
-            text::quoted(&task.name)
-        ));
-    }
     // The parameters are pinned with the definition: editing spec.params later changes nothing.
     let params = bind_params(&dag, &pinned.params, "spec.params").map_err(|problems| {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -270,32 +259,4 @@ async fn rerun_source(run: &Run, source: &str, ctx: &Context) -> Result<Resoluti
         }
         Err(message) => Resolution::Rejected("InvalidSpec", message),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_fan_out_is_refused_by_name_until_the_controller_runs_it() {
-        let spec = serde_json::from_value(serde_json::json!({
-            "defaults": {"image": "busybox"},
-            "tasks": [{"name": "a", "command": ["true"]}],
-            "finally": [{"name": "f", "command": ["true"], "forEach": {"items": [1]}}],
-        }))
-        .unwrap();
-        let pinned = PinnedWorkflow {
-            name: Some("etl".into()),
-            spec: Some(spec),
-            ..PinnedWorkflow::default()
-        };
-        let Err(message) = compile_pinned(pinned, "spec.workflow") else {
-            panic!("a fan-out compiled for the controller");
-        };
-        assert_eq!(
-            message,
-            "Workflow \"etl\": spec.workflow.finally[0].forEach: task \"f\" fans out, which the \
-             controller does not run yet; run this workflow with `ork run`"
-        );
-    }
 }

@@ -4,10 +4,10 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::names::{attempt_labels, job_name};
+use super::names::{attempt_job_name, attempt_labels};
 use crate::compile::CompiledTask;
 use crate::engine::Launch;
-use crate::task_env::{RunIdentity, ork_env};
+use crate::task_env::{RunIdentity, ork_env, oversized_var};
 
 /// Where the container writes its outputs: `ORK_OUTPUT` and the `terminationMessagePath`,
 /// whose contents the kubelet hands back as the termination message.
@@ -20,7 +20,8 @@ pub const CONTAINER: &str = "task";
 /// `activeDeadlineSeconds`, which the kubelet counts from the Pod's start, as the engine does:
 /// time spent waiting for a node does not count, and a Pod stopped by its deadline stays, with
 /// its logs. `ttl_seconds` lets Kubernetes delete the finished Job (and its Pod) that long
-/// after it finishes.
+/// after it finishes. `Err`: why the attempt cannot start (an item or input longer than an
+/// environment variable may be).
 pub fn build_job(
     owner: &OwnerReference,
     namespace: &str,
@@ -28,10 +29,15 @@ pub fn build_job(
     task: &CompiledTask,
     launch: &Launch,
     ttl_seconds: Option<i32>,
-) -> Job {
-    let labels = attempt_labels(&identity.run, &task.name, launch.attempt);
+) -> Result<Job, String> {
+    let index = launch.instance.as_ref().map(|i| i.index);
+    let labels = attempt_labels(&identity.run, &task.name, index, launch.attempt);
+    let ork = ork_env(identity, task, launch, OUTPUT_PATH);
+    if let Some(why) = oversized_var(&ork) {
+        return Err(why);
+    }
     // The kubelet expands `$(VAR)` in env values; ork's own values must arrive verbatim.
-    let mut env: Vec<EnvVar> = ork_env(identity, task, launch, OUTPUT_PATH)
+    let mut env: Vec<EnvVar> = ork
         .into_iter()
         .map(|(name, value)| EnvVar {
             name,
@@ -51,9 +57,14 @@ pub fn build_job(
         termination_message_policy: Some("File".into()),
         ..Container::default()
     };
-    Job {
+    Ok(Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&identity.run, &task.name, launch.attempt)),
+            name: Some(attempt_job_name(
+                &identity.run,
+                &task.name,
+                index,
+                launch.attempt,
+            )),
             namespace: Some(namespace.into()),
             labels: Some(labels.clone()),
             owner_references: Some(vec![owner.clone()]),
@@ -79,7 +90,7 @@ pub fn build_job(
             ..JobSpec::default()
         }),
         status: None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +135,7 @@ mod tests {
             finally: None,
             instance: None,
         };
-        let job = build_job(&owner(), "team", &identity, task, &launch, Some(600));
+        let job = build_job(&owner(), "team", &identity, task, &launch, Some(600)).unwrap();
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["apiVersion"], "batch/v1");
         assert_eq!(json["kind"], "Job");
@@ -182,6 +193,67 @@ mod tests {
             env.last().unwrap().0,
             "LEVEL",
             "the task's env comes after ork's"
+        );
+    }
+
+    #[test]
+    fn an_instance_has_its_own_job_labels_and_item() {
+        let spec: WorkflowSpec = serde_json::from_value(serde_json::json!({
+            "defaults": {"image": "busybox"},
+            "tasks": [{"name": "p", "command": ["sh", "-c", "echo $(ORK_ITEM)"],
+                       "forEach": {"items": ["a$b", {"k": 1}]}}]
+        }))
+        .unwrap();
+        let dag = compile(&spec, "spec").unwrap();
+        let identity = RunIdentity {
+            workflow: "fan".into(),
+            run: "fan-1".into(),
+            scheduled_time: None,
+        };
+        let launch = |item: serde_json::Value| Launch {
+            task: crate::compile::TaskId(1),
+            attempt: 3,
+            inputs: Vec::new(),
+            finally: None,
+            instance: Some(crate::engine::Instance {
+                task: crate::compile::TaskId(0),
+                index: 1,
+                item,
+            }),
+        };
+        let task = dag.task(crate::compile::TaskId(0));
+        let job = build_job(
+            &owner(),
+            "team",
+            &identity,
+            task,
+            &launch(serde_json::json!("a$b")),
+            None,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(json["metadata"]["name"], "fan-1.p.1-3");
+        let labels = &json["metadata"]["labels"];
+        assert_eq!(labels["ork.dev/task"], "p");
+        assert_eq!(labels["ork.dev/instance"], "1");
+        assert_eq!(labels["ork.dev/attempt"], "3");
+        let env = &json["spec"]["template"]["spec"]["containers"][0]["env"];
+        let get = |n: &str| {
+            env.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == n)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(get("ORK_ITEM"), Some(serde_json::json!("a$$b")));
+        assert_eq!(get("ORK_ITEM_INDEX"), Some(serde_json::json!("1")));
+        assert_eq!(get("ORK_TASK"), Some(serde_json::json!("p")));
+
+        let big = serde_json::json!("x".repeat(200_000));
+        let refused = build_job(&owner(), "team", &identity, task, &launch(big), None);
+        assert_eq!(
+            refused.unwrap_err(),
+            "ORK_ITEM is 200000 bytes, more than the 131072 one environment variable may hold"
         );
     }
 }

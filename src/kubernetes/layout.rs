@@ -143,7 +143,8 @@ pub fn assemble(run: &mut Run, shards: &[RunShard]) -> Result<(), String> {
     {
         spec.tasks = tasks;
     }
-    // Records: a shard that does not exist yet holds only tasks that have not started.
+    // Records: a shard that does not exist yet holds only tasks that have not started. Fan-out
+    // instances follow the workflow's tasks, in as many shards as they fill.
     let names: Vec<String> = status
         .workflow
         .as_ref()
@@ -151,15 +152,28 @@ pub fn assemble(run: &mut Run, shards: &[RunShard]) -> Result<(), String> {
         .map(|s| s.tasks.iter().map(|t| t.name.clone()).collect())
         .unwrap_or_default();
     let mut records: Vec<TaskStatus> = names.iter().map(TaskStatus::pending).collect();
-    for k in 0..layout.shards {
-        let Some(shard) = by_name.get(record_shard_name(&name, k).as_str()) else {
+    let prefix = format!("{name}.tasks-");
+    for (shard_name, shard) in &by_name {
+        let Some(k) = shard_name
+            .strip_prefix(&prefix)
+            .and_then(|k| k.parse::<u32>().ok())
+        else {
             continue;
         };
-        for (j, record) in shard.spec.tasks.iter().enumerate() {
-            let i = shard.spec.first as usize + j;
-            if let Some(slot) = records.get_mut(i) {
-                *slot = record.clone();
+        let first = k as usize * TASKS_PER_SHARD as usize;
+        for (j, record) in shard
+            .spec
+            .tasks
+            .iter()
+            .take(TASKS_PER_SHARD as usize)
+            .enumerate()
+        {
+            let i = first + j;
+            if i >= records.len() {
+                // A record past the others: whatever lies between is not written yet.
+                records.resize_with(i + 1, || TaskStatus::pending(""));
             }
+            records[i] = record.clone();
         }
     }
     status.tasks = records;
@@ -212,12 +226,14 @@ pub fn head(status: &RunStatus) -> RunStatus {
 
 /// A JSON patch of the Run's status subresource: the summary fields that differ between `old`
 /// and `new` (whose task lists are not looked at) and the records in `changed` (task index and
-/// record), on condition that the Run is still at `resource_version`.
+/// record, in order), on condition that the Run is still at `resource_version`. `stored` is
+/// how many records the status holds: those past it are added (they must follow on from it).
 pub fn status_patch(
     resource_version: &str,
     old: &RunStatus,
     new: &RunStatus,
     changed: &[(usize, &TaskStatus)],
+    stored: usize,
 ) -> Value {
     let mut ops = vec![
         json!({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}),
@@ -234,21 +250,147 @@ pub fn status_patch(
         }
     }
     for (i, record) in changed {
-        ops.push(json!({"op": "replace", "path": format!("/status/tasks/{i}"), "value": record}));
+        let op = if *i < stored { "replace" } else { "add" };
+        ops.push(json!({"op": op, "path": format!("/status/tasks/{i}"), "value": record}));
     }
     Value::Array(ops)
 }
 
-/// A JSON patch of record shard `shard` replacing the records at `changed` (indexes within the
-/// shard), on condition that it is still at `resource_version`.
-pub fn shard_patch(resource_version: &str, records: &[(usize, &TaskStatus)]) -> Value {
+/// A JSON patch of a record shard holding `stored` records: the records at `changed` (indexes
+/// within the shard, in order; those past `stored` are added and must follow on from it), on
+/// condition that it is still at `resource_version`.
+pub fn shard_patch(
+    resource_version: &str,
+    records: &[(usize, &TaskStatus)],
+    stored: usize,
+) -> Value {
     let mut ops = vec![
         json!({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}),
     ];
     for (j, record) in records {
-        ops.push(json!({"op": "replace", "path": format!("/spec/tasks/{j}"), "value": record}));
+        let op = if *j < stored { "replace" } else { "add" };
+        ops.push(json!({"op": op, "path": format!("/spec/tasks/{j}"), "value": record}));
     }
     Value::Array(ops)
+}
+
+/// `changed` (indexes in order) with every index from `stored` up to the last of them: records
+/// added to a list must follow on from its end, so a gap is filled with `current`'s records.
+pub fn contiguous<'a>(
+    changed: &[(usize, &'a TaskStatus)],
+    stored: usize,
+    current: impl Fn(usize) -> &'a TaskStatus,
+) -> Vec<(usize, &'a TaskStatus)> {
+    let mut out = Vec::with_capacity(changed.len());
+    // The list's length as the operations so far leave it.
+    let mut end = stored;
+    for &(i, record) in changed {
+        while end < i {
+            out.push((end, current(end)));
+            end += 1;
+        }
+        out.push((i, record));
+        end = end.max(i + 1);
+    }
+    out
+}
+
+/// The JSON patch of the Run's status after a decision that is not a first write: the summary
+/// fields that changed, and, for a run whose records are inline, the records in `changed` (and
+/// any between the `stored` ones and them, from `records`). `migrate`: the records just moved
+/// to record shards, so the status's list goes.
+pub fn run_patch(
+    resource_version: &str,
+    old: &RunStatus,
+    new: &RunStatus,
+    inline: Option<(&[TaskStatus], usize)>,
+    changed: &[(usize, TaskStatus)],
+    migrate: bool,
+) -> Value {
+    let in_order: Vec<(usize, &TaskStatus)> = changed.iter().map(|(i, r)| (*i, r)).collect();
+    let (records, stored) = match inline {
+        Some((records, stored)) => (contiguous(&in_order, stored, |i| &records[i]), stored),
+        None => (Vec::new(), 0),
+    };
+    let mut patch = status_patch(resource_version, old, new, &records, stored);
+    if migrate && let Value::Array(ops) = &mut patch {
+        ops.push(json!({"op": "remove", "path": "/status/tasks"}));
+    }
+    patch
+}
+
+/// One write of a record shard.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShardWrite {
+    /// The shard does not exist yet: its first version.
+    Create(RunShardSpec),
+    /// A JSON patch of the shard that exists.
+    Patch(Value),
+}
+
+/// A write of record shard `shard`, after which it holds `len` records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardUpdate {
+    pub shard: u32,
+    pub write: ShardWrite,
+    pub len: usize,
+}
+
+/// What the record shards of run `run` need written to record `changed` (slot index and
+/// record, in order): for each shard touched, a patch of the one that exists (at its
+/// resourceVersion in `versions`, holding as many records as `lens` says) or the first version
+/// of a new one, with `records` (every record as last written) for the rest.
+pub fn shard_writes(
+    run: &str,
+    records: &[TaskStatus],
+    versions: &std::collections::HashMap<u32, String>,
+    lens: &std::collections::HashMap<u32, usize>,
+    changed: &[(usize, TaskStatus)],
+) -> Vec<ShardUpdate> {
+    let mut by_shard: BTreeMap<u32, Vec<(usize, &TaskStatus)>> = BTreeMap::new();
+    for (i, record) in changed {
+        let (k, j) = shard_of(TaskId(*i as u32));
+        by_shard.entry(k).or_default().push((j, record));
+    }
+    by_shard
+        .into_iter()
+        .map(|(k, entries)| {
+            let first = (k * TASKS_PER_SHARD) as usize;
+            match versions.get(&k) {
+                Some(version) => {
+                    let stored = lens.get(&k).copied().unwrap_or_default();
+                    let entries = contiguous(&entries, stored, |j| &records[first + j]);
+                    let len = entries.last().map_or(stored, |(j, _)| stored.max(j + 1));
+                    ShardUpdate {
+                        shard: k,
+                        write: ShardWrite::Patch(shard_patch(version, &entries, stored)),
+                        len,
+                    }
+                }
+                None => {
+                    let end = (first + TASKS_PER_SHARD as usize).min(records.len());
+                    let mut tasks: Vec<TaskStatus> = records[first.min(end)..end].to_vec();
+                    for (j, record) in entries {
+                        if let Some(slot) = tasks.get_mut(j) {
+                            *slot = record.clone();
+                        }
+                    }
+                    let len = tasks.len();
+                    let spec = RunShardSpec {
+                        run: run.to_string(),
+                        first: first as u32,
+                        tasks,
+                        definition: Vec::new(),
+                    };
+                    ShardUpdate {
+                        shard: k,
+                        write: ShardWrite::Create(spec),
+                        len,
+                    }
+                }
+            }
+        })
+        .collect()
 }
 
 /// The layout of a large run of `tasks` tasks whose definition parts are `definition`.
@@ -371,12 +513,34 @@ mod tests {
                 definition: Vec::new(),
             },
         ));
+        let unassembled = run.clone();
         assemble(&mut run, &shards).unwrap();
         let status = run.status.unwrap();
         assert_eq!(status.tasks.len(), 150);
         assert_eq!(status.tasks[65].phase, TaskPhase::Succeeded);
         assert_eq!(status.tasks[0].name, "t0");
         assert_eq!(status.workflow.unwrap().spec.unwrap().tasks, full.tasks);
+
+        // Fan-out instances follow the workflow's tasks, in the shards they fill.
+        let mut instances: Vec<TaskStatus> = (128..150)
+            .map(|i| TaskStatus::pending(format!("t{i}")))
+            .collect();
+        instances.extend((0..3).map(|i| TaskStatus::pending(format!("t9[{i}]"))));
+        shards.push(RunShard::new(
+            "r.tasks-2",
+            RunShardSpec {
+                run: "r".into(),
+                first: 128,
+                tasks: instances,
+                definition: Vec::new(),
+            },
+        ));
+        let mut with_instances = unassembled;
+        assemble(&mut with_instances, &shards).unwrap();
+        let tasks = with_instances.status.unwrap().tasks;
+        assert_eq!(tasks.len(), 153);
+        assert_eq!(tasks[152].name, "t9[2]");
+        assert_eq!(tasks[65].phase, TaskPhase::Succeeded);
 
         let mut missing: Run = serde_json::from_value(json!({"metadata": {"name": "r"}, "spec": {},
             "status": {"records": {"shards": 1, "tasksPerShard": 64, "definition": ["r.def-0-0"]}}})).unwrap();
@@ -401,7 +565,7 @@ mod tests {
         new.progress = Some("1/3".into());
         new.duration = None;
         new.tasks[1].phase = TaskPhase::Succeeded;
-        let patch = status_patch("42", &old, &new, &[(1, &new.tasks[1])]);
+        let patch = status_patch("42", &old, &new, &[(1, &new.tasks[1])], 3);
         assert_eq!(
             patch,
             json!([
@@ -414,11 +578,33 @@ mod tests {
         old.tasks.clear();
         let record = TaskStatus::pending("t5");
         assert_eq!(
-            shard_patch("7", &[(5, &record)]),
+            shard_patch("7", &[(5, &record), (6, &record)], 6),
             json!([
                 {"op": "replace", "path": "/metadata/resourceVersion", "value": "7"},
                 {"op": "replace", "path": "/spec/tasks/5", "value": record},
+                {"op": "add", "path": "/spec/tasks/6", "value": record},
             ])
+        );
+        // Records past the stored ones are added, in order, with no gap.
+        let records: Vec<TaskStatus> = (0..6)
+            .map(|i| TaskStatus::pending(format!("t{i}")))
+            .collect();
+        let changed = [(1, &records[1]), (4, &records[4])];
+        let filled = contiguous(&changed, 3, |i| &records[i]);
+        let at: Vec<usize> = filled.iter().map(|(i, _)| *i).collect();
+        assert_eq!(at, [1, 3, 4]);
+        let patch = status_patch("9", &old, &old, &filled, 3);
+        let ops: Vec<(&str, &str)> = patch.as_array().unwrap()[1..]
+            .iter()
+            .map(|op| (op["op"].as_str().unwrap(), op["path"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("replace", "/status/tasks/1"),
+                ("add", "/status/tasks/3"),
+                ("add", "/status/tasks/4")
+            ]
         );
     }
 

@@ -11,6 +11,8 @@ pub const FIELD_MANAGER: &str = "ork";
 pub const LABEL_RUN: &str = "ork.dev/run";
 pub const LABEL_TASK: &str = "ork.dev/task";
 pub const LABEL_ATTEMPT: &str = "ork.dev/attempt";
+/// On the Job and Pod of an attempt of a fan-out instance: the instance's index.
+pub const LABEL_INSTANCE: &str = "ork.dev/instance";
 /// On each Run a Schedule makes: the Schedule's name.
 pub const LABEL_SCHEDULE: &str = "ork.dev/schedule";
 /// On each Run a Schedule makes: its tick, RFC 3339 in UTC (also the tasks' `ORK_SCHEDULED_TIME`).
@@ -23,14 +25,23 @@ pub fn managed_selector() -> String {
     format!("{LABEL_MANAGED_BY}={MANAGED_BY}")
 }
 
-/// Labels of an attempt's Job and Pod.
-pub fn attempt_labels(run: &str, task: &str, attempt: u32) -> BTreeMap<String, String> {
-    BTreeMap::from([
+/// Labels of an attempt's Job and Pod; `instance`: the index of a fan-out instance.
+pub fn attempt_labels(
+    run: &str,
+    task: &str,
+    instance: Option<u32>,
+    attempt: u32,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
         (LABEL_RUN.to_string(), run.to_string()),
         (LABEL_TASK.to_string(), task.to_string()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-    ])
+    ]);
+    if let Some(index) = instance {
+        labels.insert(LABEL_INSTANCE.to_string(), index.to_string());
+    }
+    labels
 }
 
 /// The Job of attempt `attempt` of `task` in run `run`: `RUN.TASK.ATTEMPT`. Task names cannot
@@ -38,11 +49,30 @@ pub fn attempt_labels(run: &str, task: &str, attempt: u32) -> BTreeMap<String, S
 /// 63 characters (the Job name labels its Pods), the front of `RUN.TASK` is kept with a hash
 /// of the whole: `FRONT-HASH.ATTEMPT`.
 pub fn job_name(run: &str, task: &str, attempt: u32) -> String {
-    let plain = format!("{run}.{task}.{attempt}");
+    named(run, task, &attempt.to_string())
+}
+
+/// The Job of attempt `attempt` of instance `index` of fan-out task `task`:
+/// `RUN.TASK.INDEX-ATTEMPT`. The dash keeps it apart from every task's `RUN.TASK.ATTEMPT`.
+pub fn instance_job_name(run: &str, task: &str, index: u32, attempt: u32) -> String {
+    named(run, task, &format!("{index}-{attempt}"))
+}
+
+/// The Job of an attempt: of a task, or of a fan-out instance when `instance` is its index.
+pub fn attempt_job_name(run: &str, task: &str, instance: Option<u32>, attempt: u32) -> String {
+    match instance {
+        Some(index) => instance_job_name(run, task, index, attempt),
+        None => job_name(run, task, attempt),
+    }
+}
+
+/// `RUN.TASK.SUFFIX`, or past 63 characters `FRONT-HASH.SUFFIX`.
+fn named(run: &str, task: &str, suffix: &str) -> String {
+    let plain = format!("{run}.{task}.{suffix}");
     if plain.len() <= MAX_LABEL_LEN {
         return plain;
     }
-    let tail = format!("-{:08x}.{attempt}", fnv1a(&format!("{run}/{task}")) as u32);
+    let tail = format!("-{:08x}.{suffix}", fnv1a(&format!("{run}/{task}")) as u32);
     let room = MAX_LABEL_LEN - tail.len();
     let front = format!("{run}.{task}");
     let front = front[..room].trim_end_matches(['-', '.']);
@@ -81,6 +111,21 @@ mod tests {
         );
         assert_ne!(a, job_name(&run, &"u".repeat(63), 12));
         assert_ne!(job_name(&run, &task, 1), job_name(&run, &task, 2));
+        // instances: their own names, never a task's, within 63 characters
+        assert_eq!(instance_job_name("etl-x", "load", 3, 1), "etl-x.load.3-1");
+        assert_ne!(instance_job_name("r", "t", 1, 2), job_name("r", "t", 12));
+        assert_ne!(
+            instance_job_name("r", "t", 1, 2),
+            instance_job_name("r", "t", 12, 2)
+        );
+        let long = instance_job_name(&run, &task, 9_999, 12);
+        assert!(long.len() <= 63 && long.ends_with(".9999-12"), "{long}");
+        assert!(
+            long.split('.')
+                .all(|label| dns_label_error(label).is_none())
+        );
+        assert_eq!(attempt_job_name("r", "t", None, 2), "r.t.2");
+        assert_eq!(attempt_job_name("r", "t", Some(0), 2), "r.t.0-2");
         // a cut that lands on a dash or a dot leaves neither at the end of the front
         for run in [format!("{}-x", "a".repeat(40)), "a".repeat(43)] {
             let name = job_name(&run, &"b".repeat(30), 1);

@@ -28,9 +28,9 @@ use super::definition::{Resolution, resolve};
 use super::error::{Error, api_code};
 use super::invalid;
 use super::layout;
-use super::names::{LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, job_name};
+use super::names::{LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, attempt_job_name};
 use super::state::RunState;
-use crate::api::{Run, RunPhase, RunShard, RunShardSpec, RunStatus, TaskPhase, TaskStatus};
+use crate::api::{Run, RunPhase, RunShard, RunShardSpec, RunStatus, TaskPhase};
 use crate::driver::{Clock, SystemClock};
 use crate::text;
 
@@ -134,7 +134,10 @@ pub async fn reconcile(
         )
     });
     if restored && let Some(state) = state.as_mut() {
-        state.shard_versions = shard_versions;
+        for (k, (version, len)) in shard_versions {
+            state.shard_versions.insert(k, version);
+            state.shard_lens.insert(k, len);
+        }
     }
 
     // ---- act ----
@@ -155,7 +158,7 @@ async fn read_shards(
     namespace: &str,
     uid: &str,
     ctx: &Context,
-) -> Result<(Run, HashMap<u32, String>), Error> {
+) -> Result<(Run, HashMap<u32, (String, usize)>), Error> {
     let api: Api<RunShard> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!("{LABEL_RUN}={}", run.name_any());
     let listed = api.list(&ListParams::default().labels(&selector)).await?;
@@ -179,7 +182,10 @@ async fn read_shards(
                 .strip_prefix(&format!("{name}.tasks-"))?
                 .parse::<u32>()
                 .ok()?;
-            Some((k, s.metadata.resource_version.clone()?))
+            Some((
+                k,
+                (s.metadata.resource_version.clone()?, s.spec.tasks.len()),
+            ))
         })
         .collect();
     Ok((full, versions))
@@ -424,64 +430,53 @@ async fn write_records(
     if state.sharded {
         // Records first: they are the truth a restart rebuilds from; the summary follows. The
         // shards are independent of each other, so they are written at once.
-        let mut by_shard: std::collections::BTreeMap<u32, Vec<(usize, &TaskStatus)>> =
-            std::collections::BTreeMap::new();
-        for (i, record) in &plan.records {
-            let (k, j) = layout::shard_of(crate::compile::TaskId(*i as u32));
-            by_shard.entry(k).or_default().push((j, record));
-        }
-        let writes: Vec<_> = by_shard
+        let updates = layout::shard_writes(
+            &run.name_any(),
+            &state.records,
+            &state.shard_versions,
+            &state.shard_lens,
+            &plan.records,
+        );
+        let writes: Vec<_> = updates
             .into_iter()
-            .map(|(k, entries)| {
-                let name = layout::record_shard_name(&run.name_any(), k);
-                let request = match state.shard_versions.get(&k) {
-                    Some(version) => {
-                        json_patch(layout::shard_patch(version, &entries)).map(ShardWrite::Patch)
-                    }
-                    None => {
-                        let first = k * layout::TASKS_PER_SHARD;
-                        let end = (first as usize + layout::TASKS_PER_SHARD as usize)
-                            .min(state.records.len());
-                        let mut tasks: Vec<TaskStatus> =
-                            state.records[first as usize..end].to_vec();
-                        for (j, record) in &entries {
-                            tasks[*j] = (*record).clone();
-                        }
-                        let spec = RunShardSpec {
-                            run: run.name_any(),
-                            first,
-                            tasks,
-                            definition: Vec::new(),
-                        };
-                        Ok(ShardWrite::Create(Box::new(shard_object(&name, spec))))
+            .map(|update| {
+                let name = layout::record_shard_name(&run.name_any(), update.shard);
+                let request = match update.write {
+                    layout::ShardWrite::Patch(ops) => json_patch(ops).map(ShardRequest::Patch),
+                    layout::ShardWrite::Create(spec) => {
+                        Ok(ShardRequest::Create(Box::new(shard_object(&name, spec))))
                     }
                 };
-                let shards = shards.clone();
+                let (shards, uid) = (shards.clone(), uid.clone());
                 async move {
                     let written = match request? {
-                        ShardWrite::Patch(patch) => {
+                        ShardRequest::Patch(patch) => {
                             shards.patch(&name, &PatchParams::default(), &patch).await?
                         }
-                        ShardWrite::Create(shard) => {
-                            shards.create(&PostParams::default(), &shard).await?
-                        }
+                        ShardRequest::Create(shard) => create_shard(&shards, *shard, &uid).await?,
                     };
-                    Ok::<_, Error>((k, written.metadata.resource_version))
+                    Ok::<_, Error>(WrittenShard {
+                        shard: update.shard,
+                        version: written.metadata.resource_version,
+                        len: update.len,
+                    })
                 }
             })
             .collect();
-        let results: Vec<Result<(u32, Option<String>), Error>> = stream::iter(writes)
+        let results: Vec<Result<WrittenShard, Error>> = stream::iter(writes)
             .buffer_unordered(API_CONCURRENCY)
             .collect()
             .await;
         let mut failed = None;
         for result in results {
             match result {
-                Ok((k, Some(version))) => {
-                    state.shard_versions.insert(k, version);
+                Ok(written) => {
+                    if let Some(version) = written.version {
+                        state.shard_versions.insert(written.shard, version);
+                    }
+                    state.shard_lens.insert(written.shard, written.len);
                     wrote = true;
                 }
-                Ok((_, None)) => wrote = true,
                 Err(e) => failed = Some(e),
             }
         }
@@ -500,25 +495,25 @@ async fn write_records(
                     }
                 }
                 let version = Some(state.resource_version.as_str());
-                Some(write_whole(&runs, run, version, &status).await?)
+                let written = write_whole(&runs, run, version, &status).await?;
+                state.stored = status.tasks.len();
+                Some(written)
             }
             None => None,
         }
     } else {
-        let inline_records: Vec<(usize, &TaskStatus)> = if state.sharded {
-            Vec::new()
-        } else {
-            plan.records.iter().map(|(i, r)| (*i, r)).collect()
-        };
-        match (&plan.status, inline_records.is_empty()) {
-            (None, true) => None,
+        let inline = !state.sharded && !plan.records.is_empty();
+        match (&plan.status, inline || plan.migrate) {
+            (None, false) => None,
             (head, _) => {
                 let new_head = head.clone().unwrap_or_else(|| state.head.clone());
-                let patch = layout::status_patch(
+                let patch = layout::run_patch(
                     &state.resource_version,
                     &state.head,
                     &new_head,
-                    &inline_records,
+                    (!state.sharded).then_some((state.records.as_slice(), state.stored)),
+                    &plan.records,
+                    plan.migrate,
                 );
                 Some(
                     runs.patch_status(
@@ -539,8 +534,40 @@ async fn write_records(
     Ok(wrote)
 }
 
+/// Creates a record shard. One of ours that exists already (made by a write whose answer was
+/// lost, or by a move to shards cut short) is replaced whole: this one holds what is current.
+async fn create_shard(api: &Api<RunShard>, shard: RunShard, uid: &str) -> Result<RunShard, Error> {
+    let name = shard.metadata.name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), &shard).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = api.get(&name).await?;
+            if !existing
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+            {
+                return Err(Error::Internal(format!(
+                    "RunShard {name} belongs to another object; waiting for it to go"
+                )));
+            }
+            let mut shard = shard;
+            shard.metadata.resource_version = existing.metadata.resource_version;
+            Ok(api.replace(&name, &PostParams::default(), &shard).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A record shard as written: its resourceVersion and how many records it holds now.
+struct WrittenShard {
+    shard: u32,
+    version: Option<String>,
+    len: usize,
+}
+
 /// One write of a record shard: a patch of one that exists, or the first version of a new one.
-enum ShardWrite {
+enum ShardRequest {
     Patch(Patch<()>),
     Create(Box<RunShard>),
 }
@@ -632,7 +659,10 @@ async fn read_failed_creates(ctx: &Context, run: &Run, state: &RunState) {
     let running: Vec<String> = state
         .engine
         .running_attempts()
-        .map(|(id, attempt)| job_name(&name, &dag.task(id).name, attempt))
+        .map(|(id, attempt)| {
+            let of = state.engine.attempt_of(id, attempt);
+            attempt_job_name(&name, &dag.task(of.task).name, of.instance, attempt)
+        })
         .collect();
     let waiting: Vec<(String, String)> = ctx.with_children(&namespace, &name, |jobs, pods| {
         running

@@ -13,15 +13,22 @@ use super::definition::Definition;
 use super::layout::{self, stored};
 use crate::api::{RunStatus, TaskStatus};
 use crate::compile::TaskId;
-use crate::engine::Engine;
+use crate::engine::{AttemptOf, Engine};
 
 /// A run as this controller drives it.
 #[derive(Debug)]
 pub struct RunState {
     pub engine: Engine,
     pub definition: Arc<Definition>,
-    /// Every task's record as last written (or read), in the workflow's order.
+    /// Every slot's record as last written (or read), in the engine's order: the workflow's
+    /// tasks, then fan-out instances as they were made.
     pub records: Vec<TaskStatus>,
+    /// Records the stored layout holds: the length of the Run's `status.tasks`, or of all
+    /// record shards together. Records past it are added, not replaced.
+    pub stored: usize,
+    /// Slots whose stored record is missing or another slot's (a write that did not all go
+    /// through): written by the next decision whatever it changes.
+    pub misplaced: Vec<TaskId>,
     /// The Run's status as last written: its summary, without task records or the pinned
     /// definition (written once, never changed).
     pub head: RunStatus,
@@ -36,6 +43,8 @@ pub struct RunState {
     pub written_over: Option<String>,
     /// Record shards that exist, with their resourceVersions.
     pub shard_versions: HashMap<u32, String>,
+    /// How many records each existing record shard holds.
+    pub shard_lens: HashMap<u32, usize>,
     /// Bytes of JSON of each record, and of all of them, for the size of an inline status.
     record_bytes: Vec<usize>,
     pub inline_bytes: usize,
@@ -56,15 +65,14 @@ pub struct RunState {
 
 impl RunState {
     /// The state of a run whose status (with every record, joined from its RunShards if it has
-    /// them) is `status`. `pod_started(task, attempt)` says when an attempt's Pod started.
+    /// them) is `status`. `pod_started(attempt)` says when an attempt's Pod started.
     pub fn restore(
         definition: Arc<Definition>,
         status: &RunStatus,
         resource_version: String,
-        shard_versions: HashMap<u32, String>,
         sharded: bool,
         now: Timestamp,
-        pod_started: impl Fn(TaskId, u32) -> Option<Timestamp>,
+        pod_started: impl Fn(AttemptOf) -> Option<Timestamp>,
     ) -> Self {
         let dag = Arc::clone(&definition.dag);
         let engine = Engine::restore(
@@ -76,29 +84,46 @@ impl RunState {
         );
         let by_name: HashMap<&str, &TaskStatus> =
             status.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
-        let records: Vec<TaskStatus> = dag
-            .tasks()
-            .map(|(_, task)| {
-                by_name
-                    .get(task.name.as_str())
-                    .map_or_else(|| TaskStatus::pending(task.name.as_str()), |t| (*t).clone())
+        // In the engine's order, found by name: a slot whose stored record is not its own is
+        // written again.
+        let mut misplaced = Vec::new();
+        let records: Vec<TaskStatus> = (0..engine.slots())
+            .map(|i| {
+                let slot = TaskId(i as u32);
+                let name = engine.slot_name(slot);
+                if status.tasks.get(i).is_none_or(|t| t.name != name) {
+                    misplaced.push(slot);
+                }
+                by_name.get(name.as_str()).map_or_else(
+                    || TaskStatus {
+                        finally: engine.is_finally_slot(slot),
+                        ..TaskStatus::pending(name.as_str())
+                    },
+                    |t| (*t).clone(),
+                )
             })
             .collect();
         let written = if sharded {
             status.records.is_some()
         } else {
-            status.tasks.len() == dag.len()
+            status.tasks.len() >= dag.len()
         };
+        if !written {
+            misplaced.clear(); // the first write sends every record
+        }
         let mut state = Self {
             engine,
             definition,
             records,
+            stored: status.tasks.len(),
+            misplaced,
             head: layout::summary(status),
             written,
             sharded,
             resource_version,
             written_over: None,
-            shard_versions,
+            shard_versions: HashMap::new(),
+            shard_lens: HashMap::new(),
             record_bytes: Vec::new(),
             inline_bytes: 0,
             definition_bytes: 0,
@@ -128,11 +153,29 @@ impl RunState {
         self.written_over = Some(before);
     }
 
+    /// Makes room for the slots the engine made since (fan-out instances), each with a
+    /// placeholder until its record is written. Returns the new slots.
+    pub fn grow(&mut self) -> std::ops::Range<usize> {
+        let from = self.records.len();
+        for i in from..self.engine.slots() {
+            let slot = TaskId(i as u32);
+            self.records.push(TaskStatus {
+                finally: self.engine.is_finally_slot(slot),
+                ..TaskStatus::pending(self.engine.slot_name(slot))
+            });
+            self.record_bytes.push(0);
+        }
+        from..self.records.len()
+    }
+
     /// Records what a successful write recorded.
     pub fn commit(&mut self, head: Option<RunStatus>, records: &[(usize, TaskStatus)]) {
         if let Some(head) = head {
             self.head = layout::summary(&head);
         }
+        self.stored = self
+            .stored
+            .max(records.iter().map(|(i, _)| i + 1).max().unwrap_or_default());
         for (i, record) in records {
             if let Some(slot) = self.records.get_mut(*i) {
                 let bytes = json_len(record);

@@ -18,7 +18,9 @@ use jiff::Timestamp;
 
 use crate::driver::{Clock, DriverError, Executor, StatusUpdate, SystemClock};
 use crate::engine::{Launch, MAX_OUTPUT_BYTES, Outcome};
-use crate::task_env::{MAX_EXPANDED_BYTES, RunIdentity, TooLong, expand_at_most, ork_env};
+use crate::task_env::{
+    MAX_EXPANDED_BYTES, RunIdentity, TooLong, expand_at_most, ork_env, oversized_var,
+};
 use crate::text::quoted;
 
 /// Files an attempt leaves behind in the run directory.
@@ -94,17 +96,8 @@ impl ProcessExecutor {
 
         let output_path = files.output.to_string_lossy();
         let mut env = ork_env(&self.identity, task, launch, &output_path);
-        // An item or inputs too long for the environment are named, not left to the kernel's
-        // "Argument list too long".
-        if let Some((name, value)) = env
-            .iter()
-            .find(|(_, value)| value.len() > MAX_EXPANDED_BYTES)
-        {
-            return Err(format!(
-                "{name} is {} bytes, more than the {MAX_EXPANDED_BYTES} one environment variable \
-                 may hold",
-                value.len()
-            ));
+        if let Some(why) = oversized_var(&env) {
+            return Err(why);
         }
         for var in &task.env {
             if var.value_from.is_some() {

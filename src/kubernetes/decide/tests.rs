@@ -194,47 +194,45 @@ impl World {
         self.run.metadata.resource_version = Some((version + 1).to_string());
     }
 
-    /// The status and records a plan writes, applied as the API server would.
+    /// The status and records a plan writes, applied as the API server would: the reconciler's
+    /// own patches (record shards, then the Run's status), or a whole status.
     fn write(&mut self, plan: &Plan) {
-        let sharded = self.state.as_ref().is_some_and(|s| s.sharded);
         self.parts.extend(plan.definition_parts.iter().cloned());
-        let mut status = self.run.status.clone().unwrap_or_default();
-        if let Some(new) = &plan.status {
-            let tasks = std::mem::take(&mut status.tasks);
-            // The pinned definition is written with the first status only, and stays.
-            let pinned = status.workflow.take();
-            status = new.clone();
-            if status.workflow.is_none() {
-                status.workflow = pinned;
+        let Some(state) = self.state.as_mut() else {
+            // A run that cannot go on: its whole status, records and all.
+            if let Some(status) = &plan.status {
+                self.run.status = Some(status.clone());
+                self.touch();
             }
-            if !plan.whole || self.state.is_some() {
-                status.tasks = tasks;
+            return;
+        };
+        if state.sharded {
+            let versions: HashMap<u32, String> =
+                self.shards.keys().map(|k| (*k, "0".to_string())).collect();
+            let updates = crate::kubernetes::layout::shard_writes(
+                "etl-1",
+                &state.records,
+                &versions,
+                &state.shard_lens,
+                &plan.records,
+            );
+            for update in updates {
+                let tasks = match update.write {
+                    crate::kubernetes::layout::ShardWrite::Create(spec) => spec.tasks,
+                    crate::kubernetes::layout::ShardWrite::Patch(ops) => {
+                        let tasks = &self.shards[&update.shard];
+                        let mut shard = json!({"metadata": {"resourceVersion": "0"},
+                                               "spec": {"tasks": tasks}});
+                        let ops: json_patch::Patch = serde_json::from_value(ops).unwrap();
+                        json_patch::patch(&mut shard, &ops)
+                            .expect("the API server takes the patch");
+                        serde_json::from_value(shard["spec"]["tasks"].clone()).unwrap()
+                    }
+                };
+                assert_eq!(tasks.len(), update.len);
+                state.shard_lens.insert(update.shard, update.len);
+                self.shards.insert(update.shard, tasks);
             }
-        }
-        if let Some(state) = &self.state {
-            if sharded {
-                for (i, record) in &plan.records {
-                    let (k, j) = crate::kubernetes::layout::shard_of(TaskId(*i as u32));
-                    let shard = self.shards.entry(k).or_insert_with(|| {
-                        let first = (k * 64) as usize;
-                        let end = (first + 64).min(state.records.len());
-                        state.records[first..end].to_vec()
-                    });
-                    shard[j] = record.clone();
-                }
-            } else {
-                if status.tasks.len() != state.records.len() {
-                    status.tasks = state.records.clone();
-                }
-                for (i, record) in &plan.records {
-                    status.tasks[*i] = record.clone();
-                }
-            }
-        }
-        let wrote_run = plan.status.is_some() || (!sharded && !plan.records.is_empty());
-        self.run.status = Some(status);
-        if wrote_run {
-            self.touch();
         }
         let version = self
             .run
@@ -242,12 +240,42 @@ impl World {
             .resource_version
             .clone()
             .unwrap_or_default();
-        if let Some(state) = self.state.as_mut() {
-            if wrote_run {
-                state.written_at(version);
+        let inline = !state.sharded && !plan.records.is_empty();
+        let wrote_run = plan.status.is_some() || inline || plan.migrate;
+        if plan.whole {
+            if let Some(head) = &plan.status {
+                let mut status = head.clone();
+                if !state.sharded {
+                    status.tasks = state.records.clone();
+                    for (i, record) in &plan.records {
+                        status.tasks[*i] = record.clone();
+                    }
+                }
+                state.stored = status.tasks.len();
+                self.run.status = Some(status);
             }
-            state.commit(plan.status.clone(), &plan.records);
+        } else if wrote_run {
+            let new_head = plan.status.clone().unwrap_or_else(|| state.head.clone());
+            let ops = crate::kubernetes::layout::run_patch(
+                &version,
+                &state.head,
+                &new_head,
+                (!state.sharded).then_some((state.records.as_slice(), state.stored)),
+                &plan.records,
+                plan.migrate,
+            );
+            let mut run = serde_json::to_value(&self.run).unwrap();
+            let ops: json_patch::Patch = serde_json::from_value(ops).unwrap();
+            json_patch::patch(&mut run, &ops).expect("the API server takes the patch");
+            self.run = serde_json::from_value(run).unwrap();
+            self.run.metadata.resource_version = Some(version.clone());
         }
+        if wrote_run {
+            let next = version.parse::<u64>().unwrap() + 1;
+            self.run.metadata.resource_version = Some(next.to_string());
+            state.written_at(next.to_string());
+        }
+        state.commit(plan.status.clone(), &plan.records);
     }
 
     /// A reconcile whose writes all succeed: the status is recorded and the Jobs are created
@@ -264,7 +292,15 @@ impl World {
             .state
             .take()
             .filter(|s| s.is_current(Some(version.as_str())));
+        let restored = state.is_none();
         let plan = self.decide_with(&mut state, now);
+        // As the reconciler does: a rebuilt state learns the record shards as they are.
+        if restored && let Some(state) = state.as_mut() {
+            for (k, tasks) in &self.shards {
+                state.shard_versions.insert(*k, "0".into());
+                state.shard_lens.insert(*k, tasks.len());
+            }
+        }
         self.state = state;
         self.write(&plan);
         for job in &plan.create {
@@ -1359,3 +1395,5 @@ fn a_job_not_made_yet_is_looked_at_whatever_the_watch_says() {
         "the rest are made though nothing was touched"
     );
 }
+
+mod fan_out;
