@@ -49,6 +49,7 @@ async fn examples_run_on_the_cluster_as_they_run_locally() {
         ("retry-policy.yaml", "retry-policy-1", "Succeeded"),
         ("cancel.yaml", "cancel-1", "Succeeded=False"),
         ("rerun.yaml", "rerun-1", "Succeeded=False"),
+        ("fan-out.yaml", "fan-out-1", "Succeeded"),
     ];
     for (file, run, _) in &examples {
         let path = repo(&format!("examples/{file}"));

@@ -7,18 +7,20 @@
 //!   with its own kubelet simulator: `bare-jobs` (N Jobs running `true`, created directly with
 //!   [`IN_FLIGHT`] requests in flight, timed until all are Complete), `flat` (a Run of N
 //!   independent tasks) and `layered` (layers of [`WIDTH`], each task depending on two of the
-//!   layer before), each ork run with its own `ork controller`. Build the controller in release
-//!   mode for meaningful numbers:
+//!   layer before), each ork run with its own `ork controller`; and, when asked for, `fan-out`
+//!   (a Run of one task fanning out over N items, N at most 10,000, each instance's Job running
+//!   `true`). Build the controller in release mode for meaningful numbers:
 //!
 //! ```text
 //! cargo test --release --test scale -- --ignored --nocapture
 //! ORK_SCALE_SIZES=1000 cargo test --release --test scale -- --ignored --nocapture
 //! ORK_SCALE_SIZES=10000 ORK_SCALE_SHAPES=bare,flat cargo test --release --test scale -- --ignored --nocapture
+//! ORK_SCALE_SIZES=10000 ORK_SCALE_SHAPES=bare,fan-out cargo test --release --test scale -- --ignored --nocapture
 //! ```
 //!
 //! Environment:
 //! - `ORK_SCALE_SIZES`: task counts, comma-separated (default `1000,10000`).
-//! - `ORK_SCALE_SHAPES`: any of `bare`, `flat`, `layered` (default all three; `bare` always
+//! - `ORK_SCALE_SHAPES`: any of `bare`, `flat`, `layered`, `fan-out` (default the first three; `bare` always
 //!   runs first for a size, so the others can be compared with it).
 //! - `ORK_SCALE_CONTROLLER`: the `ork` binary to run as the controller (default: the one Cargo
 //!   built for this test, so a release binary under `cargo test --release`).
@@ -121,7 +123,9 @@ async fn scale_benchmark() {
         for &shape in &shapes {
             let row = match shape {
                 Shape::Bare => measure_bare(&client, n).await,
-                Shape::Flat | Shape::Layered => measure_ork(&client, shape, n, bare).await,
+                Shape::Flat | Shape::Layered | Shape::FanOut => {
+                    measure_ork(&client, shape, n, bare).await
+                }
             };
             if shape == Shape::Bare {
                 bare = row.wall;
@@ -143,6 +147,7 @@ enum Shape {
     Bare,
     Flat,
     Layered,
+    FanOut,
 }
 
 impl Shape {
@@ -151,6 +156,7 @@ impl Shape {
             Shape::Bare => "bare-jobs",
             Shape::Flat => "flat",
             Shape::Layered => "layered",
+            Shape::FanOut => "fan-out",
         }
     }
 
@@ -159,6 +165,7 @@ impl Shape {
             "bare" | "bare-jobs" => Some(Shape::Bare),
             "flat" => Some(Shape::Flat),
             "layered" => Some(Shape::Layered),
+            "fan-out" => Some(Shape::FanOut),
             _ => None,
         }
     }
@@ -174,7 +181,7 @@ fn shapes() -> Vec<Shape> {
     list_from_env(
         "ORK_SCALE_SHAPES",
         "bare,flat,layered",
-        "bare, flat or layered",
+        "bare, flat, layered or fan-out",
         Shape::parse,
     )
 }
@@ -217,10 +224,12 @@ fn run_limit(n: usize) -> Duration {
     }
 }
 
-/// The name of task number `k`: `t<k>`, or `l<layer>-t<i>` in a layered run.
+/// The name of task number `k`: `t<k>`, `l<layer>-t<i>` in a layered run, `p[k]` (an instance)
+/// in a fan-out.
 fn task_name(shape: Shape, k: usize) -> String {
     match shape {
         Shape::Layered => format!("l{}-t{}", k / WIDTH, k % WIDTH),
+        Shape::FanOut => format!("p[{k}]"),
         Shape::Bare | Shape::Flat => format!("t{k}"),
     }
 }
@@ -239,6 +248,16 @@ fn parents(shape: Shape, k: usize) -> Vec<String> {
 }
 
 fn workflow(name: &str, shape: Shape, n: usize) -> Value {
+    if shape == Shape::FanOut {
+        assert!(n <= 10_000, "a fan-out list holds at most 10,000 items");
+        let items: Vec<usize> = (0..n).collect();
+        return json!({
+            "apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
+            "spec": {"defaults": {"image": "busybox"}, "tasks": [
+                {"name": "p", "forEach": {"items": items}, "command": ["true"]},
+            ]},
+        });
+    }
     let tasks: Vec<Value> = (0..n)
         .map(|k| {
             let mut task = json!({"name": task_name(shape, k), "command": ["true"]});
@@ -773,11 +792,14 @@ async fn task_labels(jobs: &Api<Job>, run: &str) -> Vec<String> {
             .list(&params)
             .await
             .unwrap_or_else(|e| panic!("list the Jobs of {run}: {e}"));
-        tasks.extend(
-            page.items
-                .iter()
-                .filter_map(|job| job.labels().get("ork.dev/task").cloned()),
-        );
+        // An instance's Job is named for the instance, as its status entry is.
+        tasks.extend(page.items.iter().filter_map(|job| {
+            let task = job.labels().get("ork.dev/task")?;
+            Some(match job.labels().get("ork.dev/instance") {
+                Some(index) => format!("{task}[{index}]"),
+                None => task.clone(),
+            })
+        }));
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => return tasks,
