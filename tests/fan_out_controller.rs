@@ -100,3 +100,47 @@ async fn a_controller_killed_during_a_fan_out_converges_with_one_job_per_attempt
     assert_eq!(jobs, expected, "one Job per attempt");
     assert_eq!(succeeded_pods(&env, "fan-1").await, 62, "one Pod per Job");
 }
+
+/// A record shard of the run that exists before the controller makes it (a move to shards cut
+/// short, a create whose answer was lost) is taken over and rewritten, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_shard_left_behind_is_rewritten_when_the_run_moves_to_shards() {
+    let env = Env::with_args("fan-out-shard-left", &["--inline-tasks", "20"]).await;
+    let gate = env.work.path().join("go");
+    let mut manifest = workflow("fan", json!({"items": (0..30).collect::<Vec<u32>>()}));
+    manifest["spec"]["tasks"][0]["command"] = json!([
+        "sh",
+        "-c",
+        format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display())
+    ]);
+    env.apply_workflow(&manifest).await;
+    let run = env.create_run("fan-2", "fan", json!({})).await;
+    let owner = json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Run", "name": "fan-2",
+                       "uid": run.metadata.uid.clone().unwrap(), "controller": true});
+    let left = json!({"apiVersion": "ork.dev/v1alpha1", "kind": "RunShard",
+        "metadata": {"name": "fan-2.tasks-0", "labels": {"ork.dev/run": "fan-2"},
+                     "ownerReferences": [owner]},
+        "spec": {"run": "fan-2", "first": 0, "tasks": [{"name": "junk", "phase": "Failed"}]}});
+    env.kubectl_ok(&["create", "-f", "-"], Some(&left.to_string()));
+    std::fs::write(&gate, "").unwrap();
+
+    env.wait_final("fan-2").await;
+    let run = ork::kubernetes::get::full_run(&env.client, &env.ns, "fan-2")
+        .await
+        .unwrap();
+    let status = run.status.unwrap();
+    assert_eq!(
+        status.phase,
+        Some(RunPhase::Succeeded),
+        "{:?}",
+        status.conditions
+    );
+    let names: Vec<&str> = status.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(&names[..4], ["a", "p", "sum", "p[0]"]);
+    assert_eq!(names.len(), 33);
+    let sum = status.tasks.iter().find(|t| t.name == "sum").unwrap();
+    assert_eq!(
+        sum.outputs.as_ref().unwrap()["v"].as_array().unwrap().len(),
+        30
+    );
+}

@@ -551,9 +551,14 @@ async fn create_shard(api: &Api<RunShard>, shard: RunShard, uid: &str) -> Result
                     "RunShard {name} belongs to another object; waiting for it to go"
                 )));
             }
-            let mut shard = shard;
-            shard.metadata.resource_version = existing.metadata.resource_version;
-            Ok(api.replace(&name, &PostParams::default(), &shard).await?)
+            // A merge patch (the `patch` verb the controller has) replacing its records whole.
+            let body = serde_json::json!({
+                "metadata": {"resourceVersion": existing.metadata.resource_version},
+                "spec": shard.spec,
+            });
+            Ok(api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .await?)
         }
         Err(e) => Err(e.into()),
     }
