@@ -291,7 +291,14 @@ launch() { # DIR NAME CMD... ; runs detached, logs to DIR/logs/NAME.log, pid in 
   local dir=$1 name=$2
   shift 2
   setsid "$@" </dev/null >"$dir/logs/$name.log" 2>&1 &
-  echo $! >"$dir/run/$name.pid"
+  local pid=$! tries=0
+  echo "$pid" >"$dir/run/$name.pid"
+  # Until the child has exec'd, its command line is this script's: wait for the program's own
+  # (which names DIR/), so a check right after this does not take a starting process for dead.
+  while ((tries++ < 100)) && [[ -r /proc/$pid/cmdline ]] &&
+    ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/"; do
+    sleep 0.05
+  done
 }
 
 start_failed() {
