@@ -667,6 +667,9 @@ fn run(
             return report.finish();
         }
     };
+    if let Some(note) = crate::local::kubernetes_only(&plan.dag) {
+        report.warning(&note);
+    }
     let mut config = OrchestratorConfig::default();
     if let Some(dir) = work_dir {
         config.work_dir = dir;

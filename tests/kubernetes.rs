@@ -50,6 +50,7 @@ async fn examples_run_on_the_cluster_as_they_run_locally() {
         ("cancel.yaml", "cancel-1", "Succeeded=False"),
         ("rerun.yaml", "rerun-1", "Succeeded=False"),
         ("fan-out.yaml", "fan-out-1", "Succeeded"),
+        ("pod-settings.yaml", "pod-settings-1", "Succeeded"),
     ];
     for (file, run, _) in &examples {
         let path = repo(&format!("examples/{file}"));
@@ -949,5 +950,102 @@ async fn a_large_run_survives_a_controller_restart() {
             .len(),
         total as usize,
         "the whole pinned definition"
+    );
+}
+
+/// The Pod settings of a task reach its Pod exactly as given, merged with the defaults field by
+/// field; ork's own labels, environment and termination message stay ork's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_settings_reach_the_pods_exactly_as_given() {
+    let env = Env::new("pod-settings").await;
+    let text = std::fs::read_to_string(repo("examples/pod-settings.yaml")).unwrap();
+    let mut manifest: Value = serde_saphyr::from_str(&text).unwrap();
+    // A label ork sets itself: the task cannot override it.
+    manifest["spec"]["defaults"]["pod"]["labels"]["app.kubernetes.io/managed-by"] =
+        json!("someone");
+    env.apply_workflow(&manifest).await;
+    env.create_run("pod-settings-1", "pod-settings", json!({}))
+        .await;
+    let run = env.wait_final("pod-settings-1").await;
+    assert_eq!(run.status.unwrap().phase, Some(RunPhase::Succeeded));
+
+    let pod_of = |task: &'static str| {
+        let pods = env.pods();
+        let selector = format!("ork.dev/run=pod-settings-1,ork.dev/task={task}");
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap();
+            assert_eq!(list.items.len(), 1, "{task}: one Pod");
+            serde_json::to_value(&list.items[0]).unwrap()
+        }
+    };
+    let prepare = pod_of("prepare").await;
+    let train = pod_of("train").await;
+    for pod in [&prepare, &train] {
+        let spec = &pod["spec"];
+        assert_eq!(spec["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+        assert_eq!(
+            spec["securityContext"],
+            json!({"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000})
+        );
+        let labels = &pod["metadata"]["labels"];
+        assert_eq!(labels["team"], "data");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "ork");
+        assert_eq!(
+            pod["metadata"]["annotations"]["example.com/owner"],
+            "data-platform"
+        );
+        let container = &spec["containers"][0];
+        assert_eq!(container["terminationMessagePath"], "/dev/termination-log");
+        assert!(
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "ORK_TASK")
+        );
+    }
+    assert_eq!(
+        prepare["spec"]["tolerations"][0],
+        json!({"key": "batch", "operator": "Exists", "effect": "NoSchedule"})
+    );
+    // The task's list replaces the default's (the API server adds its own not-ready and
+    // unreachable tolerations after it).
+    assert_eq!(
+        train["spec"]["tolerations"][0],
+        json!({"key": "gpu", "operator": "Exists"})
+    );
+    assert!(
+        !train["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "batch")
+    );
+    assert_eq!(train["metadata"]["labels"]["stage"], "train");
+    assert_eq!(prepare["metadata"]["labels"].get("stage"), None);
+    let container = &train["spec"]["containers"][0];
+    assert_eq!(
+        container["securityContext"],
+        json!({"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false})
+    );
+    let volume = train["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "credentials")
+        .cloned()
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "training-credentials");
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "credentials"
+                && m["mountPath"] == "/var/run/credentials"
+                && m["readOnly"] == true)
     );
 }

@@ -4,10 +4,12 @@
 //! manifests into them and the Kubernetes controller reads them from the API server, so the two
 //! drivers can never disagree about what a field means. The CRDs in `crds/` are generated from them.
 
+mod pod;
 mod run;
 pub mod schedule;
 mod workflow;
 
+pub use pod::PodSettings;
 pub use run::{
     AttemptRecord, Condition, ConditionStatus, PinnedWorkflow, RecordLayout, Run, RunPhase,
     RunShard, RunShardSpec, RunSpec, RunStatus, TaskCounts, TaskPhase, TaskStatus, WorkflowRef,

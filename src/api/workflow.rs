@@ -1,10 +1,13 @@
 //! `Workflow`: a named, reusable DAG of tasks.
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    EnvVar, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::pod::PodSettings;
 use super::run::Condition;
 use crate::compile::MAX_SECONDS;
 use crate::compile::names::{
@@ -98,6 +101,9 @@ pub struct TaskDefaults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SUBDOMAIN_LEN), pattern(DNS_SUBDOMAIN_OR_EMPTY_PATTERN))]
     pub service_account_name: Option<String>,
+    /// Pod settings of every task (a task's own `pod` wins field by field). Kubernetes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSettings>,
 }
 
 /// One node of the DAG: a container command run once per attempt.
@@ -158,6 +164,21 @@ pub struct TaskSpec {
     /// Run the task once per item of a list: one instance per item, each with its own attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<ForEachSpec>,
+    /// Settings of the task's Pod, over `defaults.pod` field by field. Kubernetes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSettings>,
+    /// The container's security context (Kubernetes `SecurityContext`). Kubernetes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::pod::kubernetes_object")]
+    pub security_context: Option<SecurityContext>,
+    /// Extra Pod volumes (Kubernetes `Volume`s: secrets, configMaps, …) for this task's
+    /// `volumeMounts`. Kubernetes only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "super::pod::kubernetes_objects")]
+    pub volumes: Vec<Volume>,
+    /// Where the container mounts the task's `volumes`. Kubernetes only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 /// Most items a fan-out may have (a longer list fails the task with `FanOutTooLarge`).

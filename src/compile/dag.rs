@@ -161,6 +161,13 @@ pub struct CompiledTask {
     pub continue_on_failure: bool,
     /// One instance per item, when set.
     pub for_each: Option<ForEach>,
+    /// Pod settings, the defaults' merged with the task's (Kubernetes only).
+    pub pod: crate::api::PodSettings,
+    /// The container's security context (Kubernetes only).
+    pub security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
+    /// Extra Pod volumes and where the container mounts them (Kubernetes only).
+    pub volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+    pub volume_mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
 }
 
 /// Where a fan-out's items come from.

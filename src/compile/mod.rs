@@ -9,6 +9,7 @@ mod expansion;
 mod graph;
 pub mod names;
 mod params;
+mod pod;
 mod quantity;
 mod resources;
 
@@ -300,6 +301,9 @@ fn check_defaults(defaults: &TaskDefaults, base: &str, problems: &mut Problems) 
         owner,
         problems,
     );
+    if let Some(settings) = &defaults.pod {
+        pod::check_pod(settings, &format!("{at}.pod"), owner, problems);
+    }
 }
 
 /// Why a number of seconds is out of range, if it is: as the CRD schema says, from 1 to
@@ -466,6 +470,10 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
         check_resources(resources, &format!("{at}.resources"), who, problems);
     }
     check_service_account(task.service_account_name.as_deref(), at, who, problems);
+    if let Some(settings) = &task.pod {
+        pod::check_pod(settings, &format!("{at}.pod"), who, problems);
+    }
+    pod::check_volumes(&task.volumes, &task.volume_mounts, at, who, problems);
 
     let own_env: HashSet<&str> = task.env.iter().map(|e| e.name.as_str()).collect();
     let mut input_names: HashSet<&str> = HashSet::with_capacity(task.inputs.len());
@@ -629,6 +637,14 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
         trigger: compile_trigger(task.trigger.as_deref(), at, who, problems),
         continue_on_failure: task.continue_on_failure,
         for_each,
+        pod: defaults
+            .pod
+            .clone()
+            .unwrap_or_default()
+            .merged(&task.pod.clone().unwrap_or_default()),
+        security_context: task.security_context.clone(),
+        volumes: task.volumes.clone(),
+        volume_mounts: task.volume_mounts.clone(),
     }
 }
 

@@ -766,6 +766,54 @@ const CASES: &[Case] = &[
             tasks: [{name: a, command: [sh]}]",
         want: &[("spec.defaults.serviceAccountName", &["the defaults", "\"-runner\""])],
     },
+    // --- pod settings
+    Case {
+        name: "labels and annotations under ork.dev/ and bad keys and values",
+        yaml: "
+            defaults:
+              image: i
+              pod: {labels: {ork.dev/run: x}, annotations: {ork.dev/note: y}}
+            tasks:
+              - name: a
+                command: [sh]
+                pod:
+                  labels: {-bad: v, ok: not a value}
+                  nodeSelector: {gpu: 'a/b'}
+                  priorityClassName: Batch_Low
+                  imagePullSecrets: [{name: ''}]",
+        want: &[
+            ("spec.defaults.pod.labels", &["the defaults: \"ork.dev/run\" is under ork.dev/, which is ork's own"]),
+            ("spec.defaults.pod.annotations", &["the defaults: \"ork.dev/note\" is under ork.dev/"]),
+            ("spec.tasks[0].pod.labels", &["task \"a\": label key \"-bad\" is not valid"]),
+            ("spec.tasks[0].pod.labels", &["label \"ok\"'s value \"not a value\" is not valid"]),
+            ("spec.tasks[0].pod.nodeSelector", &["node selector \"gpu\"'s value \"a/b\""]),
+            ("spec.tasks[0].pod.priorityClassName", &["priority class name \"Batch_Low\""]),
+            ("spec.tasks[0].pod.imagePullSecrets[0].name", &["secret name"]),
+        ],
+    },
+    Case {
+        name: "volume mounts that name no volume, or a path not allowed",
+        yaml: "
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                volumes: [{name: creds, secret: {secretName: s}}, {name: creds, emptyDir: {}}, {name: Bad}]
+                volumeMounts:
+                  - {name: other, mountPath: /x}
+                  - {name: creds, mountPath: relative}
+                  - {name: creds, mountPath: /dev/termination-log}
+                  - {name: creds, mountPath: /y}
+                  - {name: creds, mountPath: /y/}",
+        want: &[
+            ("spec.tasks[0].volumes[1].name", &["volume \"creds\" is declared twice"]),
+            ("spec.tasks[0].volumes[2].name", &["volume name"]),
+            ("spec.tasks[0].volumeMounts[0].name", &["names \"other\", which is not one of the task's volumes"]),
+            ("spec.tasks[0].volumeMounts[1].mountPath", &["\"relative\" is not absolute"]),
+            ("spec.tasks[0].volumeMounts[2].mountPath", &["ork needs it"]),
+            ("spec.tasks[0].volumeMounts[4].mountPath", &["two volumes are mounted at \"/y/\""]),
+        ],
+    },
 ];
 
 #[test]

@@ -55,8 +55,16 @@ pub fn build_job(
         resources: task.resources.clone(),
         termination_message_path: Some(OUTPUT_PATH.into()),
         termination_message_policy: Some("File".into()),
+        security_context: task.security_context.clone(),
+        volume_mounts: (!task.volume_mounts.is_empty()).then(|| task.volume_mounts.clone()),
         ..Container::default()
     };
+    let pod = &task.pod;
+    // The task's own labels, with ork's over them: ork finds its Pods by these.
+    let mut pod_labels = pod.labels.clone();
+    pod_labels.extend(labels.clone());
+    let nonempty =
+        |map: &std::collections::BTreeMap<String, String>| (!map.is_empty()).then(|| map.clone());
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(attempt_job_name(
@@ -76,7 +84,8 @@ pub fn build_job(
             ttl_seconds_after_finished: ttl_seconds,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(pod_labels),
+                    annotations: nonempty(&pod.annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -84,6 +93,13 @@ pub fn build_job(
                     active_deadline_seconds: task.timeout.map(|t| t.as_secs()),
                     service_account_name: task.service_account_name.clone(),
                     containers: vec![container],
+                    node_selector: nonempty(&pod.node_selector),
+                    tolerations: pod.tolerations.clone(),
+                    affinity: pod.affinity.clone(),
+                    security_context: pod.security_context.clone(),
+                    image_pull_secrets: pod.image_pull_secrets.clone(),
+                    priority_class_name: pod.priority_class_name.clone(),
+                    volumes: (!task.volumes.is_empty()).then(|| task.volumes.clone()),
                     ..PodSpec::default()
                 }),
             },
@@ -254,6 +270,94 @@ mod tests {
         assert_eq!(
             refused.unwrap_err(),
             "ORK_ITEM is 200000 bytes, more than the 131072 one environment variable may hold"
+        );
+    }
+
+    #[test]
+    fn pod_settings_reach_the_pod_as_given_and_ork_keeps_its_own() {
+        let spec: WorkflowSpec = serde_json::from_value(serde_json::json!({
+            "defaults": {"image": "busybox", "pod": {
+                "nodeSelector": {"disk": "ssd", "gpu": "true"},
+                "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+                "securityContext": {"runAsUser": 1000, "fsGroup": 2000},
+                "imagePullSecrets": [{"name": "regcred"}],
+                "priorityClassName": "batch-low",
+                "labels": {"team": "data", "app.kubernetes.io/managed-by": "someone"},
+                "annotations": {"note": "n"},
+            }},
+            "tasks": [{"name": "train", "command": ["true"],
+                       "pod": {"nodeSelector": {"gpu": "a100"},
+                               "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                                   "nodeSelectorTerms": [{"matchExpressions": [
+                                       {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}},
+                       "securityContext": {"readOnlyRootFilesystem": true},
+                       "volumes": [{"name": "creds", "secret": {"secretName": "s3"}}],
+                       "volumeMounts": [{"name": "creds", "mountPath": "/creds", "readOnly": true}]}]
+        }))
+        .unwrap();
+        let dag = compile(&spec, "spec").unwrap();
+        let identity = RunIdentity {
+            workflow: "ml".into(),
+            run: "ml-1".into(),
+            scheduled_time: None,
+        };
+        let launch = Launch {
+            task: crate::compile::TaskId(0),
+            attempt: 1,
+            inputs: Vec::new(),
+            finally: None,
+            instance: None,
+        };
+        let task = dag.task(crate::compile::TaskId(0));
+        let job = build_job(&owner(), "team", &identity, task, &launch, None).unwrap();
+        let json = serde_json::to_value(&job).unwrap();
+        let template = &json["spec"]["template"];
+        let pod = &template["spec"];
+        assert_eq!(
+            pod["nodeSelector"],
+            serde_json::json!({"disk": "ssd", "gpu": "a100"})
+        );
+        assert_eq!(pod["tolerations"][0]["key"], "batch");
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"][0]["key"],
+            "zone"
+        );
+        assert_eq!(
+            pod["securityContext"],
+            serde_json::json!({"runAsUser": 1000, "fsGroup": 2000})
+        );
+        assert_eq!(
+            pod["imagePullSecrets"],
+            serde_json::json!([{"name": "regcred"}])
+        );
+        assert_eq!(pod["priorityClassName"], "batch-low");
+        assert_eq!(pod["volumes"][0]["secret"]["secretName"], "s3");
+        let labels = &template["metadata"]["labels"];
+        assert_eq!(labels["team"], "data");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "ork",
+            "ork's own label wins"
+        );
+        assert_eq!(labels["ork.dev/task"], "train");
+        assert_eq!(
+            template["metadata"]["annotations"],
+            serde_json::json!({"note": "n"})
+        );
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["securityContext"],
+            serde_json::json!({"readOnlyRootFilesystem": true})
+        );
+        assert_eq!(
+            container["volumeMounts"],
+            serde_json::json!([{"name": "creds", "mountPath": "/creds", "readOnly": true}])
+        );
+        assert_eq!(container["terminationMessagePath"], OUTPUT_PATH);
+        assert_eq!(
+            json["metadata"]["labels"].get("team"),
+            None,
+            "the Job's own labels are ork's"
         );
     }
 }

@@ -2,12 +2,14 @@
 
 mod database;
 mod executor;
+mod ignored;
 mod plan;
 mod progress;
 mod workdir;
 
 pub use database::{MemoryDatabase, Watcher};
 pub use executor::{AttemptFiles, ProcessExecutor};
+pub use ignored::kubernetes_only;
 pub use plan::{MAX_RUN_JSON_BYTES, RunPlan, plan_rerun, plan_run};
 pub use progress::{Progress, Style, summary};
 pub use workdir::{check_private, create_file, default_work_dir, prepare_work_dir};
