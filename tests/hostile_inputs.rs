@@ -1006,6 +1006,33 @@ fn compile_cases() -> Vec<Case> {
             )),
             "10001 items, at most 10000",
         ),
+        (
+            "pod-reserved-label",
+            task_with("pod: {labels: {ork.dev/run: other}}"),
+            "is under ork.dev/, which is ork's own",
+        ),
+        (
+            "pod-toleration-seconds-huge",
+            task_with("pod: {tolerations: [{key: k, operator: Exists, tolerationSeconds: 1e30}]}"),
+            "tolerationSeconds",
+        ),
+        (
+            "pod-affinity-not-a-mapping",
+            task_with("pod: {affinity: [1, 2]}"),
+            "pod.affinity",
+        ),
+        (
+            "volume-mount-of-no-volume",
+            task_with("volumeMounts: [{name: x, mountPath: /x}]"),
+            "not one of the task's volumes",
+        ),
+        (
+            "volume-mount-over-termination-log",
+            task_with(
+                "volumes: [{name: x, emptyDir: {}}], volumeMounts: [{name: x, mountPath: /dev/termination-log}]",
+            ),
+            "ork needs it",
+        ),
     ] {
         cases.push(t(&format!("flow-{name}"), manifest, expect));
     }
