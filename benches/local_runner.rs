@@ -36,7 +36,7 @@ fn manifest(n: usize, parallelism: Option<usize>, chain: bool) -> String {
 
 async fn ork_run(yaml: &str, work: &std::path::Path) -> Duration {
     let docs = ork::manifest::parse_documents(yaml, "bench.yaml").expect("parse");
-    let plan = plan_run(&docs, &BTreeMap::new()).expect("plan");
+    let plan = plan_run(&docs, &BTreeMap::new(), &[]).expect("plan");
     let config = OrchestratorConfig {
         work_dir: work.to_path_buf(),
         ..OrchestratorConfig::default()

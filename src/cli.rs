@@ -50,6 +50,10 @@ pub enum Command {
         /// A run parameter, overriding the Run's own value.
         #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         param: Vec<(String, String)>,
+        /// The directory of a workspace (created if missing); without it a workspace gets a
+        /// fresh directory in the run's log directory.
+        #[arg(short, long = "workspace", value_name = "NAME=DIR", value_parser = parse_workspace)]
+        workspace: Vec<(String, PathBuf)>,
         /// text: progress and a summary; json: only the final Run object on stdout.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
@@ -181,6 +185,15 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_workspace(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(dir)))
+        }
+        _ => Err(format!("expected NAME=DIR, got {text:?}")),
+    }
+}
+
 fn parse_test_clock(
     text: &str,
 ) -> Result<crate::kubernetes::schedule_reconciler::ScheduleClock, String> {
@@ -215,6 +228,7 @@ pub fn main(cli: Cli) -> ExitCode {
             file,
             rerun_of,
             param,
+            workspace,
             output,
             work_dir,
             quiet,
@@ -227,7 +241,11 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run(source, param.into_iter().collect(), output, work_dir, quiet)
+            let inputs = RunInputs {
+                params: param.into_iter().collect(),
+                workspaces: workspace,
+            };
+            run(source, inputs, output, work_dir, quiet)
         }
         Command::Get {
             run,
@@ -560,6 +578,12 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                             if let Err(p) = bind_params(&dag, &run.spec.params, "spec.params") {
                                 problems.extend(p.iter().map(ToString::to_string));
                             }
+                            let bindings = crate::compile::check_bindings(
+                                &dag,
+                                &run.spec.workspaces,
+                                "spec.workspaces",
+                            );
+                            problems.extend(bindings.iter().map(ToString::to_string));
                         }
                         // A referenced workflow's own problems are reported with it.
                         Err(p) if inline => problems.extend(p.iter().map(ToString::to_string)),
@@ -640,22 +664,28 @@ enum RunSource {
     Rerun(PathBuf),
 }
 
+/// What the command line gives a run besides its manifest.
+struct RunInputs {
+    params: BTreeMap<String, String>,
+    workspaces: Vec<(String, PathBuf)>,
+}
+
 fn run(
     source: RunSource,
-    params: BTreeMap<String, String>,
+    inputs: RunInputs,
     output: OutputFormat,
     work_dir: Option<PathBuf>,
     quiet: bool,
 ) -> ExitCode {
     let mut report = Report::default();
     let planned = match source {
-        RunSource::Rerun(path) => plan_rerun(&path),
+        RunSource::Rerun(path) => plan_rerun(&path, &inputs.workspaces),
         RunSource::File(file) => {
             let documents = load(std::slice::from_ref(&file), &mut report);
             if report.has_errors() {
                 return report.finish();
             }
-            plan_run(&documents, &params)
+            plan_run(&documents, &inputs.params, &inputs.workspaces)
         }
     };
     let plan = match planned {

@@ -38,13 +38,15 @@ pub struct RunIdentity {
     pub scheduled_time: Option<String>,
 }
 
-/// The ork-defined part of an attempt's environment, in order: the `ORK_*` variables, then one
-/// variable per input. A driver appends the task's own `env` after these.
+/// The ork-defined part of an attempt's environment, in order: the `ORK_*` variables (with
+/// `ORK_WORKSPACE_<NAME>` for each of `workspaces`, the workspaces the task sees and where),
+/// then one variable per input. A driver appends the task's own `env` after these.
 pub fn ork_env(
     identity: &RunIdentity,
     task: &CompiledTask,
     launch: &Launch,
     output_path: &str,
+    workspaces: &[(&str, &str)],
 ) -> Vec<(String, String)> {
     let input_json: Map<String, Value> = launch.inputs.iter().cloned().collect();
     let mut env = vec![
@@ -60,6 +62,9 @@ pub fn ork_env(
     ];
     if let Some(tick) = &identity.scheduled_time {
         env.push((vars::SCHEDULED_TIME.to_string(), tick.clone()));
+    }
+    for (name, path) in workspaces {
+        env.push((crate::api::workspace_var(name), (*path).to_string()));
     }
     if let Some(instance) = &launch.instance {
         env.push((vars::ITEM.to_string(), input_env_value(&instance.item)));

@@ -517,6 +517,8 @@ fn every_example_is_valid_and_runs_to_its_documented_result() {
         ("rerun.yaml", 1),
         ("schedule.yaml", 0),
         ("fan-out.yaml", 0),
+        ("pod-settings.yaml", 0),
+        ("workspaces.yaml", 0),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(repo("examples"))
         .unwrap()

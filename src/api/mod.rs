@@ -8,6 +8,7 @@ mod pod;
 mod run;
 pub mod schedule;
 mod workflow;
+mod workspace;
 
 pub use pod::PodSettings;
 pub use run::{
@@ -18,6 +19,10 @@ pub use schedule::{ActiveRun, ConcurrencyPolicy, Schedule, ScheduleSpec, Schedul
 pub use workflow::{
     Backoff, ForEachSpec, InputSpec, MAX_FAN_OUT, ParamSpec, RETRY_ON, RetryPolicy, TRIGGERS,
     TaskDefaults, TaskSpec, WHEN_OPERATORS, WhenSpec, Workflow, WorkflowSpec, WorkflowStatus,
+};
+pub use workspace::{
+    ClaimTemplate, WorkspaceBinding, WorkspaceDecl, WorkspaceMount, default_mount_path,
+    workspace_var,
 };
 
 /// API group of every ork resource.

@@ -52,6 +52,9 @@ pub struct RunSpec {
     /// `workflowRef`, `workflow` and `params`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<WorkflowRef>,
+    /// Storage for the workflow's workspaces, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<super::workspace::WorkspaceBinding>,
 }
 
 /// Reference to a Workflow in the run's namespace.

@@ -57,6 +57,10 @@ pub struct WorkflowSpec {
     /// not on regular tasks, and read regular tasks' outputs without `dependsOn`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finally: Vec<TaskSpec>,
+    /// Workspaces the tasks may mount: files shared between tasks, bound to storage by each
+    /// Run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<super::workspace::WorkspaceDecl>,
 }
 
 /// A run parameter.
@@ -179,6 +183,9 @@ pub struct TaskSpec {
     /// Where the container mounts the task's `volumes`. Kubernetes only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// Workspaces the task mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<super::workspace::WorkspaceMount>,
 }
 
 /// Most items a fan-out may have (a longer list fails the task with `FanOutTooLarge`).

@@ -168,6 +168,17 @@ pub struct CompiledTask {
     /// Extra Pod volumes and where the container mounts them (Kubernetes only).
     pub volumes: Vec<k8s_openapi::api::core::v1::Volume>,
     pub volume_mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
+    /// The workspaces the task mounts.
+    pub workspaces: Vec<TaskWorkspace>,
+}
+
+/// A workspace a task mounts, and where.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskWorkspace {
+    pub name: String,
+    /// Absolute; `/workspaces/NAME` unless the task says otherwise.
+    pub mount_path: String,
+    pub read_only: bool,
 }
 
 /// Where a fan-out's items come from.
@@ -238,6 +249,8 @@ pub struct Dag {
     pub(crate) active_deadline: Option<SignedDuration>,
     /// Number of regular tasks: `tasks[regular..]` are the `finally` tasks.
     pub(crate) regular: usize,
+    /// The workspaces the workflow declares.
+    pub(crate) workspaces: Vec<crate::api::WorkspaceDecl>,
 }
 
 impl Dag {
@@ -247,6 +260,11 @@ impl Dag {
 
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// The workspaces the workflow declares.
+    pub fn workspaces(&self) -> &[crate::api::WorkspaceDecl] {
+        &self.workspaces
     }
 
     pub fn task(&self, id: TaskId) -> &CompiledTask {

@@ -12,6 +12,8 @@ mod params;
 mod pod;
 mod quantity;
 mod resources;
+mod workspaces;
+pub use workspaces::{check_bindings, unbound_required};
 
 use std::collections::{HashMap, HashSet};
 
@@ -60,6 +62,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
         problems.push(format!("{base}.activeDeadlineSeconds"), why);
     }
     let param_index = check_params(spec, base, &mut problems);
+    let workspaces = workspaces::declared(&spec.workspaces, base, &mut problems);
     let defaults = spec.defaults.clone().unwrap_or_default();
     check_defaults(&defaults, base, &mut problems);
 
@@ -152,6 +155,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
             params: &param_index,
             problems: &mut problems,
             task_refs: &mut task_refs,
+            workspaces: &workspaces,
         };
         tasks.push(compile_task(task, at, who, &mut context));
     }
@@ -201,6 +205,7 @@ pub fn compile(spec: &WorkflowSpec, base: &str) -> Result<Dag, Problems> {
             .active_deadline_seconds
             .map(|s| SignedDuration::from_secs(s.min(i64::MAX as u64) as i64)),
         regular,
+        workspaces: spec.workspaces.clone(),
     };
     problems.into_result(dag)
 }
@@ -424,6 +429,8 @@ struct TaskContext<'a> {
     problems: &'a mut Problems,
     /// `fromTask` inputs naming another existing task, checked once the graph is known.
     task_refs: &'a mut Vec<TaskRef>,
+    /// The workflow's workspaces, by name.
+    workspaces: &'a HashMap<&'a str, &'a crate::api::WorkspaceDecl>,
 }
 
 fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>) -> CompiledTask {
@@ -439,6 +446,7 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
         params,
         ref mut problems,
         ref mut task_refs,
+        workspaces: declared_workspaces,
     } = *cx;
     let image = task.image.clone().or_else(|| defaults.image.clone());
     match (&task.image, &defaults.image) {
@@ -474,6 +482,7 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
         pod::check_pod(settings, &format!("{at}.pod"), who, problems);
     }
     pod::check_volumes(&task.volumes, &task.volume_mounts, at, who, problems);
+    let workspaces = workspaces::task_mounts(task, declared_workspaces, at, who, problems);
 
     let own_env: HashSet<&str> = task.env.iter().map(|e| e.name.as_str()).collect();
     let mut input_names: HashSet<&str> = HashSet::with_capacity(task.inputs.len());
@@ -645,6 +654,7 @@ fn compile_task(task: &TaskSpec, at: &str, who: Owner, cx: &mut TaskContext<'_>)
         security_context: task.security_context.clone(),
         volumes: task.volumes.clone(),
         volume_mounts: task.volume_mounts.clone(),
+        workspaces,
     }
 }
 

@@ -814,6 +814,42 @@ const CASES: &[Case] = &[
             ("spec.tasks[0].volumeMounts[4].mountPath", &["two volumes are mounted at \"/y/\""]),
         ],
     },
+    // --- workspaces
+    Case {
+        name: "workspaces declared badly or mounted wrongly",
+        yaml: "
+            workspaces: [{name: source}, {name: source}, {name: Bad_Name}]
+            tasks:
+              - name: a
+                image: i
+                command: [sh]
+                volumes: [{name: source, emptyDir: {}}]
+                workspaces:
+                  - {name: source}
+                  - {name: source}
+                  - {name: nope}
+              - name: b
+                image: i
+                command: [sh]
+                volumes: [{name: v, emptyDir: {}}]
+                volumeMounts: [{name: v, mountPath: /data}]
+                workspaces: [{name: source, mountPath: data}]
+              - name: c
+                image: i
+                command: [sh]
+                volumes: [{name: v, emptyDir: {}}]
+                volumeMounts: [{name: v, mountPath: /data}]
+                workspaces: [{name: source, mountPath: /data/}]",
+        want: &[
+            ("spec.workspaces[1].name", &["workspace \"source\" is declared twice"]),
+            ("spec.workspaces[2].name", &["workspace name"]),
+            ("spec.tasks[0].workspaces[0].name", &["task \"a\" has a volume named \"source\" too"]),
+            ("spec.tasks[0].workspaces[1].name", &["task \"a\" mounts workspace \"source\" twice"]),
+            ("spec.tasks[0].workspaces[2].name", &["mounts workspace \"nope\", which the workflow does not declare"]),
+            ("spec.tasks[1].workspaces[0].mountPath", &["mount path \"data\" is not absolute"]),
+            ("spec.tasks[2].workspaces[0].mountPath", &["two volumes or workspaces are mounted at \"/data/\""]),
+        ],
+    },
 ];
 
 #[test]

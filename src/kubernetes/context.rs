@@ -48,6 +48,8 @@ struct RunNotes {
     rejected: HashMap<String, String>,
     /// Why a Job has no Pod (its latest `FailedCreate` Event) and when that was read.
     failed_create: HashMap<String, (String, Instant)>,
+    /// PersistentVolumeClaims of the run's workspaces that exist (made, or found made).
+    claims: std::collections::HashSet<String>,
 }
 
 /// Shared by every reconcile of one watched namespace (or of all).
@@ -203,6 +205,15 @@ impl Context {
                 .collect(),
             rejected: run.rejected.clone(),
             failed_create: HashMap::new(),
+            claims: run.claims.clone(),
+        }
+    }
+
+    /// The run's workspace claim `claim` exists.
+    pub fn claim_made(&self, uid: &str, claim: &str) {
+        if let Ok(mut notes) = self.notes.lock() {
+            let run = notes.entry(uid.to_string()).or_default();
+            run.claims.insert(claim.to_string());
         }
     }
 

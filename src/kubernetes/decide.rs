@@ -97,6 +97,8 @@ pub struct Memory {
     pub rejected: HashMap<String, String>,
     /// Jobs without a Pod: name → why (their latest `FailedCreate` Event).
     pub failed_create: HashMap<String, String>,
+    /// PersistentVolumeClaims of the run's workspaces known to exist.
+    pub claims: HashSet<String>,
 }
 
 /// Everything the decision is made from.
@@ -154,6 +156,11 @@ pub struct Plan {
     /// The run just passed the inline limit (its fan-outs made it larger): `records` holds every
     /// record, to move from the Run's status to record shards.
     pub migrate: bool,
+    /// Workspace claims to make before the Jobs, each with the Jobs that need it.
+    pub claims: Vec<(
+        k8s_openapi::api::core::v1::PersistentVolumeClaim,
+        Vec<String>,
+    )>,
 }
 
 /// Decides what to do about a run. `state` is what is kept of it between reconciles: `None`
@@ -182,10 +189,45 @@ pub fn decide(state: &mut Option<RunState>, o: &Observed<'_>) -> Plan {
             held(o, &old, &children, RunPhase::Pending, reason, message)
         }
         Resolution::Ready(definition) => {
+            // Before anything starts, the Run's workspaces must fit the workflow's.
+            if state.is_none()
+                && old.phase.is_none_or(|p| p == RunPhase::Pending)
+                && let Some(message) = binding_problems(&definition.dag, &o.run.spec.workspaces)
+            {
+                return held(
+                    o,
+                    &old,
+                    &children,
+                    RunPhase::Failed,
+                    "InvalidSpec",
+                    &message,
+                );
+            }
             let state = state.get_or_insert_with(|| restore(o, &old, &children, definition));
             run(o, state, &children)
         }
     }
+}
+
+/// What is wrong with a Run's workspace bindings for the workflow `dag`, in one message.
+fn binding_problems(
+    dag: &crate::compile::Dag,
+    bindings: &[crate::api::WorkspaceBinding],
+) -> Option<String> {
+    let mut problems: Vec<String> =
+        crate::compile::check_bindings(dag, bindings, "spec.workspaces")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    if let Some((workspace, task)) = crate::compile::unbound_required(dag, bindings) {
+        problems.push(format!(
+            "spec.workspaces: task {} mounts workspace {}, which the Run does not bind (and \
+             the workflow does not mark optional)",
+            text::quoted(&task),
+            text::quoted(&workspace)
+        ));
+    }
+    (!problems.is_empty()).then(|| text::cap_message(problems.join("; ")))
 }
 
 /// The state of a run, rebuilt from its status (every record in it).
@@ -394,6 +436,10 @@ impl<'a> Children<'a> {
         found.sort();
         found
     }
+}
+
+fn job_name_of(job: &Job) -> String {
+    job.metadata.name.clone().unwrap_or_default()
 }
 
 fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
@@ -672,6 +718,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             .attempt_started(launch.task, launch.attempt, None);
     }
     let mut unstartable = Vec::new();
+    let mut claims: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     if let Some(owner) = &owner {
         for launch in &launches {
             // The rest are recorded and made by the next reconcile, at once: a run that starts
@@ -685,15 +732,27 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
                 soon(SOON);
                 continue;
             }
+            let task = dag.task(launch.definition());
             match build_job(
                 owner,
                 &namespace,
                 &identity,
-                dag.task(launch.definition()),
+                task,
                 launch,
                 o.config.job_ttl_seconds,
+                &o.run.spec.workspaces,
             ) {
-                Ok(job) => create.push(job),
+                Ok(job) => {
+                    // The workspace claims its Pod needs, made first.
+                    let needed =
+                        super::workspaces::task_mounts(&name, task, &o.run.spec.workspaces);
+                    for claim in needed.claims {
+                        if !o.memory.claims.contains(&claim) {
+                            claims.entry(claim).or_default().push(job_name_of(&job));
+                        }
+                    }
+                    create.push(job);
+                }
                 Err(why) => unstartable.push((launch.task, launch.attempt, why)),
             }
         }
@@ -708,6 +767,29 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         state.engine.tick(o.now);
         soon(Duration::ZERO);
     }
+    let claims: Vec<(
+        k8s_openapi::api::core::v1::PersistentVolumeClaim,
+        Vec<String>,
+    )> = owner
+        .as_ref()
+        .map(|owner| {
+            claims
+                .into_iter()
+                .filter_map(|(claim, jobs)| {
+                    let binding = o
+                        .run
+                        .spec
+                        .workspaces
+                        .iter()
+                        .find(|b| super::workspaces::claim_name(&name, &b.name) == claim)?;
+                    Some((
+                        super::workspaces::claim(owner, &namespace, &name, binding)?,
+                        jobs,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let creating: HashSet<String> = create
         .iter()
         .filter_map(|j| j.metadata.name.clone())
@@ -979,6 +1061,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     }
     Plan {
         definition_parts,
+        claims,
         migrate,
         records,
         status: head_changed.then_some(head),

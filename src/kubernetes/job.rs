@@ -5,6 +5,8 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::names::{attempt_job_name, attempt_labels};
+use super::workspaces::task_mounts;
+use crate::api::WorkspaceBinding;
 use crate::compile::CompiledTask;
 use crate::engine::Launch;
 use crate::task_env::{RunIdentity, ork_env, oversized_var};
@@ -29,10 +31,17 @@ pub fn build_job(
     task: &CompiledTask,
     launch: &Launch,
     ttl_seconds: Option<i32>,
+    bindings: &[WorkspaceBinding],
 ) -> Result<Job, String> {
+    let workspaces = task_mounts(&identity.run, task, bindings);
+    let paths: Vec<(&str, &str)> = workspaces
+        .paths
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_str()))
+        .collect();
     let index = launch.instance.as_ref().map(|i| i.index);
     let labels = attempt_labels(&identity.run, &task.name, index, launch.attempt);
-    let ork = ork_env(identity, task, launch, OUTPUT_PATH);
+    let ork = ork_env(identity, task, launch, OUTPUT_PATH, &paths);
     if let Some(why) = oversized_var(&ork) {
         return Err(why);
     }
@@ -56,7 +65,13 @@ pub fn build_job(
         termination_message_path: Some(OUTPUT_PATH.into()),
         termination_message_policy: Some("File".into()),
         security_context: task.security_context.clone(),
-        volume_mounts: (!task.volume_mounts.is_empty()).then(|| task.volume_mounts.clone()),
+        volume_mounts: nonempty_list(
+            task.volume_mounts
+                .iter()
+                .cloned()
+                .chain(workspaces.mounts)
+                .collect(),
+        ),
         ..Container::default()
     };
     let pod = &task.pod;
@@ -99,7 +114,13 @@ pub fn build_job(
                     security_context: pod.security_context.clone(),
                     image_pull_secrets: pod.image_pull_secrets.clone(),
                     priority_class_name: pod.priority_class_name.clone(),
-                    volumes: (!task.volumes.is_empty()).then(|| task.volumes.clone()),
+                    volumes: nonempty_list(
+                        task.volumes
+                            .iter()
+                            .cloned()
+                            .chain(workspaces.volumes)
+                            .collect(),
+                    ),
                     ..PodSpec::default()
                 }),
             },
@@ -107,6 +128,10 @@ pub fn build_job(
         }),
         status: None,
     })
+}
+
+fn nonempty_list<T>(list: Vec<T>) -> Option<Vec<T>> {
+    (!list.is_empty()).then_some(list)
 }
 
 #[cfg(test)]
@@ -151,7 +176,7 @@ mod tests {
             finally: None,
             instance: None,
         };
-        let job = build_job(&owner(), "team", &identity, task, &launch, Some(600)).unwrap();
+        let job = build_job(&owner(), "team", &identity, task, &launch, Some(600), &[]).unwrap();
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["apiVersion"], "batch/v1");
         assert_eq!(json["kind"], "Job");
@@ -245,6 +270,7 @@ mod tests {
             task,
             &launch(serde_json::json!("a$b")),
             None,
+            &[],
         )
         .unwrap();
         let json = serde_json::to_value(&job).unwrap();
@@ -266,7 +292,7 @@ mod tests {
         assert_eq!(get("ORK_TASK"), Some(serde_json::json!("p")));
 
         let big = serde_json::json!("x".repeat(200_000));
-        let refused = build_job(&owner(), "team", &identity, task, &launch(big), None);
+        let refused = build_job(&owner(), "team", &identity, task, &launch(big), None, &[]);
         assert_eq!(
             refused.unwrap_err(),
             "ORK_ITEM is 200000 bytes, more than the 131072 one environment variable may hold"
@@ -309,7 +335,7 @@ mod tests {
             instance: None,
         };
         let task = dag.task(crate::compile::TaskId(0));
-        let job = build_job(&owner(), "team", &identity, task, &launch, None).unwrap();
+        let job = build_job(&owner(), "team", &identity, task, &launch, None, &[]).unwrap();
         let json = serde_json::to_value(&job).unwrap();
         let template = &json["spec"]["template"];
         let pod = &template["spec"];

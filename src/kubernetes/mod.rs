@@ -25,6 +25,7 @@ mod run_reconciler;
 pub mod schedule_reconciler;
 pub mod state;
 mod workflow_reconciler;
+pub mod workspaces;
 
 pub use controller::{Settings, run};
 pub use error::Error;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -240,10 +240,39 @@ async fn execute(
     // Only once the status that asks for them is recorded.
     let mut again = plan.requeue;
     let mut soon = |d: Duration| again = Some(again.map_or(d, |a| a.min(d)));
+    let mut transient = None;
+    // Workspace claims before the Jobs whose Pods mount them. A Job whose claim cannot be made
+    // is not created: refused for good, its attempt fails saying why; otherwise it is made by
+    // a later reconcile.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut blocked: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (claim, needing) in &plan.claims {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        match create_claim(&claims, claim, uid).await {
+            Ok(()) => ctx.claim_made(uid, &name),
+            Err(e) if permanent(&e) => {
+                let message = format!(
+                    "the API server refused the PersistentVolumeClaim {name} of its workspace: {}",
+                    e.api_message()
+                );
+                warn!(run = %run.name_any(), claim = %name, %message, "workspace claim refused");
+                for job in needing {
+                    ctx.rejected(uid, job, message.clone());
+                }
+                blocked.extend(needing.iter().map(String::as_str));
+                soon(Duration::ZERO);
+            }
+            Err(e) => {
+                blocked.extend(needing.iter().map(String::as_str));
+                transient = Some(e);
+            }
+        }
+    }
     // Owned futures: a stream of futures borrowing from here would not be `Send`.
     let creations: Vec<_> = plan
         .create
         .iter()
+        .filter(|job| !blocked.contains(job.metadata.name.as_deref().unwrap_or_default()))
         .map(|job| {
             let (api, job, uid) = (jobs.clone(), job.clone(), uid.to_string());
             async move { create_job(&api, &job, &uid).await }
@@ -253,7 +282,6 @@ async fn execute(
         .buffer_unordered(API_CONCURRENCY)
         .collect()
         .await;
-    let mut transient = None;
     for outcome in outcomes {
         match outcome {
             Created::Ok(name) => ctx.created(uid, &name),
@@ -305,6 +333,35 @@ async fn execute(
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     })
+}
+
+/// Creates a workspace claim; one that exists already is fine when this run owns it (made by
+/// an earlier reconcile), and an error when another object does.
+async fn create_claim(
+    api: &Api<PersistentVolumeClaim>,
+    claim: &PersistentVolumeClaim,
+    uid: &str,
+) -> Result<(), Error> {
+    let name = claim.metadata.name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), claim).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = api.get(&name).await?;
+            if existing
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+            {
+                Ok(())
+            } else {
+                Err(Error::Internal(format!(
+                    "PersistentVolumeClaim {name} exists and is not this run's; waiting for it \
+                     to go"
+                )))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How one Job creation went.

@@ -58,6 +58,8 @@ pub struct ProcessExecutor {
     pending_reports: usize,
     updates_tx: mpsc::UnboundedSender<StatusUpdate>,
     updates_rx: mpsc::UnboundedReceiver<StatusUpdate>,
+    /// Each workspace's directory.
+    workspaces: HashMap<String, PathBuf>,
 }
 
 impl ProcessExecutor {
@@ -77,7 +79,14 @@ impl ProcessExecutor {
             pending_reports: 0,
             updates_tx,
             updates_rx,
+            workspaces: HashMap::new(),
         }
+    }
+
+    /// The directories of the run's workspaces, by name.
+    pub fn with_workspaces(mut self, workspaces: HashMap<String, PathBuf>) -> Self {
+        self.workspaces = workspaces;
+        self
     }
 
     /// Prepares the files and spawns the process; `Err` is the reason the attempt can't start.
@@ -95,7 +104,16 @@ impl ProcessExecutor {
         let stderr = create(&files.stderr)?;
 
         let output_path = files.output.to_string_lossy();
-        let mut env = ork_env(&self.identity, task, launch, &output_path);
+        let dirs: Vec<(&str, String)> = task
+            .workspaces
+            .iter()
+            .filter_map(|m| {
+                let dir = self.workspaces.get(&m.name)?;
+                Some((m.name.as_str(), dir.to_string_lossy().into_owned()))
+            })
+            .collect();
+        let dirs: Vec<(&str, &str)> = dirs.iter().map(|(n, d)| (*n, d.as_str())).collect();
+        let mut env = ork_env(&self.identity, task, launch, &output_path, &dirs);
         if let Some(why) = oversized_var(&env) {
             return Err(why);
         }

@@ -6,6 +6,7 @@ mod ignored;
 mod plan;
 mod progress;
 mod workdir;
+mod workspaces;
 
 pub use database::{MemoryDatabase, Watcher};
 pub use executor::{AttemptFiles, ProcessExecutor};
@@ -13,6 +14,7 @@ pub use ignored::kubernetes_only;
 pub use plan::{MAX_RUN_JSON_BYTES, RunPlan, plan_rerun, plan_run};
 pub use progress::{Progress, Style, summary};
 pub use workdir::{check_private, create_file, default_work_dir, prepare_work_dir};
+pub use workspaces::{FRESH_DIR, WorkspaceDir, bind as bind_workspaces};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -69,8 +71,11 @@ pub async fn run_local(
     if let Some((from, tasks)) = &plan.reuse {
         engine.reuse(tasks, from);
     }
+    let workspaces =
+        workspaces::make_dirs(&plan.workspaces, &run_dir).map_err(DriverError::Executor)?;
     let database = MemoryDatabase::new(plan.run, &engine, watcher);
-    let executor = ProcessExecutor::new(plan.dag, plan.identity, run_dir, config.kill_grace);
+    let executor = ProcessExecutor::new(plan.dag, plan.identity, run_dir, config.kill_grace)
+        .with_workspaces(workspaces);
     let scheduler = Scheduler {
         engine,
         database,

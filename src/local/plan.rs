@@ -33,6 +33,8 @@ pub struct RunPlan {
     pub identity: RunIdentity,
     /// For a rerun: the name of the run it reruns and that run's task records.
     pub reuse: Option<(String, Vec<TaskStatus>)>,
+    /// The directory of each workspace the workflow declares.
+    pub workspaces: BTreeMap<String, super::WorkspaceDir>,
 }
 
 /// Largest `run.json` `ork run --rerun-of` reads.
@@ -40,7 +42,10 @@ pub const MAX_RUN_JSON_BYTES: u64 = 256 << 20;
 
 /// Plans a rerun of the finished run kept in `path` (a `run.json`): its definition and params,
 /// and its records to reuse.
-pub fn plan_rerun(path: &Path) -> Result<RunPlan, Vec<String>> {
+pub fn plan_rerun(
+    path: &Path,
+    cli_workspaces: &[(String, std::path::PathBuf)],
+) -> Result<RunPlan, Vec<String>> {
     let shown = path.display();
     let fail = |what: String| vec![format!("{shown}: {what}")];
     let file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
@@ -90,6 +95,7 @@ pub fn plan_rerun(path: &Path) -> Result<RunPlan, Vec<String>> {
             .map(|p| format!("{shown}: {p}"))
             .collect::<Vec<_>>()
     })?;
+    let workspaces = super::workspaces::bind(&dag, &[], cli_workspaces, &shown.to_string())?;
     let workflow_name = pinned.name.clone();
     let meta = ObjectMeta {
         generate_name: Some(generate_name_for(
@@ -125,6 +131,7 @@ pub fn plan_rerun(path: &Path) -> Result<RunPlan, Vec<String>> {
         dag: Arc::new(dag),
         params,
         reuse: Some((old_name, status.tasks)),
+        workspaces,
     })
 }
 
@@ -133,6 +140,7 @@ pub fn plan_rerun(path: &Path) -> Result<RunPlan, Vec<String>> {
 pub fn plan_run(
     documents: &[Document],
     cli_params: &BTreeMap<String, String>,
+    cli_workspaces: &[(String, std::path::PathBuf)],
 ) -> Result<RunPlan, Vec<String>> {
     check_documents(documents)?;
     let runs: Vec<(&Document, &Run)> = documents
@@ -230,6 +238,8 @@ pub fn plan_run(
             .map(|p| format!("{run_origin}: {p}"))
             .collect::<Vec<_>>()
     })?;
+    let workspaces =
+        super::workspaces::bind(&dag, &run.spec.workspaces, cli_workspaces, &run_origin)?;
 
     let workflow_name = pinned.name.clone();
     let run_name = name_run(&run.metadata, workflow_name.as_deref());
@@ -255,6 +265,7 @@ pub fn plan_run(
         dag: Arc::new(dag),
         params,
         reuse: None,
+        workspaces,
     })
 }
 

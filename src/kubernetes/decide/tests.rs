@@ -1397,3 +1397,4 @@ fn a_job_not_made_yet_is_looked_at_whatever_the_watch_says() {
 }
 
 mod fan_out;
+mod workspaces;

@@ -1,0 +1,188 @@
+//! Workspaces in a workflow: the declared ones, and each task's mounts of them, checked so that
+//! every mount names a declared workspace at a path of its own.
+
+use std::collections::{HashMap, HashSet};
+
+use super::Owner;
+use super::dag::TaskWorkspace;
+use super::names::dns_label_error;
+use crate::api::{TaskSpec, WorkspaceBinding, WorkspaceDecl, default_mount_path};
+use crate::problem::Problems;
+use crate::text::{names, quoted};
+
+/// Where a task's container writes its outputs: nothing may be mounted there.
+const OUTPUT_PATH: &str = "/dev/termination-log";
+
+/// The declared workspaces, by name (a badly named or repeated one is reported and left out).
+pub(super) fn declared<'a>(
+    decls: &'a [WorkspaceDecl],
+    base: &str,
+    problems: &mut Problems,
+) -> HashMap<&'a str, &'a WorkspaceDecl> {
+    let mut by_name = HashMap::with_capacity(decls.len());
+    for (i, decl) in decls.iter().enumerate() {
+        let at = format!("{base}.workspaces[{i}].name");
+        if let Some(why) = dns_label_error(&decl.name) {
+            problems.push(at, format!("workspace name {why}"));
+        } else if by_name.insert(decl.name.as_str(), decl).is_some() {
+            problems.push(
+                at,
+                format!("workspace {} is declared twice", quoted(&decl.name)),
+            );
+        }
+    }
+    by_name
+}
+
+/// The workspaces task `task` (at `at`) mounts, each a declared one, mounted once, at an
+/// absolute path no other mount of the task uses.
+pub(super) fn task_mounts(
+    task: &TaskSpec,
+    declared: &HashMap<&str, &WorkspaceDecl>,
+    at: &str,
+    who: Owner,
+    problems: &mut Problems,
+) -> Vec<TaskWorkspace> {
+    let volumes: HashSet<&str> = task.volumes.iter().map(|v| v.name.as_str()).collect();
+    let mut paths: HashSet<String> = task
+        .volume_mounts
+        .iter()
+        .map(|m| m.mount_path.trim_end_matches('/').to_string())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut mounts = Vec::with_capacity(task.workspaces.len());
+    for (j, mount) in task.workspaces.iter().enumerate() {
+        let field = format!("{at}.workspaces[{j}]");
+        let name = mount.name.as_str();
+        if !declared.contains_key(name) {
+            problems.push(
+                format!("{field}.name"),
+                format!(
+                    "{who} mounts workspace {}, which the workflow does not declare (in \
+                     spec.workspaces)",
+                    quoted(name)
+                ),
+            );
+            continue;
+        }
+        if !seen.insert(name) {
+            problems.push(
+                format!("{field}.name"),
+                format!("{who} mounts workspace {} twice", quoted(name)),
+            );
+            continue;
+        }
+        if volumes.contains(name) {
+            problems.push(
+                format!("{field}.name"),
+                format!(
+                    "{who} has a volume named {} too: a workspace is mounted as the volume of its \
+                     name",
+                    quoted(name)
+                ),
+            );
+        }
+        let path = mount
+            .mount_path
+            .clone()
+            .unwrap_or_else(|| default_mount_path(name));
+        let trimmed = path.trim_end_matches('/');
+        if !path.starts_with('/') {
+            problems.push(
+                format!("{field}.mountPath"),
+                format!("{who}: mount path {} is not absolute", quoted(&path)),
+            );
+        } else if trimmed.is_empty() || trimmed == OUTPUT_PATH {
+            problems.push(
+                format!("{field}.mountPath"),
+                format!(
+                    "{who}: mount path {} is not allowed: ork needs it for the task",
+                    quoted(&path)
+                ),
+            );
+        } else if !paths.insert(trimmed.to_string()) {
+            problems.push(
+                format!("{field}.mountPath"),
+                format!(
+                    "{who}: two volumes or workspaces are mounted at {}",
+                    quoted(&path)
+                ),
+            );
+        }
+        mounts.push(TaskWorkspace {
+            name: name.to_string(),
+            mount_path: path,
+            read_only: mount.read_only,
+        });
+    }
+    mounts
+}
+
+/// A Run's `workspaces` (at `field`, e.g. `spec.workspaces`) against the workflow's: each
+/// binding names a declared workspace, once, with exactly one source. Both drivers check this.
+pub fn check_bindings(dag: &super::Dag, bindings: &[WorkspaceBinding], field: &str) -> Problems {
+    let mut problems = Problems::default();
+    let declared: HashSet<&str> = dag.workspaces().iter().map(|w| w.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    for (i, binding) in bindings.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let name = binding.name.as_str();
+        if !declared.contains(name) {
+            let declares = if declared.is_empty() {
+                "the workflow declares no workspaces".to_string()
+            } else {
+                format!(
+                    "the workflow declares {}",
+                    names(dag.workspaces().iter().map(|w| w.name.as_str()))
+                )
+            };
+            problems.push(
+                format!("{at}.name"),
+                format!("binds workspace {}; {declares}", quoted(name)),
+            );
+        } else if !seen.insert(name) {
+            problems.push(
+                format!("{at}.name"),
+                format!("workspace {} is bound twice", quoted(name)),
+            );
+        }
+        let sources = binding.sources();
+        if sources.len() != 1 {
+            problems.push(
+                at,
+                format!(
+                    "workspace {} needs exactly one of volumeClaimTemplate, \
+                     persistentVolumeClaim, emptyDir, configMap or secret, found {}",
+                    quoted(name),
+                    if sources.is_empty() {
+                        "none".to_string()
+                    } else {
+                        sources.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+    problems
+}
+
+/// On Kubernetes, a workspace that is not optional must be bound by the Run when a task mounts
+/// it: the first such workspace and task, or `None`.
+pub fn unbound_required(
+    dag: &super::Dag,
+    bindings: &[WorkspaceBinding],
+) -> Option<(String, String)> {
+    let bound: HashSet<&str> = bindings.iter().map(|b| b.name.as_str()).collect();
+    let optional: HashSet<&str> = dag
+        .workspaces()
+        .iter()
+        .filter(|w| w.optional)
+        .map(|w| w.name.as_str())
+        .collect();
+    dag.tasks().find_map(|(_, task)| {
+        task.workspaces
+            .iter()
+            .find(|m| !bound.contains(m.name.as_str()) && !optional.contains(m.name.as_str()))
+            .map(|m| (m.name.clone(), task.name.clone()))
+    })
+}
