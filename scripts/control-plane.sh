@@ -31,7 +31,9 @@ BIN_DIR="$KUBE_CACHE/bin"
 APT_PACKAGES=(golang-go etcd-server rsync jq openssl golang-github-modern-go-reflect2-dev make curl)
 DEB_SRC_FILE=/etc/apt/sources.list.d/ork-bookworm-src.sources
 COMPONENTS=(kube-controller-manager kube-apiserver etcd) # stop order; start order is reversed
-KCM_CONTROLLERS='*,-nodeipam,-nodelifecycle,-service,-route,-cloud-node-lifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pv-protection,-pvc-protection'
+# pvc-protection runs (unlike pv-protection): it lifts a claim's finalizer once no Pod uses it,
+# so a claim deleted with its Run (a workspace's) is really gone, and so is its namespace.
+KCM_CONTROLLERS='*,-nodeipam,-nodelifecycle,-service,-route,-cloud-node-lifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pv-protection'
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 die() {

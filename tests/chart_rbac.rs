@@ -199,12 +199,15 @@ async fn run_one(
     port: u16,
     name: &str,
 ) -> Result<(), String> {
-    // `a` then `b` run; `c` names a service account that does not exist, so its Job cannot
-    // create a Pod and the controller reads why from the Job's Events.
+    // `a` then `b` run, `a` on a workspace the Run binds to a claim made for it; `c` names a
+    // service account that does not exist, so its Job cannot create a Pod and the controller
+    // reads why from the Job's Events.
     let manifest = json!({
         "apiVersion": "ork.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
-        "spec": {"defaults": {"image": "busybox"}, "tasks": [
-            {"name": "a", "command": ["sh", "-c", "echo '{\"v\": 1}' > $ORK_OUTPUT"]},
+        "spec": {"defaults": {"image": "busybox"}, "workspaces": [{"name": "w", "optional": true}],
+                 "tasks": [
+            {"name": "a", "workspaces": [{"name": "w"}],
+             "command": ["sh", "-c", "echo '{\"v\": 1}' > $ORK_OUTPUT"]},
             {"name": "b", "dependsOn": ["a"], "command": ["true"]},
             {"name": "c", "command": ["true"], "serviceAccountName": "no-such-account"},
         ]},
@@ -215,7 +218,9 @@ async fn run_one(
         Some(&manifest.to_string()),
     );
     let run = json!({"apiVersion": "ork.dev/v1alpha1", "kind": "Run", "metadata": {"name": name},
-        "spec": {"workflowRef": {"name": name}}});
+        "spec": {"workflowRef": {"name": name},
+                 "workspaces": [{"name": "w", "volumeClaimTemplate": {"spec": {
+                     "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}}}}]}});
     kubectl(
         admin,
         &["-n", ns, "apply", "-f", "-"],

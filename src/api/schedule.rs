@@ -46,6 +46,9 @@ pub struct ScheduleSpec {
     /// expanded when the Run is made.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+    /// The Runs' workspace bindings (a `volumeClaimTemplate` makes a claim for each Run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<super::workspace::WorkspaceBinding>,
     /// Five fields (minute, hour, day of month, month, day of week) or one of `@yearly`,
     /// `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`.
     #[schemars(length(min = 1, max = MAX_CRON_LEN))]

@@ -221,6 +221,7 @@ async fn create_run(
                 name: schedule.spec.workflow_ref.name.clone(),
             }),
             params: new.params.clone(),
+            workspaces: schedule.spec.workspaces.clone(),
             ..RunSpec::default()
         },
         status: None,

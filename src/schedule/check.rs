@@ -41,6 +41,12 @@ pub fn validate(
                 if let Err(p) = bind_params(&dag, &params, "spec.params") {
                     found.extend(p.iter().map(ToString::to_string));
                 }
+                let bindings = crate::compile::check_bindings(
+                    &dag,
+                    &schedule.spec.workspaces,
+                    "spec.workspaces",
+                );
+                found.extend(bindings.iter().map(ToString::to_string));
             }
         }
         Ok(None) => {

@@ -1201,6 +1201,8 @@ struct Prepared {
     args: Vec<String>,
     /// Sorted by name.
     env: Vec<(String, String)>,
+    /// Volume directories the process sees read-only.
+    read_only: Vec<PathBuf>,
 }
 
 impl Prepared {
@@ -1241,11 +1243,15 @@ async fn prepare(
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH);
     let term_file = term_file.to_string_lossy();
+    let mounts = volume_mounts(shared, pod, container).map_err(NotReady::Start)?;
     let localize = |value: String| {
         if value == term_path {
-            term_file.to_string()
-        } else {
-            value
+            return term_file.to_string();
+        }
+        let trimmed = value.trim_end_matches('/');
+        match mounts.iter().find(|m| m.path == trimmed) {
+            Some(mount) => mount.dir.to_string_lossy().into_owned(),
+            None => value,
         }
     };
     let mut sources = Sources::new(shared);
@@ -1318,7 +1324,63 @@ async fn prepare(
         program,
         args: argv,
         env,
+        read_only: mounts
+            .into_iter()
+            .filter(|m| m.read_only)
+            .map(|m| m.dir)
+            .collect(),
     })
+}
+
+/// A volume the container mounts, as the simulator provides it: a real directory.
+struct Mount {
+    /// Where the Pod asks for it (no trailing `/`).
+    path: String,
+    dir: PathBuf,
+    read_only: bool,
+}
+
+/// The container's mounts of `persistentVolumeClaim` volumes (one directory per claim, shared
+/// by every Pod of the namespace, as a claim's volume is) and `emptyDir` volumes (one per Pod),
+/// each directory made now. Other volumes are not provided.
+fn volume_mounts(shared: &Shared, pod: &Pod, container: &Container) -> Result<Vec<Mount>, String> {
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let Some(volume) = volumes.iter().find(|v| v.name == mount.name) else {
+            continue;
+        };
+        let dir = if let Some(claim) = &volume.persistent_volume_claim {
+            shared.work_dir.join("claims").join(&claim.claim_name)
+        } else if volume.empty_dir.is_some() {
+            shared
+                .work_dir
+                .join("empty-dirs")
+                .join(uid)
+                .join(&volume.name)
+        } else {
+            continue;
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            format!(
+                "volume {:?}: cannot create {}: {e}",
+                volume.name,
+                dir.display()
+            )
+        })?;
+        mounts.push(Mount {
+            path: mount.mount_path.trim_end_matches('/').to_string(),
+            dir,
+            read_only: mount.read_only == Some(true),
+        });
+    }
+    Ok(mounts)
 }
 
 /// The value of one `valueFrom`; `None` when an optional reference is missing.
@@ -1506,15 +1568,50 @@ fn is_env_var_name(name: &str) -> bool {
 fn spawn(prepared: &Prepared, dir: &Path) -> std::io::Result<tokio::process::Child> {
     let stdout = std::fs::File::create(dir.join(STDOUT_FILE))?;
     let stderr = std::fs::File::create(dir.join(STDERR_FILE))?;
-    tokio::process::Command::new(&prepared.program)
+    let mut command = tokio::process::Command::new(&prepared.program);
+    command
         .args(&prepared.args)
         .envs(prepared.env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .process_group(0)
-        .spawn()
+        .process_group(0);
+    if !prepared.read_only.is_empty() {
+        let read_only = prepared.read_only.clone();
+        // SAFETY: between fork and exec only system calls are made (no allocation: the paths
+        // are owned already), in the child alone.
+        unsafe {
+            command.pre_exec(move || read_only_mounts(&read_only));
+        }
+    }
+    command.spawn()
+}
+
+/// In a mount namespace of the process's own: each of `dirs` bind-mounted over itself
+/// read-only, so writes there fail for this process only, as with a `readOnly` volume mount.
+fn read_only_mounts(dirs: &[PathBuf]) -> std::io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let none: Option<&str> = None;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
+    for dir in dirs {
+        mount(
+            Some(dir.as_path()),
+            dir.as_path(),
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )?;
+        mount(
+            none,
+            dir.as_path(),
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            none,
+        )?;
+    }
+    Ok(())
 }
 
 fn exit_code(status: ExitStatus) -> i32 {

@@ -137,6 +137,12 @@ The controller's permissions on the resources it manages, shared by the ClusterR
 - apiGroups: ["ork.dev"]
   resources: ["runshards"]
   verbs: ["get", "list", "create", "patch"]
+# A workspace bound with a volumeClaimTemplate gets a PersistentVolumeClaim per run, owned by
+# the Run (deleted with it): created before the first Job that mounts it, read when it exists
+# already to check that it is the run's.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create"]
 # Kubernetes Events for a run starting and finishing and for each task that fails.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
