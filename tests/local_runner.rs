@@ -1122,3 +1122,61 @@ fn the_cancel_example_cleans_up_after_an_interrupt() {
     assert_eq!(outcome(&run, "publish"), ("Cancelled", "Cancelled", 0));
     assert_eq!(outcome(&run, "cleanup"), ("Succeeded", "Completed", 1));
 }
+
+/// Workspaces under `ork run`: `--workspace` gives a directory the tasks share (created when
+/// missing); a Kubernetes-only binding without one, or a binding of a workspace the workflow does
+/// not have, stops the run before anything starts, and `ork validate` names every such problem.
+#[test]
+fn workspaces_are_directories_and_bad_bindings_stop_the_run_up_front() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("given");
+    let (code, run) = run_json(
+        work.path(),
+        &repo("examples/workspaces.yaml"),
+        &["--workspace", &format!("source={}", dir.display())],
+    );
+    assert_eq!(code, 0, "{run}");
+    assert!(
+        dir.join("src/main.c").exists(),
+        "clone wrote into the given directory"
+    );
+    let build = run["status"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "build")
+        .unwrap();
+    assert_eq!(build["outputs"]["bytes"], 25);
+
+    let marker = work.path().join("ran");
+    let manifest = format!(
+        "apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata: {{name: w}}\nspec:\n  \
+         workspaces: [{{name: settings}}]\n  tasks:\n  - name: t\n    image: i\n    \
+         workspaces: [{{name: settings}}]\n    command: [touch, '{}']\n---\n\
+         apiVersion: ork.dev/v1alpha1\nkind: Run\nmetadata: {{name: w-1}}\nspec:\n  \
+         workflowRef: {{name: w}}\n  workspaces:\n  - {{name: settings, configMap: {{name: cm}}}}\n  \
+         - {{name: other, emptyDir: {{}}}}\n  - {{name: settings, emptyDir: {{}}, secret: {{secretName: s}}}}\n",
+        marker.display()
+    );
+    let file = work.path().join("bad.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let out = ork(work.path(), &["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "spec.workspaces[1].name: binds workspace \"other\"; the workflow declares \"settings\"",
+        "spec.workspaces[2].name: workspace \"settings\" is bound twice",
+        "spec.workspaces[2]: workspace \"settings\" needs exactly one of",
+        "workspace \"settings\" is bound to a configMap, which only Kubernetes provides; give ork run a directory for it with --workspace settings=DIR",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\nin:\n{stderr}");
+    }
+    assert!(!marker.exists(), "nothing ran");
+    let out = ork(work.path(), &["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("binds workspace \"other\"") && stderr.contains("bound twice"),
+        "{stderr}"
+    );
+}

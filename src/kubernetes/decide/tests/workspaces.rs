@@ -95,6 +95,18 @@ fn other_bindings_are_mounted_as_given() {
     );
     let plan = w.step(t(0));
     assert!(plan.claims.is_empty(), "an existing claim is not made");
+    let mut other = World::new(ci());
+    bind(
+        &mut other,
+        json!([{"name": "source", "configMap": {"name": "settings"}},
+               {"name": "cache", "secret": {"secretName": "keys"}}]),
+    );
+    let files = other.step(t(0));
+    assert_eq!(
+        pod_spec(&files.create[0])["volumes"],
+        json!([{"name": "source", "configMap": {"name": "settings"}},
+               {"name": "cache", "secret": {"secretName": "keys"}}])
+    );
     assert_eq!(
         pod_spec(&plan.create[0])["volumes"],
         json!([{"name": "source", "persistentVolumeClaim": {"claimName": "shared"}},
