@@ -584,6 +584,11 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                                 "spec.workspaces",
                             );
                             problems.extend(bindings.iter().map(ToString::to_string));
+                            for warning in
+                                crate::compile::shared_read_write_once(&dag, &run.spec.workspaces)
+                            {
+                                report.warning(&format!("{}: {what}: {warning}", doc.origin));
+                            }
                         }
                         // A referenced workflow's own problems are reported with it.
                         Err(p) if inline => problems.extend(p.iter().map(ToString::to_string)),

@@ -13,7 +13,7 @@ mod pod;
 mod quantity;
 mod resources;
 mod workspaces;
-pub use workspaces::{check_bindings, unbound_required};
+pub use workspaces::{check_bindings, shared_read_write_once, unbound_required};
 
 use std::collections::{HashMap, HashSet};
 

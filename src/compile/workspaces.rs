@@ -186,3 +186,92 @@ pub fn unbound_required(
             .map(|m| (m.name.clone(), task.name.clone()))
     })
 }
+
+/// Most tasks of one workspace looked at for [`shared_read_write_once`].
+const MAX_SHARING_TASKS: usize = 64;
+
+/// Warnings for workspaces bound to a `ReadWriteOnce` claim made for the run that tasks may
+/// mount at the same time (two tasks neither of which is upstream of the other, or the
+/// instances of a fan-out): on a cluster of several nodes, a Pod on another node than the one
+/// holding the volume waits until it is let go. One warning per workspace.
+pub fn shared_read_write_once(dag: &super::Dag, bindings: &[WorkspaceBinding]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for binding in bindings {
+        let Some(template) = &binding.volume_claim_template else {
+            continue;
+        };
+        let modes = template.spec.access_modes.clone().unwrap_or_default();
+        if !(modes.iter().any(|m| m == "ReadWriteOnce")
+            && !modes.iter().any(|m| m == "ReadWriteMany"))
+        {
+            continue;
+        }
+        let users: Vec<super::TaskId> = dag
+            .tasks()
+            .filter(|(_, t)| t.workspaces.iter().any(|m| m.name == binding.name))
+            .map(|(id, _)| id)
+            .take(MAX_SHARING_TASKS)
+            .collect();
+        let name = quoted(&binding.name);
+        if let Some(fan) = users.iter().find(|id| {
+            dag.task(**id)
+                .for_each
+                .as_ref()
+                .is_some_and(|f| f.parallelism != Some(1))
+        }) {
+            warnings.push(format!(
+                "workspace {name} is a ReadWriteOnce claim and the instances of task {} may \
+                 mount it at the same time: on a cluster of several nodes, one on another node \
+                 waits until the volume is let go (use ReadWriteMany storage, keep the tasks on \
+                 one node with defaults.pod, or set forEach.parallelism to 1)",
+                quoted(&dag.task(*fan).name)
+            ));
+            continue;
+        }
+        if let Some((a, b)) = unordered_pair(dag, &users) {
+            warnings.push(format!(
+                "workspace {name} is a ReadWriteOnce claim that tasks {} and {} may mount at the \
+                 same time: on a cluster of several nodes, one on another node waits until the \
+                 volume is let go (use ReadWriteMany storage, or keep the tasks on one node with \
+                 defaults.pod)",
+                quoted(&dag.task(a).name),
+                quoted(&dag.task(b).name)
+            ));
+        }
+    }
+    warnings
+}
+
+/// Two of `tasks` neither of which is upstream of the other, if any. Finally tasks run after
+/// every regular task, so a finally task and a regular one are ordered.
+fn unordered_pair(
+    dag: &super::Dag,
+    tasks: &[super::TaskId],
+) -> Option<(super::TaskId, super::TaskId)> {
+    // Each task's descendants once: linear in the graph per task, and the tasks are bounded.
+    let below: Vec<HashSet<super::TaskId>> = tasks.iter().map(|&t| descendants(dag, t)).collect();
+    for (i, &a) in tasks.iter().enumerate() {
+        for (j, &b) in tasks.iter().enumerate().skip(i + 1) {
+            let ordered = dag.is_finally(a) != dag.is_finally(b)
+                || below[i].contains(&b)
+                || below[j].contains(&a);
+            if !ordered {
+                return Some((a, b));
+            }
+        }
+    }
+    None
+}
+
+fn descendants(dag: &super::Dag, from: super::TaskId) -> HashSet<super::TaskId> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![from];
+    while let Some(id) = stack.pop() {
+        for &child in dag.children(id) {
+            if seen.insert(child) {
+                stack.push(child);
+            }
+        }
+    }
+    seen
+}

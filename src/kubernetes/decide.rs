@@ -573,6 +573,8 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
         let of = engine.attempt_of(slot, attempt);
         attempt_job_name(&name, &dag.task(of.task).name, of.instance, attempt)
     };
+    // Said once, as the run starts: workspaces whose claim tasks may need on two nodes at once.
+    let starting = state.engine.phase() == RunPhase::Pending;
     // What the Run's spec asks for now, read on every reconcile (level-triggered): a Run
     // created suspended starts nothing.
     state.engine.suspend(o.run.spec.suspend, o.now);
@@ -1020,7 +1022,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
     }
 
     // ---- Events ----
-    let events = notes(
+    let mut events = notes(
         &state.head,
         &head,
         &state.records,
@@ -1032,6 +1034,15 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
             })
         },
     );
+    if starting {
+        let warnings = crate::compile::shared_read_write_once(dag, &o.run.spec.workspaces);
+        events.extend(warnings.into_iter().map(|warning| Note {
+            type_: EventType::Warning,
+            reason: "ReadWriteOnceShared",
+            note: text::cap_message(warning),
+            job: None,
+        }));
+    }
 
     if !finished {
         let next = state

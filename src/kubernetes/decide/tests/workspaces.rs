@@ -145,3 +145,77 @@ fn a_required_workspace_left_unbound_fails_the_run_before_anything_starts() {
         "{message}"
     );
 }
+
+#[test]
+fn tasks_that_may_share_a_read_write_once_claim_at_once_are_warned_about_once() {
+    let template = json!({"spec": {"accessModes": ["ReadWriteOnce"],
+                                   "resources": {"requests": {"storage": "1Gi"}}}});
+    let mut w = World::new(json!({
+        "workspaces": [{"name": "data"}],
+        "tasks": [
+            {"name": "prep", "workspaces": [{"name": "data"}]},
+            {"name": "left", "dependsOn": ["prep"], "workspaces": [{"name": "data"}]},
+            {"name": "right", "dependsOn": ["prep"], "workspaces": [{"name": "data"}]},
+        ]
+    }));
+    bind(
+        &mut w,
+        json!([{"name": "data", "volumeClaimTemplate": template}]),
+    );
+    let plan = w.step(t(0));
+    let warned: Vec<&Note> = plan
+        .events
+        .iter()
+        .filter(|e| e.reason == "ReadWriteOnceShared")
+        .collect();
+    assert_eq!(warned.len(), 1);
+    assert_eq!(warned[0].type_, EventType::Warning);
+    assert!(
+        warned[0].note.starts_with(
+            "workspace \"data\" is a ReadWriteOnce claim that tasks \"left\" and \"right\" may \
+             mount at the same time"
+        ),
+        "{}",
+        warned[0].note
+    );
+    w.show_jobs(t(0));
+    w.pod("etl-1.prep.1", succeeded_pod(1, 2, ""));
+    let plan = w.step(t(3));
+    assert!(
+        !reasons(&plan).contains(&"ReadWriteOnceShared"),
+        "said once"
+    );
+
+    // Ordered tasks, a ReadWriteMany claim, or one task at a time: nothing to say.
+    let mut ordered = World::new(ci());
+    bind(
+        &mut ordered,
+        json!([{"name": "source", "volumeClaimTemplate": template}]),
+    );
+    assert!(!reasons(&ordered.step(t(0))).contains(&"ReadWriteOnceShared"));
+    let mut fan = World::new(json!({
+        "workspaces": [{"name": "data"}],
+        "tasks": [{"name": "p", "forEach": {"items": [1, 2]}, "workspaces": [{"name": "data"}]}]
+    }));
+    bind(
+        &mut fan,
+        json!([{"name": "data", "volumeClaimTemplate": template}]),
+    );
+    let plan = fan.step(t(0));
+    let note = &plan
+        .events
+        .iter()
+        .find(|e| e.reason == "ReadWriteOnceShared")
+        .expect("instances may share it")
+        .note;
+    assert!(note.contains("the instances of task \"p\""), "{note}");
+    let mut many = World::new(json!({
+        "workspaces": [{"name": "data"}],
+        "tasks": [{"name": "p", "forEach": {"items": [1, 2]}, "workspaces": [{"name": "data"}]}]
+    }));
+    bind(
+        &mut many,
+        json!([{"name": "data", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteMany"]}}}]),
+    );
+    assert!(!reasons(&many.step(t(0))).contains(&"ReadWriteOnceShared"));
+}
