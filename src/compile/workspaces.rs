@@ -189,6 +189,9 @@ pub fn unbound_required(
 
 /// Most tasks of one workspace looked at for [`shared_read_write_once`].
 const MAX_SHARING_TASKS: usize = 64;
+/// Most tasks whose descendants [`shared_read_write_once`] walks, all workspaces together: the
+/// check costs at most this many walks of the graph, whatever the workflow.
+const MAX_WALKS: usize = 256;
 
 /// Warnings for workspaces bound to a `ReadWriteOnce` claim made for the run that tasks may
 /// mount at the same time (two tasks neither of which is upstream of the other, or the
@@ -196,6 +199,7 @@ const MAX_SHARING_TASKS: usize = 64;
 /// holding the volume waits until it is let go. One warning per workspace.
 pub fn shared_read_write_once(dag: &super::Dag, bindings: &[WorkspaceBinding]) -> Vec<String> {
     let mut warnings = Vec::new();
+    let mut walked: HashMap<super::TaskId, HashSet<super::TaskId>> = HashMap::new();
     for binding in bindings {
         let Some(template) = &binding.volume_claim_template else {
             continue;
@@ -228,7 +232,7 @@ pub fn shared_read_write_once(dag: &super::Dag, bindings: &[WorkspaceBinding]) -
             ));
             continue;
         }
-        if let Some((a, b)) = unordered_pair(dag, &users) {
+        if let Some((a, b)) = unordered_pair(dag, &users, &mut walked) {
             warnings.push(format!(
                 "workspace {name} is a ReadWriteOnce claim that tasks {} and {} may mount at the \
                  same time: on a cluster of several nodes, one on another node waits until the \
@@ -243,18 +247,26 @@ pub fn shared_read_write_once(dag: &super::Dag, bindings: &[WorkspaceBinding]) -
 }
 
 /// Two of `tasks` neither of which is upstream of the other, if any. Finally tasks run after
-/// every regular task, so a finally task and a regular one are ordered.
+/// every regular task, so a finally task and a regular one are ordered. `walked` keeps each
+/// task's descendants between calls; past [`MAX_WALKS`] of them no more pairs are looked at.
 fn unordered_pair(
     dag: &super::Dag,
     tasks: &[super::TaskId],
+    walked: &mut HashMap<super::TaskId, HashSet<super::TaskId>>,
 ) -> Option<(super::TaskId, super::TaskId)> {
-    // Each task's descendants once: linear in the graph per task, and the tasks are bounded.
-    let below: Vec<HashSet<super::TaskId>> = tasks.iter().map(|&t| descendants(dag, t)).collect();
+    for &t in tasks {
+        if !walked.contains_key(&t) {
+            if walked.len() >= MAX_WALKS {
+                return None;
+            }
+            walked.insert(t, descendants(dag, t));
+        }
+    }
     for (i, &a) in tasks.iter().enumerate() {
-        for (j, &b) in tasks.iter().enumerate().skip(i + 1) {
+        for &b in &tasks[i + 1..] {
             let ordered = dag.is_finally(a) != dag.is_finally(b)
-                || below[i].contains(&b)
-                || below[j].contains(&a);
+                || walked[&a].contains(&b)
+                || walked[&b].contains(&a);
             if !ordered {
                 return Some((a, b));
             }
