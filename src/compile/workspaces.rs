@@ -205,9 +205,9 @@ pub fn shared_read_write_once(dag: &super::Dag, bindings: &[WorkspaceBinding]) -
             continue;
         };
         let modes = template.spec.access_modes.clone().unwrap_or_default();
-        if !(modes.iter().any(|m| m == "ReadWriteOnce")
-            && !modes.iter().any(|m| m == "ReadWriteMany"))
-        {
+        let read_write_once = modes.iter().any(|m| m == "ReadWriteOnce")
+            && !modes.iter().any(|m| m == "ReadWriteMany");
+        if !read_write_once {
             continue;
         }
         let users: Vec<super::TaskId> = dag
