@@ -72,6 +72,15 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Draw a workflow's DAG, for docs: Graphviz DOT, Mermaid, or SVG. Exit code: 0 drawn, 2
+    /// invalid input.
+    Graph {
+        /// Manifest file holding one Workflow (or a Run with an inline workflow).
+        file: PathBuf,
+        /// dot (default), mermaid or svg.
+        #[arg(short, long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
     /// Print a Run from the cluster with every task's record, whatever its size (a run of
     /// more than 1,000 tasks keeps them in RunShards; this joins them).
     Get {
@@ -173,6 +182,13 @@ pub enum GetFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+    Svg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
@@ -224,6 +240,7 @@ fn parse_test_clock(
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate { files } => validate(&files),
+        Command::Graph { file, format } => graph(&file, format),
         Command::Run {
             file,
             rerun_of,
@@ -612,6 +629,76 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         }
     }
     report.finish()
+}
+
+/// `ork graph`: the one workflow of `file` (a Workflow, or a Run's inline one), drawn.
+fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {
+    let mut report = Report::default();
+    let documents = load(std::slice::from_ref(&file.to_path_buf()), &mut report);
+    if report.has_errors() {
+        return report.finish();
+    }
+    let mut workflows: Vec<(&str, &crate::api::WorkflowSpec, &str)> = Vec::new();
+    for doc in &documents {
+        match &doc.manifest {
+            Manifest::Workflow(w) => workflows.push((
+                w.metadata.name.as_deref().unwrap_or("workflow"),
+                &w.spec,
+                "spec",
+            )),
+            Manifest::Run(r) => {
+                if let Some(spec) = &r.spec.workflow {
+                    let name = r.metadata.name.as_deref().unwrap_or("run");
+                    workflows.push((name, spec, "spec.workflow"));
+                }
+            }
+            Manifest::Schedule(_) => {}
+        }
+    }
+    let (name, spec, base) = match workflows.as_slice() {
+        [one] => *one,
+        [] => {
+            report.error(
+                &file.display().to_string(),
+                "no workflow to draw: give a file with a Workflow, or a Run with an inline workflow",
+            );
+            return report.finish();
+        }
+        several => {
+            report.error(
+                &file.display().to_string(),
+                &format!(
+                    "{} workflows in the file; ork graph draws one",
+                    several.len()
+                ),
+            );
+            return report.finish();
+        }
+    };
+    let dag = match compile(spec, base) {
+        Ok(dag) => dag,
+        Err(problems) => {
+            for problem in problems.iter() {
+                report.error(&file.display().to_string(), &problem.to_string());
+            }
+            return report.finish();
+        }
+    };
+    let drawn = match format {
+        GraphFormat::Dot => Ok(crate::drawing::dot(&dag, name)),
+        GraphFormat::Mermaid => Ok(crate::drawing::mermaid(&dag)),
+        GraphFormat::Svg => crate::drawing::svg(&dag),
+    };
+    match drawn {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report.error(&file.display().to_string(), &e);
+            report.finish()
+        }
+    }
 }
 
 fn schedule_next(file: &std::path::Path, count: usize) -> ExitCode {

@@ -4,6 +4,7 @@
 //! - [`manifest`]: reading manifests from YAML files.
 //! - [`compile`]: the one validator, compiling a workflow into a [`compile::Dag`].
 //! - [`engine`]: the pure scheduling state machine.
+//! - [`drawing`]: a workflow's DAG as DOT, Mermaid or SVG (`ork graph`).
 //! - [`task_env`]: what a task sees (environment, `$(VAR)` expansion), identical in every driver.
 //! - [`driver`]: the `Database` / `Executor` seams and the `Scheduler` loop that joins them.
 //! - [`local`]: the local driver behind `ork run`: in-memory database, process executor.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod cli;
 pub mod compile;
+pub mod drawing;
 pub mod driver;
 pub mod engine;
 pub mod kubernetes;

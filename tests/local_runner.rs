@@ -1180,3 +1180,59 @@ fn workspaces_are_directories_and_bad_bindings_stop_the_run_up_front() {
         "{stderr}"
     );
 }
+
+/// `ork graph`: the DAG as DOT, Mermaid or SVG; a file without exactly one valid workflow is
+/// refused (exit 2) saying why.
+#[test]
+fn graph_draws_the_dag_in_three_formats() {
+    let work = tempfile::tempdir().unwrap();
+    let diamond = repo("examples/diamond.yaml");
+    let diamond = diamond.to_str().unwrap();
+    let out = ork(work.path(), &["graph", diamond]);
+    assert_eq!(out.status.code(), Some(0));
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(dot.starts_with("digraph \"diamond\" {"), "{dot}");
+    for line in ["t0 [label=\"extract\"];", "t0 -> t1;", "t2 -> t3;"] {
+        assert!(dot.contains(line), "{line} in {dot}");
+    }
+    let out = ork(work.path(), &["graph", diamond, "--format", "mermaid"]);
+    let mermaid = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        mermaid.starts_with("flowchart TD\n") && mermaid.contains("t1 --> t3"),
+        "{mermaid}"
+    );
+    let out = ork(work.path(), &["graph", diamond, "-f", "svg"]);
+    assert_eq!(out.status.code(), Some(0));
+    let svg = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    for name in ["extract", "double", "label", "load"] {
+        assert!(svg.contains(&format!(">{name}<")), "{name}");
+    }
+
+    let two = work.path().join("two.yaml");
+    let workflow = |name: &str| {
+        format!(
+            "apiVersion: ork.dev/v1alpha1\nkind: Workflow\nmetadata: {{name: {name}}}\n\
+             spec: {{tasks: [{{name: a, image: i, command: ['true'], dependsOn: [ghost]}}]}}\n"
+        )
+    };
+    std::fs::write(&two, format!("{}---\n{}", workflow("x"), workflow("y"))).unwrap();
+    let out = ork(work.path(), &["graph", two.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("2 workflows in the file; ork graph draws one")
+    );
+    let one = work.path().join("one.yaml");
+    std::fs::write(&one, workflow("x")).unwrap();
+    let out = ork(work.path(), &["graph", one.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("depends on unknown task \"ghost\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
