@@ -96,6 +96,53 @@ pub enum Command {
         #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
         kubeconfig: Option<PathBuf>,
     },
+    /// List the Runs of a namespace: name, workflow, phase, progress, age.
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Only Runs of this Workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only Runs in this phase (Pending, Running, Succeeded, Failed, Cancelled).
+        #[arg(long, value_parser = parse_phase)]
+        phase: Option<crate::api::RunPhase>,
+    },
+    /// Cancel a Run (its finally tasks still run) and wait until it has ended.
+    Cancel {
+        /// The Run's name.
+        run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Suspend a Run: no new attempt starts until it is resumed; waits until the controller
+    /// says so.
+    Suspend {
+        /// The Run's name.
+        run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Resume a suspended Run.
+    Resume {
+        /// The Run's name.
+        run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Run a finished Run again (a new Run with `rerunOf`): what succeeded is reused.
+    Rerun {
+        /// The finished Run's name.
+        run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Delete a Run, with its Jobs, Pods and workspace claims, and wait until it is gone.
+    Delete {
+        /// The Run's name.
+        run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Work with Schedule manifests.
     Schedule {
         #[command(subcommand)]
@@ -181,6 +228,22 @@ pub enum GetFormat {
     Yaml,
 }
 
+/// Where a command on the cluster goes: the user's kubeconfig and namespace, as kubectl.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Kubeconfig file; by default $KUBECONFIG or ~/.kube/config, then in-cluster config.
+    #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+}
+
+fn parse_phase(text: &str) -> Result<crate::api::RunPhase, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?}: expected Pending, Running, Succeeded, Failed or Cancelled"))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
     Dot,
@@ -241,6 +304,25 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Graph { file, format } => graph(&file, format),
+        Command::List {
+            cluster,
+            workflow,
+            phase,
+        } => on_cluster(&cluster, None, |client, namespace| async move {
+            crate::kubernetes::run_commands::list(
+                &client,
+                &namespace,
+                workflow.as_deref(),
+                phase,
+                Timestamp::now(),
+            )
+            .await
+        }),
+        Command::Cancel { run, cluster } => run_command(&cluster, &run, RunCommand::Cancel),
+        Command::Suspend { run, cluster } => run_command(&cluster, &run, RunCommand::Suspend),
+        Command::Resume { run, cluster } => run_command(&cluster, &run, RunCommand::Resume),
+        Command::Rerun { run, cluster } => run_command(&cluster, &run, RunCommand::Rerun),
+        Command::Delete { run, cluster } => run_command(&cluster, &run, RunCommand::Delete),
         Command::Run {
             file,
             rerun_of,
@@ -464,6 +546,72 @@ impl Report {
 
 /// The documents of every file; warnings and problems go to `report`.
 /// `ork get`: exit 0 with the Run on stdout, 1 when it cannot be read, 2 for a bad name.
+use crate::kubernetes::run_commands::{CommandError, RunCommand};
+
+/// How long a command on a Run waits for the controller's answer.
+const COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn run_command(cluster: &ClusterArgs, target: &str, command: RunCommand) -> ExitCode {
+    let name = run_name(target).to_string();
+    let checked = name.clone();
+    on_cluster(cluster, Some(&checked), |client, namespace| async move {
+        crate::kubernetes::run_commands::run_command(
+            &client,
+            &namespace,
+            &name,
+            command,
+            COMMAND_WAIT,
+        )
+        .await
+    })
+}
+
+/// `run/NAME`, `runs/NAME` or `NAME`.
+fn run_name(target: &str) -> &str {
+    ["run/", "runs/", "run.ork.dev/", "runs.ork.dev/"]
+        .iter()
+        .find_map(|prefix| target.strip_prefix(prefix))
+        .unwrap_or(target)
+}
+
+/// Runs `command` with a client for `cluster` and its namespace, printing what it says: exit 0,
+/// 1 when the cluster refused or failed, 2 for a name no Run can have.
+fn on_cluster<F, Fut>(cluster: &ClusterArgs, name: Option<&str>, command: F) -> ExitCode
+where
+    F: FnOnce(kube::Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, CommandError>>,
+{
+    if let Some(problem) = name.and_then(|n| crate::compile::names::object_name_error("Run", n)) {
+        eprintln!("error: {problem}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let metrics = Arc::new(crate::kubernetes::Metrics::default());
+        let client = crate::kubernetes::client::client(cluster.kubeconfig.as_deref(), metrics)
+            .await
+            .map_err(|e| CommandError(format!("cannot reach the cluster: {e}")))?;
+        let namespace = cluster
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        command(client, namespace).await
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(CommandError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn get(
     target: &str,
     namespace: Option<String>,

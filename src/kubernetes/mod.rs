@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod observe;
+pub mod run_commands;
 mod run_reconciler;
 pub mod schedule_reconciler;
 pub mod state;

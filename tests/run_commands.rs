@@ -1,0 +1,135 @@
+//! `ork list`, `ork suspend|resume|cancel|rerun|delete` against the test control plane, run as
+//! the user would: the binary, a kubeconfig and a namespace. Each command waits for the
+//! controller's answer; errors say what to do (no such run; which verb RBAC refused).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ork::api::{ConditionStatus, RunPhase};
+use serde_json::json;
+use support::env::{Env, ORK, chain};
+
+fn ork(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Output {
+    Command::new(ORK)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--namespace", namespace])
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A kubeconfig for the test user, a token with no RBAC permission of its own.
+fn powerless_kubeconfig(admin: &Path, to: &Path) {
+    let tokens = std::fs::read_to_string(admin.parent().unwrap().join("pki/tokens.csv")).unwrap();
+    let token_of = |user: &str| {
+        tokens
+            .lines()
+            .find(|l| l.split(',').nth(1) == Some(user))
+            .and_then(|l| l.split(',').next())
+            .unwrap()
+            .to_string()
+    };
+    let config = std::fs::read_to_string(admin)
+        .unwrap()
+        .replace(&token_of("ork-admin"), &token_of("ork-test-user"));
+    std::fs::write(to, config).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_commands_wait_for_the_controller_and_say_what_went_wrong() {
+    let env = Env::new("commands").await;
+    let (kubeconfig, ns) = (env.kubeconfig.clone(), env.ns.clone());
+    env.apply_workflow(&chain("long", &[("wait", "sleep 300")]))
+        .await;
+    env.create_run("long-1", "long", json!({})).await;
+    env.wait_task_running("long-1", "wait").await;
+
+    let (code, out, _) = text(&ork(&kubeconfig, &ns, &["list"]));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("PROGRESS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("long-1") && lines[1].contains("Running"),
+        "{out}"
+    );
+    let (_, out, _) = text(&ork(&kubeconfig, &ns, &["list", "--phase", "Succeeded"]));
+    assert!(out.starts_with("No runs in namespace"), "{out}");
+
+    let (code, out, err) = text(&ork(&kubeconfig, &ns, &["suspend", "long-1"]));
+    assert_eq!((code, out.trim()), (0, "Run \"long-1\" suspended"), "{err}");
+    let suspended = |run: &ork::api::Run| {
+        run.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Suspended")
+            .map(|c| c.status)
+    };
+    let run = env.runs().get("long-1").await.unwrap();
+    assert_eq!(suspended(&run), Some(ConditionStatus::True));
+    let (code, out, _) = text(&ork(&kubeconfig, &ns, &["resume", "run/long-1"]));
+    assert_eq!((code, out.trim()), (0, "Run \"long-1\" resumed"));
+
+    let (code, out, _) = text(&ork(&kubeconfig, &ns, &["cancel", "long-1"]));
+    assert_eq!((code, out.trim()), (0, "Run \"long-1\" cancelled"));
+    let run = env.runs().get("long-1").await.unwrap();
+    assert_eq!(run.status.unwrap().phase, Some(RunPhase::Cancelled));
+
+    let (code, out, err) = text(&ork(&kubeconfig, &ns, &["rerun", "long-1"]));
+    assert_eq!(code, 0, "{err}");
+    let made = out
+        .trim()
+        .strip_prefix("Run \"")
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    assert!(made.starts_with("long-"), "{out}");
+    assert!(out.trim().ends_with("rerunning \"long-1\""), "{out}");
+    let rerun = env.runs().get(&made).await.unwrap();
+    assert_eq!(rerun.spec.rerun_of.unwrap().name, "long-1");
+
+    let (code, out, _) = text(&ork(&kubeconfig, &ns, &["delete", &made]));
+    assert_eq!(
+        (code, out.trim().to_string()),
+        (0, format!("Run \"{made}\" deleted"))
+    );
+    assert!(env.runs().get_opt(&made).await.unwrap().is_none());
+
+    // What goes wrong is said in the user's terms.
+    let (code, _, err) = text(&ork(&kubeconfig, &ns, &["cancel", "nope"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim(),
+        format!("error: no Run \"nope\" in namespace \"{ns}\"")
+    );
+    let (code, _, err) = text(&ork(&kubeconfig, &ns, &["cancel", "Not_A_Name"]));
+    assert_eq!(code, 2, "{err}");
+    let powerless = env.work.path().join("powerless");
+    powerless_kubeconfig(&kubeconfig, &powerless);
+    let (code, _, err) = text(&ork(&powerless, &ns, &["delete", "long-1"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: forbidden: your RBAC role does not let you delete runs.ork.dev in namespace \
+             \"{ns}\" (ask for the delete verb on runs.ork.dev)"
+        )
+    );
+    let (code, _, err) = text(&ork(&powerless, &ns, &["list"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("does not let you list runs.ork.dev"), "{err}");
+}
