@@ -618,10 +618,7 @@ fn get(
     output: GetFormat,
     kubeconfig: Option<PathBuf>,
 ) -> ExitCode {
-    let name = ["run/", "runs/", "run.ork.dev/", "runs.ork.dev/"]
-        .iter()
-        .find_map(|prefix| target.strip_prefix(prefix))
-        .unwrap_or(target);
+    let name = run_name(target);
     if let Some(problem) = crate::compile::names::object_name_error("Run", name) {
         eprintln!("error: {problem}");
         return ExitCode::from(EXIT_INVALID);
