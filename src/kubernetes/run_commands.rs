@@ -237,6 +237,11 @@ pub async fn list(
                 "forbidden: your RBAC role does not let you list runs.ork.dev in namespace {}",
                 quoted(namespace)
             )),
+            kube::Error::Api(status) if status.code == 404 => CommandError(
+                "the cluster has no runs.ork.dev resource: install ork's CRDs (ork crds | \
+                 kubectl apply --server-side -f -)"
+                    .into(),
+            ),
             other => explain(other, "list", "", namespace),
         })?;
     let mut rows: Vec<[String; 5]> = Vec::new();
