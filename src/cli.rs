@@ -89,8 +89,9 @@ pub enum Command {
         /// Namespace of the Run (default: the kubeconfig context's, else `default`).
         #[arg(short, long)]
         namespace: Option<String>,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value_t = GetFormat::Json)]
+        /// table: every task's phase, attempts, duration and outcome; json or yaml: the whole
+        /// Run.
+        #[arg(short, long, value_enum, default_value_t = GetFormat::Table)]
         output: GetFormat,
         /// Kubeconfig file; by default $KUBECONFIG or ~/.kube/config, then in-cluster config.
         #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
@@ -224,6 +225,7 @@ pub enum LogFormat {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GetFormat {
+    Table,
     Json,
     Yaml,
 }
@@ -548,6 +550,29 @@ impl Report {
 /// `ork get`: exit 0 with the Run on stdout, 1 when it cannot be read, 2 for a bad name.
 use crate::kubernetes::run_commands::{CommandError, RunCommand};
 
+/// `ork get`'s table: the tasks, then the run's phase, progress and message.
+fn run_table(run: &crate::api::Run) -> String {
+    let Some(status) = &run.status else {
+        return format!(
+            "Run {} has no status yet: the controller has not looked at it",
+            crate::text::quoted(run.metadata.name.as_deref().unwrap_or("?"))
+        );
+    };
+    let message = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    format!(
+        "{}\nRun {} {:?} ({}): {message}",
+        crate::local::task_table(&status.tasks, false).trim_end(),
+        run.metadata.name.as_deref().unwrap_or("?"),
+        status.phase.unwrap_or(crate::api::RunPhase::Pending),
+        status.progress.as_deref().unwrap_or("0/0"),
+    )
+}
+
 /// How long a command on a Run waits for the controller's answer.
 const COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -641,6 +666,7 @@ fn get(
         }
     };
     let text = match output {
+        GetFormat::Table => Ok(run_table(&run)),
         GetFormat::Json => serde_json::to_string_pretty(&run).map_err(|e| e.to_string()),
         GetFormat::Yaml => serde_saphyr::to_string(&run).map_err(|e| e.to_string()),
     };

@@ -88,6 +88,25 @@ async fn run_commands_wait_for_the_controller_and_say_what_went_wrong() {
     assert_eq!((code, out.trim()), (0, "Run \"long-1\" cancelled"));
     let run = env.runs().get("long-1").await.unwrap();
     assert_eq!(run.status.unwrap().phase, Some(RunPhase::Cancelled));
+    // `ork get` shows the task table by default.
+    let (code, out, _) = text(&ork(&kubeconfig, &ns, &["get", "long-1"]));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        lines[0].starts_with("TASK") && lines[0].contains("ATTEMPTS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("wait") && lines[1].contains("Cancelled"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("Run long-1 Cancelled (0/1): "),
+        "{out}"
+    );
 
     let (code, out, err) = text(&ork(&kubeconfig, &ns, &["rerun", "long-1"]));
     assert_eq!(code, 0, "{err}");

@@ -177,25 +177,19 @@ impl Watcher for Progress {
     fn run_changed(&mut self, _status: &RunStatus) {}
 }
 
-/// The table printed when the run ends, with the tail of stderr for failed tasks.
-pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
+/// The task table: one row per task (with many tasks, only those that did not succeed), fan-out
+/// instances right after their task, at most 50 rows.
+pub fn task_table(tasks: &[TaskStatus], colour: bool) -> String {
     const MAX_ROWS: usize = 50;
-    const MAX_FAILURE_LOGS: usize = 3;
-    let Some(status) = &run.status else {
-        return String::new();
-    };
-    let name = run.metadata.name.as_deref().unwrap_or("run");
     let mut out = String::new();
     // With many tasks, list only those that did not succeed.
-    let mut rows: Vec<(usize, &TaskStatus)> = status
-        .tasks
+    let mut rows: Vec<(usize, &TaskStatus)> = tasks
         .iter()
         .enumerate()
-        .filter(|(_, t)| status.tasks.len() <= MAX_ROWS || t.phase != TaskPhase::Succeeded)
+        .filter(|(_, t)| tasks.len() <= MAX_ROWS || t.phase != TaskPhase::Succeeded)
         .collect();
     // Fan-out instances (`TASK[INDEX]`) right after their task, in item order.
-    let fan_outs: std::collections::HashMap<&str, usize> = status
-        .tasks
+    let fan_outs: std::collections::HashMap<&str, usize> = tasks
         .iter()
         .enumerate()
         .filter(|(_, t)| t.instances.is_some())
@@ -248,6 +242,17 @@ pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
     if rows.len() > MAX_ROWS {
         out.push_str(&format!("… and {} more\n", rows.len() - MAX_ROWS));
     }
+    out
+}
+
+/// The table printed when the run ends, with the tail of stderr for failed tasks.
+pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
+    const MAX_FAILURE_LOGS: usize = 3;
+    let Some(status) = &run.status else {
+        return String::new();
+    };
+    let name = run.metadata.name.as_deref().unwrap_or("run");
+    let mut out = task_table(&status.tasks, colour);
     for task in status
         .tasks
         .iter()
