@@ -81,8 +81,9 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
-    /// Print a Run from the cluster with every task's record, whatever its size (a run of
-    /// more than 1,000 tasks keeps them in RunShards; this joins them).
+    /// Show a Run from the cluster: its task table, or (`-o json|yaml`) the whole Run with every
+    /// task's record, whatever its size (a run of more than 1,000 tasks keeps them in RunShards;
+    /// this joins them).
     Get {
         /// `run/NAME`, `runs/NAME` or `NAME` (a Run).
         run: String,
