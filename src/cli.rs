@@ -87,16 +87,12 @@ pub enum Command {
     Get {
         /// `run/NAME`, `runs/NAME` or `NAME` (a Run).
         run: String,
-        /// Namespace of the Run (default: the kubeconfig context's, else `default`).
-        #[arg(short, long)]
-        namespace: Option<String>,
         /// table: every task's phase, attempts, duration and outcome; json or yaml: the whole
         /// Run.
         #[arg(short, long, value_enum, default_value_t = GetFormat::Table)]
         output: GetFormat,
-        /// Kubeconfig file; by default $KUBECONFIG or ~/.kube/config, then in-cluster config.
-        #[arg(long, env = "ORK_KUBECONFIG", value_name = "FILE")]
-        kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// List the Runs of a namespace: name, workflow, phase, progress, age.
     List {
@@ -351,10 +347,9 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Get {
             run,
-            namespace,
             output,
-            kubeconfig,
-        } => get(&run, namespace, output, kubeconfig),
+            cluster,
+        } => get(&run, &cluster, output),
         Command::Schedule {
             command: ScheduleCommand::Next { file, count },
         } => schedule_next(&file, count as usize),
@@ -628,8 +623,12 @@ where
     });
     match result {
         Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}", text.trim_end()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE, // e.g. a closed pipe
+            }
         }
         Err(CommandError(message)) => {
             eprintln!("error: {message}");
@@ -638,53 +637,25 @@ where
     }
 }
 
-fn get(
-    target: &str,
-    namespace: Option<String>,
-    output: GetFormat,
-    kubeconfig: Option<PathBuf>,
-) -> ExitCode {
-    let name = run_name(target);
-    if let Some(problem) = crate::compile::names::object_name_error("Run", name) {
-        eprintln!("error: {problem}");
-        return ExitCode::from(EXIT_INVALID);
-    }
-    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(async {
-        let metrics = Arc::new(crate::kubernetes::Metrics::default());
-        let client = crate::kubernetes::client::client(kubeconfig.as_deref(), metrics).await?;
-        let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-        crate::kubernetes::get::full_run(&client, &namespace, name).await
-    });
-    let run = match result {
-        Ok(run) => run,
-        Err(e) => {
-            eprintln!("error: cannot get Run {}: {e}", crate::text::quoted(name));
-            return ExitCode::FAILURE;
-        }
-    };
-    let text = match output {
-        GetFormat::Table => Ok(run_table(&run)),
-        GetFormat::Json => serde_json::to_string_pretty(&run).map_err(|e| e.to_string()),
-        GetFormat::Yaml => serde_saphyr::to_string(&run).map_err(|e| e.to_string()),
-    };
-    match text {
-        Ok(text) => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            match writeln!(out, "{}", text.trim_end()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(_) => ExitCode::FAILURE,
-            }
-        }
-        Err(e) => {
-            eprintln!("error: cannot encode the Run: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn get(target: &str, cluster: &ClusterArgs, output: GetFormat) -> ExitCode {
+    let name = run_name(target).to_string();
+    let checked = name.clone();
+    on_cluster(cluster, Some(&checked), |client, namespace| async move {
+        let run = crate::kubernetes::get::full_run(&client, &namespace, &name)
+            .await
+            .map_err(|e| {
+                CommandError(format!(
+                    "cannot get Run {}: {e}",
+                    crate::text::quoted(&name)
+                ))
+            })?;
+        let encoded = match output {
+            GetFormat::Table => return Ok(run_table(&run)),
+            GetFormat::Json => serde_json::to_string_pretty(&run).map_err(|e| e.to_string()),
+            GetFormat::Yaml => serde_saphyr::to_string(&run).map_err(|e| e.to_string()),
+        };
+        encoded.map_err(|e| CommandError(format!("cannot encode the Run: {e}")))
+    })
 }
 
 fn load(files: &[PathBuf], report: &mut Report) -> Vec<Document> {

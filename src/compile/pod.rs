@@ -14,8 +14,33 @@ use crate::text::quoted;
 
 /// Labels and annotations under this prefix are ork's.
 pub const RESERVED_PREFIX: &str = "ork.dev/";
-/// Where a task's container writes its outputs: no volume may be mounted there.
+/// Where a task's container writes its outputs: nothing may be mounted there.
 const OUTPUT_PATH: &str = "/dev/termination-log";
+
+/// A mount path (at `field`) of a task: absolute, not where ork writes the outputs, and not a
+/// path in `taken` (the task's mounts so far, without a trailing `/`; this one is added).
+/// `clash` says what two mounts at one path are (`two volumes are`).
+pub(super) fn check_mount_path(
+    path: &str,
+    taken: &mut HashSet<String>,
+    field: &str,
+    clash: &str,
+    who: Owner,
+    problems: &mut Problems,
+) {
+    let trimmed = path.trim_end_matches('/');
+    let shown = quoted(path);
+    let message = if !path.starts_with('/') {
+        format!("mount path {shown} is not absolute")
+    } else if trimmed.is_empty() || trimmed == OUTPUT_PATH {
+        format!("mount path {shown} is not allowed: ork needs it for the task")
+    } else if !taken.insert(trimmed.to_string()) {
+        format!("{clash} mounted at {shown}")
+    } else {
+        return;
+    };
+    problems.push(field, format!("{who}: {message}"));
+}
 
 /// `pod` of the object at `at` (`…pod`).
 pub(super) fn check_pod(pod: &PodSettings, at: &str, owner: Owner, problems: &mut Problems) {
@@ -142,7 +167,7 @@ pub(super) fn check_volumes(
             );
         }
     }
-    let mut paths = HashSet::new();
+    let mut paths: HashSet<String> = HashSet::new();
     for (i, mount) in mounts.iter().enumerate() {
         let field = format!("{at}.volumeMounts[{i}]");
         if !names.contains(mount.name.as_str()) {
@@ -154,31 +179,13 @@ pub(super) fn check_volumes(
                 ),
             );
         }
-        let path = mount.mount_path.trim_end_matches('/');
-        if !mount.mount_path.starts_with('/') {
-            problems.push(
-                format!("{field}.mountPath"),
-                format!(
-                    "{who}: mount path {} is not absolute",
-                    quoted(&mount.mount_path)
-                ),
-            );
-        } else if path == OUTPUT_PATH || path.is_empty() {
-            problems.push(
-                format!("{field}.mountPath"),
-                format!(
-                    "{who}: mount path {} is not allowed: ork needs it for the task",
-                    quoted(&mount.mount_path)
-                ),
-            );
-        } else if !paths.insert(path) {
-            problems.push(
-                format!("{field}.mountPath"),
-                format!(
-                    "{who}: two volumes are mounted at {}",
-                    quoted(&mount.mount_path)
-                ),
-            );
-        }
+        check_mount_path(
+            &mount.mount_path,
+            &mut paths,
+            &format!("{field}.mountPath"),
+            "two volumes are",
+            who,
+            problems,
+        );
     }
 }

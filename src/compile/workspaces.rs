@@ -10,9 +10,6 @@ use crate::api::{TaskSpec, WorkspaceBinding, WorkspaceDecl, default_mount_path};
 use crate::problem::Problems;
 use crate::text::{names, quoted};
 
-/// Where a task's container writes its outputs: nothing may be mounted there.
-const OUTPUT_PATH: &str = "/dev/termination-log";
-
 /// The declared workspaces, by name (a badly named or repeated one is reported and left out).
 pub(super) fn declared<'a>(
     decls: &'a [WorkspaceDecl],
@@ -86,29 +83,14 @@ pub(super) fn task_mounts(
             .mount_path
             .clone()
             .unwrap_or_else(|| default_mount_path(name));
-        let trimmed = path.trim_end_matches('/');
-        if !path.starts_with('/') {
-            problems.push(
-                format!("{field}.mountPath"),
-                format!("{who}: mount path {} is not absolute", quoted(&path)),
-            );
-        } else if trimmed.is_empty() || trimmed == OUTPUT_PATH {
-            problems.push(
-                format!("{field}.mountPath"),
-                format!(
-                    "{who}: mount path {} is not allowed: ork needs it for the task",
-                    quoted(&path)
-                ),
-            );
-        } else if !paths.insert(trimmed.to_string()) {
-            problems.push(
-                format!("{field}.mountPath"),
-                format!(
-                    "{who}: two volumes or workspaces are mounted at {}",
-                    quoted(&path)
-                ),
-            );
-        }
+        super::pod::check_mount_path(
+            &path,
+            &mut paths,
+            &format!("{field}.mountPath"),
+            "two volumes or workspaces are",
+            who,
+            problems,
+        );
         mounts.push(TaskWorkspace {
             name: name.to_string(),
             mount_path: path,

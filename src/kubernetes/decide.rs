@@ -735,6 +735,7 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
                 continue;
             }
             let task = dag.task(launch.definition());
+            let mounts = super::workspaces::task_mounts(&name, task, &o.run.spec.workspaces);
             match build_job(
                 owner,
                 &namespace,
@@ -742,13 +743,11 @@ fn run(o: &Observed<'_>, state: &mut RunState, children: &Children<'_>) -> Plan 
                 task,
                 launch,
                 o.config.job_ttl_seconds,
-                &o.run.spec.workspaces,
+                &mounts,
             ) {
                 Ok(job) => {
                     // The workspace claims its Pod needs, made first.
-                    let needed =
-                        super::workspaces::task_mounts(&name, task, &o.run.spec.workspaces);
-                    for claim in needed.claims {
+                    for claim in mounts.claims {
                         if !o.memory.claims.contains(&claim) {
                             claims.entry(claim).or_default().push(job_name_of(&job));
                         }

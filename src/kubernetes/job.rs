@@ -5,8 +5,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::names::{attempt_job_name, attempt_labels};
-use super::workspaces::task_mounts;
-use crate::api::WorkspaceBinding;
+use super::workspaces::TaskMounts;
 use crate::compile::CompiledTask;
 use crate::engine::Launch;
 use crate::task_env::{RunIdentity, ork_env, oversized_var};
@@ -22,7 +21,7 @@ pub const CONTAINER: &str = "task";
 /// `activeDeadlineSeconds`, which the kubelet counts from the Pod's start, as the engine does:
 /// time spent waiting for a node does not count, and a Pod stopped by its deadline stays, with
 /// its logs. `ttl_seconds` lets Kubernetes delete the finished Job (and its Pod) that long
-/// after it finishes. `Err`: why the attempt cannot start (an item or input longer than an
+/// after it finishes. `workspaces`: the task's workspace volumes and mounts. `Err`: why the attempt cannot start (an item or input longer than an
 /// environment variable may be).
 pub fn build_job(
     owner: &OwnerReference,
@@ -31,9 +30,8 @@ pub fn build_job(
     task: &CompiledTask,
     launch: &Launch,
     ttl_seconds: Option<i32>,
-    bindings: &[WorkspaceBinding],
+    workspaces: &TaskMounts,
 ) -> Result<Job, String> {
-    let workspaces = task_mounts(&identity.run, task, bindings);
     let paths: Vec<(&str, &str)> = workspaces
         .paths
         .iter()
@@ -69,7 +67,7 @@ pub fn build_job(
             task.volume_mounts
                 .iter()
                 .cloned()
-                .chain(workspaces.mounts)
+                .chain(workspaces.mounts.iter().cloned())
                 .collect(),
         ),
         ..Container::default()
@@ -118,7 +116,7 @@ pub fn build_job(
                         task.volumes
                             .iter()
                             .cloned()
-                            .chain(workspaces.volumes)
+                            .chain(workspaces.volumes.iter().cloned())
                             .collect(),
                     ),
                     ..PodSpec::default()
@@ -176,7 +174,16 @@ mod tests {
             finally: None,
             instance: None,
         };
-        let job = build_job(&owner(), "team", &identity, task, &launch, Some(600), &[]).unwrap();
+        let job = build_job(
+            &owner(),
+            "team",
+            &identity,
+            task,
+            &launch,
+            Some(600),
+            &TaskMounts::default(),
+        )
+        .unwrap();
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["apiVersion"], "batch/v1");
         assert_eq!(json["kind"], "Job");
@@ -270,7 +277,7 @@ mod tests {
             task,
             &launch(serde_json::json!("a$b")),
             None,
-            &[],
+            &TaskMounts::default(),
         )
         .unwrap();
         let json = serde_json::to_value(&job).unwrap();
@@ -292,7 +299,15 @@ mod tests {
         assert_eq!(get("ORK_TASK"), Some(serde_json::json!("p")));
 
         let big = serde_json::json!("x".repeat(200_000));
-        let refused = build_job(&owner(), "team", &identity, task, &launch(big), None, &[]);
+        let refused = build_job(
+            &owner(),
+            "team",
+            &identity,
+            task,
+            &launch(big),
+            None,
+            &TaskMounts::default(),
+        );
         assert_eq!(
             refused.unwrap_err(),
             "ORK_ITEM is 200000 bytes, more than the 131072 one environment variable may hold"
@@ -335,7 +350,16 @@ mod tests {
             instance: None,
         };
         let task = dag.task(crate::compile::TaskId(0));
-        let job = build_job(&owner(), "team", &identity, task, &launch, None, &[]).unwrap();
+        let job = build_job(
+            &owner(),
+            "team",
+            &identity,
+            task,
+            &launch,
+            None,
+            &TaskMounts::default(),
+        )
+        .unwrap();
         let json = serde_json::to_value(&job).unwrap();
         let template = &json["spec"]["template"];
         let pod = &template["spec"];

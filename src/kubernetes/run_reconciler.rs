@@ -165,11 +165,7 @@ async fn read_shards(
     let ours: Vec<RunShard> = listed
         .items
         .into_iter()
-        .filter(|s| {
-            s.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-        })
+        .filter(|s| controlled_by(s, uid))
         .collect();
     let mut full = run.clone();
     layout::assemble(&mut full, &ours).map_err(Error::Internal)?;
@@ -335,6 +331,13 @@ async fn execute(
     })
 }
 
+/// Whether `obj`'s controlling owner is the object with UID `uid`.
+fn controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
+    obj.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
 /// Creates a workspace claim; one that exists already is fine when this run owns it (made by
 /// an earlier reconcile), and an error when another object does.
 async fn create_claim(
@@ -347,11 +350,7 @@ async fn create_claim(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let existing = api.get(&name).await?;
-            if existing
-                .owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-            {
+            if controlled_by(&existing, uid) {
                 Ok(())
             } else {
                 Err(Error::Internal(format!(
@@ -382,14 +381,7 @@ async fn create_job(api: &Api<Job>, job: &Job, uid: &str) -> Created {
     match api.create(&PostParams::default(), job).await {
         Ok(_) => Created::Ok(name),
         Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(&name).await {
-            Ok(Some(existing))
-                if existing
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && o.uid == uid) =>
-            {
-                Created::Ok(name)
-            }
+            Ok(Some(existing)) if controlled_by(&existing, uid) => Created::Ok(name),
             Ok(Some(_)) => Created::NameTaken,
             // Gone again in between: the next reconcile creates it.
             Ok(None) => Created::NameTaken,
@@ -470,11 +462,7 @@ async fn write_records(
             // Named after its content: one of ours with that name holds the same tasks.
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let existing = shards.get(name).await?;
-                if !existing
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && o.uid == uid)
-                {
+                if !controlled_by(&existing, &uid) {
                     return Err(Error::Internal(format!(
                         "RunShard {name} belongs to another object; waiting for it to go"
                     )));
@@ -599,11 +587,7 @@ async fn create_shard(api: &Api<RunShard>, shard: RunShard, uid: &str) -> Result
         Ok(created) => Ok(created),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let existing = api.get(&name).await?;
-            if !existing
-                .owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-            {
+            if !controlled_by(&existing, uid) {
                 return Err(Error::Internal(format!(
                     "RunShard {name} belongs to another object; waiting for it to go"
                 )));
@@ -730,11 +714,10 @@ async fn read_failed_creates(ctx: &Context, run: &Run, state: &RunState) {
         running
             .iter()
             .filter_map(|job_name| {
-                let job = jobs.get(job_name)?.iter().find(|j| {
-                    j.owner_references()
-                        .iter()
-                        .any(|o| o.controller == Some(true) && o.uid == uid)
-                })?;
+                let job = jobs
+                    .get(job_name)?
+                    .iter()
+                    .find(|j| controlled_by(j.as_ref(), &uid))?;
                 let old_enough = job
                     .metadata
                     .creation_timestamp
