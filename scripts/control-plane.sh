@@ -4,7 +4,8 @@
 # Recipe and background: test-control-plane.md in the shared docs next to the repository.
 #
 # Usage:
-#   scripts/control-plane.sh install      # root; apt packages + build binaries once (~5 min),
+#   scripts/control-plane.sh install      # root; apt packages (also chromium + chromedriver for
+#                                         # the browser tests) + build binaries once (~5 min),
 #                                         # then a no-op taking seconds
 #   scripts/control-plane.sh start DIR    # start everything under DIR, wait until ready,
 #                                         # print DIR/kubeconfig
@@ -14,7 +15,8 @@
 # After `start DIR`:  source DIR/env   (exports KUBECONFIG, ORK_TEST_APISERVER, ORK_TEST_CA_FILE,
 #   ORK_TEST_ADMIN_TOKEN, ORK_TEST_USER_TOKEN/ORK_TEST_USER_NAME (a token with no RBAC
 #   permissions of its own), ORK_TEST_CONTROL_PLANE_DIR).
-# Layout of DIR: pki/ (CA, serving cert, SA keys, tokens.csv), etcd-data/, logs/*.log,
+# Layout of DIR: pki/ (CA, serving cert, SA keys, tokens.csv, audit-policy.yaml), etcd-data/,
+# logs/*.log (audit.log: the requests of user ork-viewer),
 #   run/*.pid, kubeconfig, env.
 #
 # Environment:
@@ -28,7 +30,10 @@ KUBE_VERSION=1.20.2
 CACHE_ROOT="${ORK_CACHE_DIR:-${HOME:-/root}/.cache/ork}"
 KUBE_CACHE="$CACHE_ROOT/kubernetes-$KUBE_VERSION"
 BIN_DIR="$KUBE_CACHE/bin"
-APT_PACKAGES=(golang-go etcd-server rsync jq openssl golang-github-modern-go-reflect2-dev make curl)
+# chromium + chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): the headless browser
+# the dashboard's end-to-end tests drive through WebDriver (tests/support/browser.rs).
+APT_PACKAGES=(golang-go etcd-server rsync jq openssl golang-github-modern-go-reflect2-dev make curl
+  chromium chromium-driver)
 DEB_SRC_FILE=/etc/apt/sources.list.d/ork-bookworm-src.sources
 COMPONENTS=(kube-controller-manager kube-apiserver etcd) # stop order; start order is reversed
 # pvc-protection runs (unlike pv-protection): it lifts a claim's finalizer once no Pod uses it,
@@ -334,17 +339,31 @@ cmd_start() {
   chmod 700 "$dir/run"
 
   gen_pki "$dir/pki"
-  local admin_token user_token
+  local admin_token user_token viewer_token
   admin_token=$(openssl rand -hex 24)
   user_token=$(openssl rand -hex 24)
+  viewer_token=$(openssl rand -hex 24)
   (
     umask 077
     {
       echo "$admin_token,ork-admin,ork-admin-uid,\"system:masters\""
       echo "$user_token,ork-test-user,ork-test-user-uid"
+      echo "$viewer_token,ork-viewer,ork-viewer-uid"
     } >"$dir/pki/tokens.csv"
     echo "$admin_token" >"$dir/run/admin-token"
   )
+
+  # Only the user `ork-viewer` is audited: the dashboard's tests read which of its requests
+  # the API server refused (logs/audit.log, one JSON event per line).
+  cat >"$dir/pki/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  users: ["ork-viewer"]
+- level: None
+EOF
 
   local etcd_port peer_port api_port kcm_port
   read -r etcd_port peer_port api_port kcm_port < <(free_ports 4)
@@ -373,6 +392,8 @@ cmd_start() {
     --tls-private-key-file "$dir/pki/apiserver.key" \
     --client-ca-file "$dir/pki/ca.crt" \
     --token-auth-file "$dir/pki/tokens.csv" \
+    --audit-policy-file "$dir/pki/audit-policy.yaml" \
+    --audit-log-path "$dir/logs/audit.log" \
     --authorization-mode Node,RBAC \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$dir/pki/sa.pub" \
@@ -423,6 +444,8 @@ export ORK_TEST_CA_FILE='$dir/pki/ca.crt'
 export ORK_TEST_ADMIN_TOKEN='$admin_token'
 export ORK_TEST_USER_NAME='ork-test-user'
 export ORK_TEST_USER_TOKEN='$user_token'
+export ORK_TEST_VIEWER_NAME='ork-viewer'
+export ORK_TEST_VIEWER_TOKEN='$viewer_token'
 EOF
   chmod 600 "$dir/env"
   log "up: $server (etcd 127.0.0.1:$etcd_port, kube-controller-manager 127.0.0.1:$kcm_port)"

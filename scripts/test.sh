@@ -11,7 +11,17 @@ scripts/lint-dockerfile.sh
 
 scripts/control-plane.sh install
 cluster=$(mktemp -d "${TMPDIR:-/tmp}/ork-test-cluster.XXXXXX")
-trap 'scripts/control-plane.sh stop "$cluster" >/dev/null 2>&1 || true' EXIT
+# The cluster's files (etcd data, logs) are kept only when something failed, to be read.
+finish() {
+  local status=$?
+  scripts/control-plane.sh stop "$cluster" >/dev/null 2>&1 || true
+  if ((status == 0)); then
+    rm -rf "$cluster"
+  else
+    echo "the test cluster's files are kept in $cluster" >&2
+  fi
+}
+trap finish EXIT
 ORK_TEST_KUBECONFIG=$(scripts/control-plane.sh start "$cluster")
 export ORK_TEST_KUBECONFIG
 

@@ -15,14 +15,14 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod, Secret,
 };
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use support::cluster::{self, eventually};
 use support::kubelet::{
-    DECOY_SIDECAR_MESSAGE, DECOY_SIDECAR_NAME, ImagePull, Kubelet, KubeletHandle, NODE_NAME,
-    Options, TERMINATED_REASON_ENV, image_pull,
+    DECOY_SIDECAR_MESSAGE, DECOY_SIDECAR_NAME, ImagePull, Kubelet, KubeletHandle, LOG_FILE,
+    NODE_NAME, Options, TERMINATED_REASON_ENV, image_pull,
 };
 
 /// Every wait in these tests.
@@ -231,15 +231,15 @@ async fn job_succeeds_with_the_termination_message() {
     assert_eq!(term.message.as_deref(), Some("{\"a\": 1}\n"));
     assert!(term.started_at.is_some() && term.finished_at.is_some());
 
-    // stdout went to the pod's file.
+    // stdout went to the container's log file.
     let kubelet = t.kubelet.as_ref().expect("kubelet");
     let dir = kubelet.container_dir(
         pod.metadata.name.as_deref().expect("name"),
         pod.metadata.uid.as_deref().expect("uid"),
         "main",
     );
-    let stdout = std::fs::read_to_string(dir.join("stdout")).expect("stdout file");
-    assert_eq!(stdout, "to-stdout\n");
+    let log = std::fs::read_to_string(dir.join(LOG_FILE)).expect("log file");
+    assert_eq!(log, "to-stdout\n");
     t.finish().await;
     eprintln!("took {:?}", started.elapsed());
 }
@@ -1212,6 +1212,228 @@ async fn terminated_reasons_follow_the_kubelet_and_the_convention() {
             (exit_code, Some(reason)),
             "{name}"
         );
+    }
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Container logs (the API server's `pods/log`, proxied to the simulator's log server)
+// ---------------------------------------------------------------------------------------------
+
+/// The API error of a request that should have failed.
+fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// `kubectl ARGS` with the test kubeconfig: its stdout, or `None` when there is no kubectl on
+/// PATH.
+async fn kubectl(args: &[&str]) -> Option<String> {
+    let kubeconfig = tokio::task::spawn_blocking(cluster::kubeconfig)
+        .await
+        .expect("kubeconfig");
+    let run = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(LIMIT, run).await {
+        Err(_) => panic!("kubectl {args:?} did not finish in {LIMIT:?}"),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("no kubectl on PATH: skipping `kubectl {}`", args.join(" "));
+            return None;
+        }
+        Ok(result) => result.unwrap_or_else(|e| panic!("run kubectl {args:?}: {e}")),
+    };
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(String::from_utf8(output.stdout).expect("kubectl's output is UTF-8"))
+}
+
+/// `Api::<Pod>::logs` (and `kubectl logs`) give stdout and stderr interleaved in the order the
+/// container wrote them, with the kubelet's `tailLines`, `limitBytes`, `timestamps`,
+/// `sinceSeconds`/`sinceTime` and `previous`; a pod the simulator did not run has no log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_interleave_stdout_and_stderr_in_order() {
+    let started = Instant::now();
+    let t = Setup::new("kubelet-sim-logs").await;
+    let mut script = String::new();
+    let mut expected = String::new();
+    for i in 1..=20 {
+        script.push_str(&format!("echo out-{i}; echo err-{i} >&2; "));
+        expected.push_str(&format!("out-{i}\nerr-{i}\n"));
+    }
+    // A last line without a newline stays so.
+    script.push_str("printf last >&2");
+    expected.push_str("last");
+    t.create_pod(pod_of(
+        "both",
+        vec![sh("main", "busybox", &script, json!([]))],
+    ))
+    .await;
+    let pod = t.pod_in_phase("both", "Succeeded").await;
+    let pods = t.pods();
+    let logs = |params: LogParams| {
+        let pods = pods.clone();
+        async move { pods.logs("both", &params).await }
+    };
+
+    assert_eq!(logs(LogParams::default()).await.expect("logs"), expected);
+    let tail = LogParams {
+        tail_lines: Some(3),
+        ..LogParams::default()
+    };
+    assert_eq!(logs(tail).await.expect("tailLines"), "out-20\nerr-20\nlast");
+    let limited = LogParams {
+        limit_bytes: Some(9),
+        ..LogParams::default()
+    };
+    assert_eq!(logs(limited).await.expect("limitBytes"), "out-1\nerr");
+    let recent = LogParams {
+        since_seconds: Some(3600),
+        ..LogParams::default()
+    };
+    assert_eq!(logs(recent).await.expect("sinceSeconds"), expected);
+    let future = LogParams {
+        since_time: Some(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)),
+        ..LogParams::default()
+    };
+    assert_eq!(logs(future).await.expect("sinceTime"), "");
+
+    // Each line after its time (RFC 3339, nanoseconds), no earlier than the pod's start.
+    let stamped = LogParams {
+        timestamps: true,
+        ..LogParams::default()
+    };
+    let stamped = logs(stamped).await.expect("timestamps");
+    let start_time = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .expect("startTime")
+        .0;
+    let mut unstamped = Vec::new();
+    for line in stamped.split('\n') {
+        let (time, text) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+        assert_eq!(time.len(), "2006-01-02T15:04:05.000000000Z".len(), "{time}");
+        let at: jiff::Timestamp = time.parse().unwrap_or_else(|e| panic!("{time}: {e}"));
+        assert!(
+            at >= start_time && at <= jiff::Timestamp::now(),
+            "{at} is not between the pod's start {start_time} and now"
+        );
+        unstamped.push(text);
+    }
+    assert_eq!(unstamped.join("\n"), expected);
+
+    // Containers are never restarted: there is no previous one.
+    let previous = LogParams {
+        previous: true,
+        ..LogParams::default()
+    };
+    let status = api_error(logs(previous).await);
+    assert_eq!(status.code, 400, "{status:?}");
+    assert!(
+        status
+            .message
+            .contains(r#"previous terminated container "main" in pod "both" not found"#),
+        "{status:?}"
+    );
+
+    // A pod bound to the node before the simulator saw it (an earlier simulator's) has no log:
+    // the simulator's 404 (the API server keeps the status, not the text, of a 404).
+    let mut lost = pod_of("lost", vec![sh("main", "busybox", "echo never", json!([]))]);
+    lost["spec"]["nodeName"] = json!(NODE_NAME);
+    t.create_pod(lost).await;
+    t.pod_in_phase("lost", "Failed").await;
+    let status = api_error(pods.logs("lost", &LogParams::default()).await);
+    assert_eq!(status.code, 404, "{status:?}");
+    assert!(status.message.contains("pods/log lost"), "{status:?}");
+
+    let ns = t.namespace.clone();
+    if let Some(out) = kubectl(&["logs", "-n", &ns, "both"]).await {
+        assert_eq!(out, expected);
+        let tail = kubectl(&["logs", "-n", &ns, "both", "--tail=2"]).await;
+        assert_eq!(tail.as_deref(), Some("err-20\nlast"));
+    }
+    t.finish().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// `log_stream` with `follow`: a line arrives as soon as it is written, while the container
+/// still runs, and the stream ends once the container has ended and everything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_logs_streams_lines_until_the_container_ends() {
+    use futures::{AsyncBufReadExt, StreamExt};
+
+    let started = Instant::now();
+    let t = Setup::new("kubelet-sim-follow").await;
+    t.create_pod(pod_of(
+        "slow",
+        vec![sh(
+            "main",
+            "busybox",
+            "echo first; sleep 1.5; echo second >&2",
+            json!([]),
+        )],
+    ))
+    .await;
+    // The API server answers for a container it sees waiting: wait until it runs.
+    t.pod_until("slow", "container main running", |pod| {
+        running_in(pod, "main").then_some(())
+    })
+    .await;
+    let follow = LogParams {
+        follow: true,
+        ..LogParams::default()
+    };
+    let stream = t
+        .pods()
+        .log_stream("slow", &follow)
+        .await
+        .expect("log stream");
+    let mut lines = Box::pin(stream).lines();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut next_line = async || {
+        tokio::time::timeout_at(deadline, lines.next())
+            .await
+            .expect("the log stream moves on in time")
+            .map(|line| line.expect("read a log line"))
+    };
+
+    assert_eq!(next_line().await.as_deref(), Some("first"));
+    let first_at = Instant::now();
+    let pod = t.pods().get("slow").await.expect("get pod");
+    assert!(
+        terminated_of(&pod, "main").is_none(),
+        "the first line came only after the container ended: {:?}",
+        pod.status
+    );
+    assert_eq!(next_line().await.as_deref(), Some("second"));
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(500),
+        "the lines came together, after {:?}",
+        first_at.elapsed()
+    );
+    assert_eq!(
+        next_line().await,
+        None,
+        "the stream ends after the last line"
+    );
+    t.pod_in_phase("slow", "Succeeded").await;
+
+    // Following a container that has ended gives its log and ends.
+    if let Some(out) = kubectl(&["logs", "-n", &t.namespace, "slow", "-f"]).await {
+        assert_eq!(out, "first\nsecond\n");
     }
     t.finish().await;
     eprintln!("took {:?}", started.elapsed());

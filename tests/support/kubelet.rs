@@ -57,9 +57,10 @@
 //!   when the process ends, the last 4096 bytes of that file become the `message` of its
 //!   `terminated` state (the kubelet's limit and the kubelet's choice of the tail). With
 //!   `terminationMessagePolicy: FallbackToLogsOnError`, an empty message of a failed container
-//!   is the tail of its logs (80 lines, 2048 bytes).
+//!   is the tail of its log (80 lines, 2048 bytes).
 //! - Each container has its own directory ([`KubeletHandle::container_dir`]): the working
-//!   directory of its process, with its `stdout`, `stderr` and `termination-log` files.
+//!   directory of its process, with its `log` ([`LOG_FILE`]: stdout and stderr together, see
+//!   "Logs") and `termination-log` files.
 //! - `terminated.reason`: `Completed` for exit code 0, `Error` otherwise; a process killed by a
 //!   signal reports 128 + the signal number. CONVENTION (a real kubelet reports `OOMKilled`
 //!   when a container hits its memory limit; nothing here runs out of memory): a container
@@ -109,6 +110,51 @@
 //! reason `StartError` (after the image and Secret/ConfigMap checks); a program that cannot be
 //! started (e.g. not found) → exit code 127, reason `StartError`.
 //!
+//! # Logs
+//!
+//! The simulator serves container logs as a kubelet does, so `kubectl logs` and the API's
+//! `pods/log` subresource (kube's `Api::<Pod>::logs` and `log_stream`) work:
+//!
+//! - A container's stdout and stderr are ONE pipe (both fds are its write end), so the log has
+//!   them interleaved exactly in the order written, as a container runtime's log does. The
+//!   simulator copies the pipe into the container's [`LOG_FILE`] and notes when it read each
+//!   line (a line's time is when the simulator read it: near enough for `timestamps` and
+//!   `sinceSeconds`). When the process has exited (and the rest of its process group was
+//!   killed) the simulator reads until every writer is gone — at most [`LOG_DRAIN_LIMIT`]
+//!   (something that left the group may hold the pipe) — and only then reports the container
+//!   `terminated`: a finished container's log is complete. A last line without `\n` counts as
+//!   a line once the container has ended; until then a partial line is not served.
+//! - One HTTPS server per test process ([`log_server_port`]), on `127.0.0.1` with a
+//!   self-signed certificate (the test API server has no `--kubelet-certificate-authority`, so
+//!   it does not verify the kubelet), running on a thread and Tokio runtime of its own (it
+//!   outlives any one test's runtime). It finds a pod through a process-wide registry of the
+//!   running simulators (by namespace, then pod name).
+//! - The API server finds it through the Node: every simulator makes sure [`NODE_NAME`] exists
+//!   with `status.addresses` `[{type: InternalIP, address: 127.0.0.1}]` and
+//!   `status.daemonEndpoints.kubeletEndpoint.Port` the server's port — created with that status,
+//!   or, when the Node is there already (a Node outlives test processes), its `status`
+//!   subresource merge-patched, once per process. Until that is done (at most
+//!   [`NODE_WAIT_LIMIT`]) the simulator binds no pod, as a kubelet runs nothing before it has
+//!   registered its node: a container's log can be read as soon as it runs.
+//! - `GET /containerLogs/{namespace}/{pod}/{container}` with the query parameters the API
+//!   server passes on: `follow`, `tailLines`, `limitBytes`, `timestamps`, `sinceSeconds`,
+//!   `sinceTime`, `previous` (others are ignored). The answer is `200`, `Content-Type:
+//!   text/plain`, chunked: the lines from the `sinceSeconds`/`sinceTime` time on, only the last
+//!   `tailLines` of them, each prefixed with its time (RFC 3339, 9 fractional digits, UTC, and a
+//!   space, the kubelet's `RFC3339NanoFixed`) with `timestamps=true`, cut after `limitBytes`
+//!   bytes (prefixes count). With `follow=true` new lines are sent as they are read until the
+//!   container has terminated and everything is sent, then the response ends.
+//! - Errors are plain text, with the kubelet's words: an unknown pod `404 pod "p" does not
+//!   exist`; a container not in the pod's spec `404 container "c" not found in pod "p"`;
+//!   `previous=true` `400 previous terminated container "c" in pod "p" not found` (containers
+//!   are never restarted); a container not started yet `400 container "c" in pod "p" is waiting
+//!   to start: ContainerCreating` (the API server answers that itself for a container it sees
+//!   waiting); a container of a pod this simulator took over as lost (below) `404 container "c"
+//!   in pod "p" has no log: the kubelet simulator did not run it`; malformed parameters `400`,
+//!   out-of-range ones `422`. (The API server passes the status on, and the text as the
+//!   message of a 400; a 404 gets its own message: `the server could not find the requested
+//!   resource ( pods/log p)`.)
+//!
 //! # Opt-in (`Kubelet::start_with` and [`Options`])
 //!
 //! - [`Options::decoy_sidecar`]: the status also lists a container [`DECOY_SIDECAR_NAME`]
@@ -120,18 +166,24 @@
 //!
 //! API errors are logged to stderr and retried with back-off; nothing here panics on them.
 //! Set `ORK_KUBELET_SIM_VERBOSE=1` to also log every bind, start and exit, image and config
-//! problem, deadline kill and reason convention.
+//! problem, deadline kill, reason convention and log request.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write as _};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
+use http::StatusCode;
+use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::{
     Binding, ConfigMap, Container, EnvVarSource, Node, ObjectReference, Pod, Secret,
 };
@@ -143,8 +195,11 @@ use kube::runtime::watcher::{self, Event};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer;
 
 /// Name of the `Node` every simulator binds its Pods to (shared; created once, AlreadyExists is
 /// fine).
@@ -159,10 +214,17 @@ pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// The kubelet reads at most this many bytes (the end) of the termination message file.
 pub const MAX_TERMINATION_MESSAGE_BYTES: u64 = 4096;
 
-/// File names inside a container's directory (see [`KubeletHandle::container_dir`]).
-pub const STDOUT_FILE: &str = "stdout";
-pub const STDERR_FILE: &str = "stderr";
+/// File names inside a container's directory (see [`KubeletHandle::container_dir`]): the
+/// container's log (stdout and stderr interleaved as written) and its termination message.
+pub const LOG_FILE: &str = "log";
 pub const TERMINATION_MESSAGE_FILE: &str = "termination-log";
+
+/// How long the simulator goes on reading a container's output once its process group is gone
+/// (whatever left the group may hold the pipe open).
+pub const LOG_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long a pod waits, before it is bound, for the Node to point at the log server.
+pub const NODE_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Exit code reported when the container could not be started at all (no command, unsupported
 /// env source), and for a pod the simulator lost track of.
@@ -226,9 +288,10 @@ impl Kubelet {
             namespace: namespace.to_string(),
             work_dir,
             options,
-            verbose: std::env::var_os("ORK_KUBELET_SIM_VERBOSE").is_some_and(|v| v != "0"),
+            verbose: verbose(),
             state: Mutex::new(State::default()),
         });
+        register(&shared);
         let task = tokio::spawn(run(shared.clone()));
         KubeletHandle {
             shared,
@@ -277,8 +340,8 @@ impl KubeletHandle {
         pod_dir(&self.shared.work_dir, pod_name, pod_uid)
     }
 
-    /// The directory of one container: its process's working directory, with its `stdout`,
-    /// `stderr` and `termination-log` files.
+    /// The directory of one container: its process's working directory, with its [`LOG_FILE`]
+    /// and [`TERMINATION_MESSAGE_FILE`].
     pub fn container_dir(&self, pod_name: &str, pod_uid: &str, container: &str) -> PathBuf {
         self.pod_dir(pod_name, pod_uid).join(container)
     }
@@ -313,6 +376,7 @@ impl KubeletHandle {
     }
 
     fn shutdown(&mut self) {
+        unregister(&self.shared);
         {
             let mut state = self.shared.lock();
             state.stopped = true;
@@ -362,6 +426,10 @@ struct State {
 
 struct Slot {
     name: String,
+    /// The names of the pod's containers (its spec's).
+    containers: Vec<String>,
+    /// The logs of the containers started so far, by container name.
+    logs: BTreeMap<String, Arc<ContainerLog>>,
     /// The running processes (each also a process group), by container name.
     pids: BTreeMap<String, i32>,
     /// The pod got a deletionTimestamp (or vanished): stop, then delete it with grace 0.
@@ -376,9 +444,16 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(name: String, done: bool) -> Slot {
+    fn new(pod: &Pod, name: String, done: bool) -> Slot {
         Slot {
             name,
+            containers: pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .map(|c| c.name.clone())
+                .collect(),
+            logs: BTreeMap::new(),
             pids: BTreeMap::new(),
             deleting: false,
             done,
@@ -434,6 +509,11 @@ impl Shared {
     fn subscribe(&self, uid: &str) -> Option<watch::Receiver<()>> {
         self.lock().pods.get(uid).map(|slot| slot.wake.subscribe())
     }
+}
+
+/// Whether `ORK_KUBELET_SIM_VERBOSE` asks for every step to be logged.
+fn verbose() -> bool {
+    std::env::var_os("ORK_KUBELET_SIM_VERBOSE").is_some_and(|v| v != "0")
 }
 
 fn kill_group(pid: i32) {
@@ -607,13 +687,13 @@ fn on_pod(shared: &Arc<Shared>, pod: Pod, tasks: &mut JoinSet<()>) {
             tasks.spawn(delete_now(shared.clone(), name, uid));
         }
         None if node.is_empty() => {
-            state.pods.insert(uid.clone(), Slot::new(name, false));
+            state.pods.insert(uid.clone(), Slot::new(&pod, name, false));
             tasks.spawn(run_pod(shared.clone(), pod));
         }
         None if node == NODE_NAME && !terminal => {
             // Bound to our node by someone else (an earlier simulator in this namespace): its
             // process is unknown, so report it lost, as a restarted kubelet would.
-            state.pods.insert(uid.clone(), Slot::new(name, true));
+            state.pods.insert(uid.clone(), Slot::new(&pod, name, true));
             tasks.spawn(fail_lost(shared.clone(), pod));
         }
         None => {}
@@ -635,7 +715,20 @@ fn on_gone(shared: &Shared, uid: &str) {
     }
 }
 
+/// Makes sure the Node exists and points at this process's log server (see "Logs"): creates it
+/// with its status, or patches the status of the one that is there (once per process).
 async fn ensure_node(shared: Arc<Shared>) {
+    let port = match log_server_port() {
+        Ok(port) => Some(port),
+        Err(err) => {
+            shared.warn(format!("no log server, so no container logs: {err}"));
+            None
+        }
+    };
+    let mut status = json!({"addresses": [{"type": "InternalIP", "address": POD_IP}]});
+    if let Some(port) = port {
+        status["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+    }
     let node: Node = match serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -643,6 +736,8 @@ async fn ensure_node(shared: Arc<Shared>) {
             "name": NODE_NAME,
             "labels": {"kubernetes.io/hostname": NODE_NAME, "ork.dev/kubelet-simulator": "true"},
         },
+        // Nodes take their status on create.
+        "status": status,
     })) {
         Ok(node) => node,
         Err(err) => {
@@ -650,14 +745,39 @@ async fn ensure_node(shared: Arc<Shared>) {
             return;
         }
     };
+    let pointed = || port.is_none() || NODE_POINTED.load(Ordering::SeqCst);
     let mut backoff = Backoff::new();
     loop {
         match shared.nodes.create(&PostParams::default(), &node).await {
             Ok(_) => {
-                shared.info(format!("created node {NODE_NAME}"));
+                shared.info(format!("created node {NODE_NAME} (logs on port {port:?})"));
+                if port.is_some() {
+                    NODE_POINTED.store(true, Ordering::SeqCst);
+                }
                 return;
             }
-            Err(err) if api_code(&err) == Some(409) => return,
+            Err(err) if api_code(&err) == Some(409) => {
+                if pointed() {
+                    return;
+                }
+                let patch = json!({ "status": status });
+                match shared
+                    .nodes
+                    .patch_status(NODE_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        shared.info(format!("node {NODE_NAME}: logs on port {port:?}"));
+                        NODE_POINTED.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // Deleted meanwhile: create it again.
+                    Err(err) if api_code(&err) == Some(404) => {}
+                    Err(err) => shared.warn(format!(
+                        "patching the status of node {NODE_NAME} (retrying): {err}"
+                    )),
+                }
+            }
             Err(err) => shared.warn(format!("creating node {NODE_NAME} (retrying): {err}")),
         }
         backoff.wait().await;
@@ -697,6 +817,7 @@ type Update = (usize, ContainerState);
 /// until every container task has ended (all terminated, or the deadline stopped them) or the
 /// pod is abandoned. Returns once every container task has ended.
 async fn run_pod_inner(shared: &Arc<Shared>, pod: Pod, name: &str, uid: &str) {
+    node_registered(shared, uid).await;
     if !bind(shared, name, uid).await {
         return;
     }
@@ -773,6 +894,27 @@ async fn run_pod_inner(shared: &Arc<Shared>, pod: Pod, name: &str, uid: &str) {
     }
     // The containers' tasks end once the pod is abandoned (their processes are killed).
     while containers.join_next().await.is_some() {}
+}
+
+/// Waits until the Node points at this process's log server (see "Logs"), as a kubelet
+/// registers its node before it runs anything: so the logs of a running container can be read
+/// at once. Gives up after [`NODE_WAIT_LIMIT`] (the API server is not answering), or at once if
+/// there is no log server.
+async fn node_registered(shared: &Shared, uid: &str) {
+    let deadline = tokio::time::Instant::now() + NODE_WAIT_LIMIT;
+    while !NODE_POINTED.load(Ordering::SeqCst) && log_server_port().is_ok() {
+        if shared.abandoned(uid) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            shared.warn(format!(
+                "node {NODE_NAME} does not point at the log server after {NODE_WAIT_LIMIT:?}; \
+                 running pods all the same"
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn active_deadline(pod: &Pod) -> Option<u64> {
@@ -935,6 +1077,22 @@ async fn run_process(
 ) {
     let name = container.name.as_str();
     let shared = &task.shared;
+    // The output: one pipe for stdout and stderr (so the log has them in the order written),
+    // copied into the log file.
+    let output = ContainerLog::create(&task.dir).and_then(|(log, recorder)| {
+        let (reader, writer) = std::io::pipe()?;
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
+        Ok((log, recorder, reader, writer))
+    });
+    let (log, mut recorder, mut output, writer) = match output {
+        Ok(output) => output,
+        Err(err) => {
+            let message = format!("cannot set up the container's log: {err}");
+            task.info(name, &message);
+            task.report(ContainerState::start_error(START_ERROR_EXIT_CODE, message));
+            return;
+        }
+    };
     // Spawn under the lock, so that a deletion, a deadline or a stop either comes first (no
     // process) or sees the pid (and kills it).
     let spawned = {
@@ -948,7 +1106,9 @@ async fn run_process(
         if slot.deleting || slot.halted_at.is_some() {
             return;
         }
-        let result = spawn(prepared, &task.dir);
+        slot.logs.insert(name.to_string(), log);
+        // Also when the spawn fails: the container then has an empty log.
+        let result = spawn(prepared, &task.dir, writer);
         if let Ok(child) = &result
             && let Some(pid) = child.id()
         {
@@ -974,11 +1134,48 @@ async fn run_process(
         container_id: container_id.clone(),
     });
 
-    let status = child.wait().await;
+    let mut buffer = vec![0; 64 * 1024];
+    let mut open = true;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            read = output.read(&mut buffer), if open => match read {
+                Ok(0) => open = false, // every writer closed its end; the process may go on
+                Ok(n) => recorder.record(&buffer[..n]),
+                Err(err) => {
+                    shared.warn(format!("container {name}: reading its output: {err}"));
+                    open = false;
+                }
+            },
+        }
+    };
     kill_group(pid); // Whatever the process left behind in its group, as a container's end does.
     if let Some(slot) = shared.lock().pods.get_mut(&task.uid) {
         slot.pids.remove(name);
     }
+    // The rest of the output, until every writer is gone (or whatever left the group and holds
+    // the pipe has had LOG_DRAIN_LIMIT): the log is complete before the container is reported
+    // terminated.
+    let drain_until = tokio::time::Instant::now() + LOG_DRAIN_LIMIT;
+    while open {
+        match tokio::time::timeout_at(drain_until, output.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => recorder.record(&buffer[..n]),
+            Ok(Ok(_)) => open = false,
+            Ok(Err(err)) => {
+                shared.warn(format!("container {name}: reading its output: {err}"));
+                open = false;
+            }
+            Err(_) => {
+                shared.warn(format!(
+                    "container {name}: its output is still open {LOG_DRAIN_LIMIT:?} after it \
+                     ended (a process outside its group?); the log ends here"
+                ));
+                open = false;
+            }
+        }
+    }
+    drop(output);
+    recorder.finish();
     if shared.abandoned(&task.uid) {
         return;
     }
@@ -1565,16 +1762,20 @@ fn is_env_var_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
-fn spawn(prepared: &Prepared, dir: &Path) -> std::io::Result<tokio::process::Child> {
-    let stdout = std::fs::File::create(dir.join(STDOUT_FILE))?;
-    let stderr = std::fs::File::create(dir.join(STDERR_FILE))?;
+/// Starts the process in `dir`, its stdout and stderr both `output`.
+fn spawn(
+    prepared: &Prepared,
+    dir: &Path,
+    output: std::io::PipeWriter,
+) -> std::io::Result<tokio::process::Child> {
+    let stderr = output.try_clone()?;
     let mut command = tokio::process::Command::new(&prepared.program);
     command
         .args(&prepared.args)
         .envs(prepared.env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(stdout)
+        .stdout(output)
         .stderr(stderr)
         .process_group(0);
     if !prepared.read_only.is_empty() {
@@ -1640,8 +1841,7 @@ fn read_tail(path: &Path, max: u64) -> String {
 
 /// `FallbackToLogsOnError`: the kubelet uses the last 80 lines (at most 2048 bytes) of the log.
 fn log_tail(dir: &Path) -> String {
-    let mut log = read_tail(&dir.join(STDOUT_FILE), 2048);
-    log.push_str(&read_tail(&dir.join(STDERR_FILE), 2048));
+    let log = read_tail(&dir.join(LOG_FILE), 2048);
     let lines: Vec<&str> = log.lines().collect();
     let mut tail = lines[lines.len().saturating_sub(80)..].join("\n");
     while tail.len() > 2048 {
@@ -1653,6 +1853,562 @@ fn log_tail(dir: &Path) -> String {
         tail = tail[cut..].to_string();
     }
     tail
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------------
+
+/// One container's log: its [`LOG_FILE`] and when each line of it was read (see "Logs").
+struct ContainerLog {
+    path: PathBuf,
+    index: Mutex<LogIndex>,
+    /// Signalled whenever lines are added or the log ends.
+    changed: watch::Sender<()>,
+}
+
+#[derive(Default)]
+struct LogIndex {
+    /// Each line: the offset just past it (past its `\n`; the last line of an ended log may
+    /// have none) and when the simulator read it.
+    lines: Vec<(u64, jiff::Timestamp)>,
+    /// Bytes in the file (a partial line may follow the last of `lines`).
+    len: u64,
+    /// The container has ended: `lines` is all there will be.
+    done: bool,
+}
+
+impl ContainerLog {
+    /// A new, empty log file in `dir`, and what writes it.
+    fn create(dir: &Path) -> std::io::Result<(Arc<ContainerLog>, LogRecorder)> {
+        let path = dir.join(LOG_FILE);
+        let file = std::fs::File::create(&path)?;
+        let log = Arc::new(ContainerLog {
+            path,
+            index: Mutex::new(LogIndex::default()),
+            changed: watch::Sender::new(()),
+        });
+        let recorder = LogRecorder {
+            log: log.clone(),
+            file: Some(file),
+        };
+        Ok((log, recorder))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogIndex> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Writes a container's output into its log. Its drop ends the log (also when the container's
+/// task is aborted), so that no follower waits forever.
+struct LogRecorder {
+    log: Arc<ContainerLog>,
+    /// `None` once the log has ended or a write failed.
+    file: Option<std::fs::File>,
+}
+
+impl LogRecorder {
+    fn record(&mut self, bytes: &[u8]) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Err(err) = file.write_all(bytes) {
+            eprintln!(
+                "[kubelet-sim] writing {}: {err}; the rest of this log is lost",
+                self.log.path.display()
+            );
+            self.file = None;
+            return;
+        }
+        let at = jiff::Timestamp::now();
+        {
+            let mut index = self.log.lock();
+            let start = index.len;
+            let ends = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| (start + i as u64 + 1, at));
+            index.lines.extend(ends);
+            index.len += bytes.len() as u64;
+        }
+        self.log.changed.send_replace(());
+    }
+
+    /// The container has ended: a partial last line becomes a line, nothing more comes.
+    fn finish(&mut self) {
+        self.file = None;
+        {
+            let mut index = self.log.lock();
+            if index.done {
+                return;
+            }
+            let last = index.lines.last().map_or(0, |(end, _)| *end);
+            if index.len > last {
+                let len = index.len;
+                index.lines.push((len, jiff::Timestamp::now()));
+            }
+            index.done = true;
+        }
+        self.log.changed.send_replace(());
+    }
+}
+
+impl Drop for LogRecorder {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The running simulators of this process, for the log server.
+static SIMULATORS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Set once this process has pointed the Node at its log server.
+static NODE_POINTED: AtomicBool = AtomicBool::new(false);
+
+fn simulators() -> MutexGuard<'static, Vec<Weak<Shared>>> {
+    SIMULATORS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn register(shared: &Arc<Shared>) {
+    let mut simulators = simulators();
+    simulators.retain(|s| s.strong_count() > 0);
+    simulators.push(Arc::downgrade(shared));
+}
+
+fn unregister(shared: &Arc<Shared>) {
+    simulators().retain(|s| s.strong_count() > 0 && !std::ptr::eq(s.as_ptr(), Arc::as_ptr(shared)));
+}
+
+/// A plain-text error answer of the log server.
+type LogError = (StatusCode, String);
+
+/// The log of a container of a pod some running simulator took on (the newest simulator of the
+/// namespace first; of two pods of that name, the one not being deleted).
+fn find_log(namespace: &str, pod: &str, container: &str) -> Result<Arc<ContainerLog>, LogError> {
+    let candidates: Vec<Arc<Shared>> = simulators()
+        .iter()
+        .rev()
+        .filter_map(Weak::upgrade)
+        .filter(|s| s.namespace == namespace)
+        .collect();
+    let (q_pod, q_container) = (go_quote(pod), go_quote(container));
+    for shared in candidates {
+        let state = shared.lock();
+        let slot = state
+            .pods
+            .values()
+            .filter(|s| s.name == pod)
+            .min_by_key(|s| s.deleting);
+        let Some(slot) = slot else {
+            continue;
+        };
+        if let Some(log) = slot.logs.get(container) {
+            return Ok(log.clone());
+        }
+        return Err(if !slot.containers.iter().any(|c| c == container) {
+            let message = format!("container {q_container} not found in pod {q_pod}");
+            (StatusCode::NOT_FOUND, message)
+        } else if slot.done {
+            let message = format!(
+                "container {q_container} in pod {q_pod} has no log: the kubelet simulator did not \
+                 run it"
+            );
+            (StatusCode::NOT_FOUND, message)
+        } else {
+            let message = format!(
+                "container {q_container} in pod {q_pod} is waiting to start: ContainerCreating"
+            );
+            (StatusCode::BAD_REQUEST, message)
+        });
+    }
+    Err((StatusCode::NOT_FOUND, format!("pod {q_pod} does not exist")))
+}
+
+/// The port of this process's log server on `127.0.0.1`, started on first use.
+pub fn log_server_port() -> Result<u16, String> {
+    static SERVER: OnceLock<Result<u16, String>> = OnceLock::new();
+    SERVER.get_or_init(start_log_server).clone()
+}
+
+fn start_log_server() -> Result<u16, String> {
+    let tls = tls_config()?;
+    let listener = std::net::TcpListener::bind((POD_IP, 0))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("cannot listen on {POD_IP}: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("the log server's address: {e}"))?
+        .port();
+    // A runtime of its own: the server outlives the runtime of the test that started it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build the log server's runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("kubelet-sim-logs".to_string())
+        .spawn(move || runtime.block_on(serve_logs(listener, tls)))
+        .map_err(|e| format!("cannot start the log server's thread: {e}"))?;
+    Ok(port)
+}
+
+/// A self-signed certificate for `127.0.0.1` (nothing verifies it), HTTP/1.1 only.
+fn tls_config() -> Result<Arc<rustls::ServerConfig>, String> {
+    let names = vec![
+        POD_IP.to_string(),
+        "localhost".to_string(),
+        NODE_NAME.to_string(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot make the log server's certificate: {e}"))?;
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![certified.cert.der().clone()], key.into())
+        })
+        .map_err(|e| format!("cannot configure the log server's TLS: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts connections until the process ends; a failed connection or request only ends itself.
+async fn serve_logs(listener: std::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("[kubelet-sim logs] cannot serve: {err}");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                eprintln!("[kubelet-sim logs] accepting a connection: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(
+                Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    eprintln!("[kubelet-sim logs] TLS handshake: {err}");
+                    return;
+                }
+                Err(_) => {
+                    eprintln!("[kubelet-sim logs] TLS handshake: timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(serve_log_request);
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            // A client going away mid-stream is normal (a follower stopped following).
+            if let Err(err) = served
+                && verbose()
+            {
+                eprintln!("[kubelet-sim logs] connection: {err}");
+            }
+        });
+    }
+}
+
+async fn serve_log_request(
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<LogBody>, Infallible> {
+    let response = log_response(&request).unwrap_or_else(|(status, message)| {
+        if verbose() {
+            eprintln!(
+                "[kubelet-sim logs] {} {}: {status} {message}",
+                request.method(),
+                request.uri()
+            );
+        }
+        text_response(status, LogBody::Full(Some(Bytes::from(message))))
+    });
+    if verbose() && response.status() == StatusCode::OK {
+        eprintln!(
+            "[kubelet-sim logs] {} {}: 200",
+            request.method(),
+            request.uri()
+        );
+    }
+    Ok(response)
+}
+
+fn text_response(status: StatusCode, body: LogBody) -> hyper::Response<LogBody> {
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+/// `GET /containerLogs/{namespace}/{pod}/{container}`: checks as the kubelet does, then streams.
+fn log_response(
+    request: &hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<LogBody>, LogError> {
+    let Some(rest) = request.uri().path().strip_prefix("/containerLogs/") else {
+        return Err((StatusCode::NOT_FOUND, "404 page not found".to_string()));
+    };
+    if request.method() != http::Method::GET {
+        let message = format!("method {} not allowed", request.method());
+        return Err((StatusCode::METHOD_NOT_ALLOWED, message));
+    }
+    let parts: Vec<String> = rest.split('/').map(|p| percent_decode(p, false)).collect();
+    let [namespace, pod, container] = parts.as_slice() else {
+        let message = "expected /containerLogs/{namespace}/{pod}/{container}".to_string();
+        return Err((StatusCode::NOT_FOUND, message));
+    };
+    let options = LogOptions::parse(request.uri().query().unwrap_or_default())?;
+    let log = find_log(namespace, pod, container)?;
+    if options.previous {
+        let message = format!(
+            "previous terminated container {} in pod {} not found",
+            go_quote(container),
+            go_quote(pod)
+        );
+        return Err((StatusCode::BAD_REQUEST, message));
+    }
+    let file = std::fs::File::open(&log.path).map_err(|e| {
+        let message = format!("cannot open {}: {e}", log.path.display());
+        (StatusCode::INTERNAL_SERVER_ERROR, message)
+    })?;
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(stream_log(log, file, options, tx));
+    Ok(text_response(StatusCode::OK, LogBody::Stream(rx)))
+}
+
+/// The kubelet's log options (`v1.PodLogOptions` as query parameters).
+#[derive(Debug, Default)]
+struct LogOptions {
+    follow: bool,
+    previous: bool,
+    timestamps: bool,
+    tail_lines: Option<usize>,
+    limit_bytes: Option<u64>,
+    since: Option<jiff::Timestamp>,
+}
+
+impl LogOptions {
+    fn parse(query: &str) -> Result<LogOptions, LogError> {
+        let bad = |key: &str, value: &str| {
+            let message = format!("invalid value {} for {key}", go_quote(value));
+            (StatusCode::BAD_REQUEST, message)
+        };
+        let invalid = |message: &str| (StatusCode::UNPROCESSABLE_ENTITY, message.to_string());
+        let boolean = |key: &str, value: &str| match value {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+            _ => Err(bad(key, value)),
+        };
+        let number = |key: &str, value: &str| value.parse::<i64>().map_err(|_| bad(key, value));
+        let mut options = LogOptions::default();
+        let mut since_seconds = None;
+        let mut since_time = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value, true);
+            let value = value.as_str();
+            match percent_decode(key, true).as_str() {
+                "follow" => options.follow = boolean("follow", value)?,
+                "previous" => options.previous = boolean("previous", value)?,
+                "timestamps" => options.timestamps = boolean("timestamps", value)?,
+                "tailLines" => {
+                    let n = number("tailLines", value)?;
+                    let n = usize::try_from(n).map_err(|_| invalid("tailLines must be >= 0"))?;
+                    options.tail_lines = Some(n);
+                }
+                "limitBytes" => {
+                    let n = number("limitBytes", value)?;
+                    let n = u64::try_from(n)
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| invalid("limitBytes must be >= 1"))?;
+                    options.limit_bytes = Some(n);
+                }
+                "sinceSeconds" => {
+                    let n = number("sinceSeconds", value)?;
+                    if n < 1 {
+                        return Err(invalid("sinceSeconds must be >= 1"));
+                    }
+                    since_seconds = Some(n);
+                }
+                "sinceTime" => {
+                    let at = value
+                        .parse::<jiff::Timestamp>()
+                        .map_err(|_| bad("sinceTime", value))?;
+                    since_time = Some(at);
+                }
+                _ => {}
+            }
+        }
+        options.since = match (since_seconds, since_time) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "at most one of sinceTime or sinceSeconds may be set",
+                ));
+            }
+            (Some(seconds), None) => Some(
+                jiff::Timestamp::now()
+                    .checked_sub(jiff::SignedDuration::from_secs(seconds))
+                    .unwrap_or(jiff::Timestamp::MIN),
+            ),
+            (None, at) => at,
+        };
+        Ok(options)
+    }
+}
+
+/// `%XX` escapes (and `+` for a space in a query).
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body of a log server answer: an error's text, or the log as it is streamed.
+enum LogBody {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for LogBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let frame = |bytes| Ok(hyper::body::Frame::data(bytes));
+        match self.get_mut() {
+            LogBody::Full(bytes) => std::task::Poll::Ready(bytes.take().map(frame)),
+            LogBody::Stream(rx) => rx.poll_recv(cx).map(|bytes| bytes.map(frame)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, LogBody::Full(None))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            LogBody::Full(bytes) => {
+                hyper::body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            LogBody::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// Sends the log's lines as `options` asks, following it if asked, until everything is sent,
+/// the limit is reached, or the client is gone.
+async fn stream_log(
+    log: Arc<ContainerLog>,
+    file: std::fs::File,
+    options: LogOptions,
+    tx: mpsc::Sender<Bytes>,
+) {
+    const CHUNK: usize = 32 * 1024;
+    let mut changed = log.changed.subscribe();
+    // The first line to send, and where it starts.
+    let (mut next, mut offset) = {
+        let index = log.lock();
+        let mut first = options.since.map_or(0, |since| {
+            index.lines.partition_point(|(_, at)| *at < since)
+        });
+        if let Some(tail) = options.tail_lines {
+            first = first.max(index.lines.len().saturating_sub(tail));
+        }
+        let offset = first.checked_sub(1).map_or(0, |i| index.lines[i].0);
+        (first, offset)
+    };
+    let mut budget = options.limit_bytes.unwrap_or(u64::MAX);
+    loop {
+        changed.borrow_and_update();
+        let (lines, done) = {
+            let index = log.lock();
+            (
+                index.lines.get(next..).unwrap_or_default().to_vec(),
+                index.done,
+            )
+        };
+        let mut chunk = Vec::new();
+        for (end, at) in lines {
+            let start = chunk.len();
+            if options.timestamps {
+                chunk.extend_from_slice(format!("{at:.9} ").as_bytes());
+            }
+            let line_start = chunk.len();
+            chunk.resize(line_start + (end - offset) as usize, 0);
+            if let Err(err) = file.read_exact_at(&mut chunk[line_start..], offset) {
+                eprintln!("[kubelet-sim logs] reading {}: {err}", log.path.display());
+                chunk.truncate(start);
+                let _ = tx.send(Bytes::from(chunk)).await;
+                return;
+            }
+            offset = end;
+            next += 1;
+            let written = (chunk.len() - start) as u64;
+            if written >= budget {
+                chunk.truncate(start + budget as usize);
+                let _ = tx.send(Bytes::from(chunk)).await;
+                return;
+            }
+            budget -= written;
+            if chunk.len() >= CHUNK
+                && tx
+                    .send(Bytes::from(std::mem::take(&mut chunk)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+            return;
+        }
+        if !options.follow || done {
+            return;
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            () = tx.closed() => return,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

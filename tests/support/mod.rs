@@ -2,6 +2,7 @@
 //! what it needs, so some items are unused in any one binary).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod env;
 pub mod kubelet;
