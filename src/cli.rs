@@ -18,6 +18,13 @@ use crate::manifest::{
 };
 use crate::text::quoted;
 
+mod cluster;
+use crate::kubernetes::run_commands::RunCommand;
+use cluster::{dashboard, get, logs, on_cluster, run_command, run_name, submit, watch};
+
+/// Where the dashboard listens unless told otherwise: this machine only.
+pub const DEFAULT_DASHBOARD_ADDRESS: &str = "127.0.0.1:8484";
+
 /// Exit code for invalid input: nothing was run.
 pub const EXIT_INVALID: u8 = 2;
 
@@ -65,6 +72,11 @@ pub enum Command {
         /// Print only the summary, no per-task progress.
         #[arg(short, long)]
         quiet: bool,
+        /// Also serve the dashboard for this run at ADDRESS (default 127.0.0.1:8484); it stays
+        /// up after the run ends, until Ctrl-C.
+        #[arg(long, value_name = "ADDRESS", num_args = 0..=1,
+              default_missing_value = DEFAULT_DASHBOARD_ADDRESS)]
+        dashboard: Option<String>,
     },
     /// Check manifests without running anything. Exit code: 0 valid, 2 otherwise.
     Validate {
@@ -91,6 +103,51 @@ pub enum Command {
         /// Run.
         #[arg(short, long, value_enum, default_value_t = GetFormat::Table)]
         output: GetFormat,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Start a Run on the cluster: from FILE (a Workflow, sent inline, or a Run), or from a
+    /// Workflow already in the namespace. With --watch, show its progress as `ork run` does;
+    /// exit code then 0 succeeded, 1 failed, 130 cancelled (2 invalid input).
+    Submit {
+        /// Manifest file holding one Workflow or one Run.
+        #[arg(required_unless_present = "workflow")]
+        file: Option<PathBuf>,
+        /// The Workflow (in the namespace) to run, instead of a file.
+        #[arg(long, value_name = "NAME", conflicts_with = "file")]
+        workflow: Option<String>,
+        /// A run parameter, overriding the Run's own value.
+        #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        param: Vec<(String, String)>,
+        /// Follow the run until it ends, then print its task table.
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Follow a Run on the cluster until it ends, as `ork run` shows a local run, then print its
+    /// task table. Exit code: 0 succeeded, 1 failed, 130 cancelled.
+    Watch {
+        /// The Run's name.
+        run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print a task's logs (from its Pod), or with no TASK every task's, each line prefixed
+    /// with its task. TASK may be a fan-out instance (`p[3]`) or a fan-out task (all its
+    /// instances).
+    Logs {
+        /// The Run's name.
+        run: String,
+        /// The task; every task when left out.
+        task: Option<String>,
+        /// The attempt (1 is the first); the latest by default.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
+        /// Keep printing as the task writes, and (without --attempt) pick up attempts and tasks
+        /// that start later, until the run has ended.
+        #[arg(short, long)]
+        follow: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -138,6 +195,15 @@ pub enum Command {
     Delete {
         /// The Run's name.
         run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Serve a web dashboard of the cluster's runs (with your kubeconfig's credentials, so your
+    /// RBAC applies): runs by namespace, a run's graph live, task logs, and run buttons.
+    Dashboard {
+        /// Where to listen (HOST:PORT; port 0 picks a free one).
+        #[arg(long, default_value = DEFAULT_DASHBOARD_ADDRESS)]
+        address: String,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -317,6 +383,29 @@ pub fn main(cli: Cli) -> ExitCode {
             )
             .await
         }),
+        Command::Submit {
+            file,
+            workflow,
+            param,
+            watch,
+            cluster,
+        } => submit(file, workflow, param.into_iter().collect(), watch, &cluster),
+        Command::Watch { run, cluster } => watch(&run, &cluster),
+        Command::Logs {
+            run,
+            task,
+            attempt,
+            follow,
+            cluster,
+        } => logs(
+            &cluster,
+            crate::kubernetes::logs::LogRequest {
+                run: run_name(&run).to_string(),
+                task,
+                attempt,
+                follow,
+            },
+        ),
         Command::Cancel { run, cluster } => run_command(&cluster, &run, RunCommand::Cancel),
         Command::Suspend { run, cluster } => run_command(&cluster, &run, RunCommand::Suspend),
         Command::Resume { run, cluster } => run_command(&cluster, &run, RunCommand::Resume),
@@ -330,6 +419,7 @@ pub fn main(cli: Cli) -> ExitCode {
             output,
             work_dir,
             quiet,
+            dashboard,
         } => {
             let source = match (file, rerun_of) {
                 (_, Some(previous)) => RunSource::Rerun(previous),
@@ -343,13 +433,14 @@ pub fn main(cli: Cli) -> ExitCode {
                 params: param.into_iter().collect(),
                 workspaces: workspace,
             };
-            run(source, inputs, output, work_dir, quiet)
+            run(source, inputs, output, work_dir, quiet, dashboard)
         }
         Command::Get {
             run,
             output,
             cluster,
         } => get(&run, &cluster, output),
+        Command::Dashboard { address, cluster } => dashboard(&address, &cluster),
         Command::Schedule {
             command: ScheduleCommand::Next { file, count },
         } => schedule_next(&file, count as usize),
@@ -543,121 +634,6 @@ impl Report {
 }
 
 /// The documents of every file; warnings and problems go to `report`.
-/// `ork get`: exit 0 with the Run on stdout, 1 when it cannot be read, 2 for a bad name.
-use crate::kubernetes::run_commands::{CommandError, RunCommand};
-
-/// `ork get`'s table: the tasks, then the run's phase, progress and message.
-fn run_table(run: &crate::api::Run) -> String {
-    let Some(status) = &run.status else {
-        return format!(
-            "Run {} has no status yet: the controller has not looked at it",
-            crate::text::quoted(run.metadata.name.as_deref().unwrap_or("?"))
-        );
-    };
-    let message = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default();
-    format!(
-        "{}\nRun {} {:?} ({}): {message}",
-        crate::local::task_table(&status.tasks, false).trim_end(),
-        run.metadata.name.as_deref().unwrap_or("?"),
-        status.phase.unwrap_or(crate::api::RunPhase::Pending),
-        status.progress.as_deref().unwrap_or("0/0"),
-    )
-}
-
-/// How long a command on a Run waits for the controller's answer.
-const COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn run_command(cluster: &ClusterArgs, target: &str, command: RunCommand) -> ExitCode {
-    let name = run_name(target).to_string();
-    let checked = name.clone();
-    on_cluster(cluster, Some(&checked), |client, namespace| async move {
-        crate::kubernetes::run_commands::run_command(
-            &client,
-            &namespace,
-            &name,
-            command,
-            COMMAND_WAIT,
-        )
-        .await
-    })
-}
-
-/// `run/NAME`, `runs/NAME` or `NAME`.
-fn run_name(target: &str) -> &str {
-    ["run/", "runs/", "run.ork.dev/", "runs.ork.dev/"]
-        .iter()
-        .find_map(|prefix| target.strip_prefix(prefix))
-        .unwrap_or(target)
-}
-
-/// Runs `command` with a client for `cluster` and its namespace, printing what it says: exit 0,
-/// 1 when the cluster refused or failed, 2 for a name no Run can have.
-fn on_cluster<F, Fut>(cluster: &ClusterArgs, name: Option<&str>, command: F) -> ExitCode
-where
-    F: FnOnce(kube::Client, String) -> Fut,
-    Fut: std::future::Future<Output = Result<String, CommandError>>,
-{
-    if let Some(problem) = name.and_then(|n| crate::compile::names::object_name_error("Run", n)) {
-        eprintln!("error: {problem}");
-        return ExitCode::from(EXIT_INVALID);
-    }
-    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(async {
-        let metrics = Arc::new(crate::kubernetes::Metrics::default());
-        let client = crate::kubernetes::client::client(cluster.kubeconfig.as_deref(), metrics)
-            .await
-            .map_err(|e| CommandError(format!("cannot reach the cluster: {e}")))?;
-        let namespace = cluster
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        command(client, namespace).await
-    });
-    match result {
-        Ok(text) => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            match writeln!(out, "{}", text.trim_end()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(_) => ExitCode::FAILURE, // e.g. a closed pipe
-            }
-        }
-        Err(CommandError(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn get(target: &str, cluster: &ClusterArgs, output: GetFormat) -> ExitCode {
-    let name = run_name(target).to_string();
-    let checked = name.clone();
-    on_cluster(cluster, Some(&checked), |client, namespace| async move {
-        let run = crate::kubernetes::get::full_run(&client, &namespace, &name)
-            .await
-            .map_err(|e| {
-                CommandError(format!(
-                    "cannot get Run {}: {e}",
-                    crate::text::quoted(&name)
-                ))
-            })?;
-        let encoded = match output {
-            GetFormat::Table => return Ok(run_table(&run)),
-            GetFormat::Json => serde_json::to_string_pretty(&run).map_err(|e| e.to_string()),
-            GetFormat::Yaml => serde_saphyr::to_string(&run).map_err(|e| e.to_string()),
-        };
-        encoded.map_err(|e| CommandError(format!("cannot encode the Run: {e}")))
-    })
-}
-
 fn load(files: &[PathBuf], report: &mut Report) -> Vec<Document> {
     let mut documents = Vec::new();
     for file in files {
@@ -911,6 +887,7 @@ fn run(
     output: OutputFormat,
     work_dir: Option<PathBuf>,
     quiet: bool,
+    dashboard: Option<String>,
 ) -> ExitCode {
     let mut report = Report::default();
     let planned = match source {
@@ -977,7 +954,7 @@ fn run(
                 }
             })
         });
-        let watcher: Arc<Mutex<dyn crate::local::Watcher>> = progress.clone();
+        let mut watcher: Arc<Mutex<dyn crate::local::Watcher>> = progress.clone();
         // A Run that says `cancel: true` is cancelled before anything starts; after that each
         // Ctrl-C or SIGTERM is one more request to stop.
         let stops = futures::stream::unfold(plan.run.spec.cancel, |already| async move {
@@ -986,12 +963,46 @@ fn run(
             }
             Some(((), false))
         });
+        let (cancels, cancelled) = tokio::sync::mpsc::unbounded_channel();
+        let page_stops = futures::stream::unfold(cancelled, |mut r| async move {
+            r.recv().await.map(|()| ((), r))
+        });
+        let stops = futures::stream::select(stops, page_stops);
+        let mut server = None;
+        if let Some(address) = &dashboard {
+            let (listener, at) = crate::dashboard::bind(address).await?;
+            let (live, tee) = local_dashboard(&plan, Arc::clone(&watcher));
+            watcher = tee;
+            let source = crate::dashboard::Source::Local(crate::dashboard::LocalSource::new(
+                live,
+                run_dir.clone(),
+                cancels,
+                crate::drawing::layout(&plan.dag).ok(),
+            ));
+            eprintln!(
+                "dashboard: http://{at}/#/runs/{}/{}",
+                crate::dashboard::LOCAL_NAMESPACE,
+                plan.identity.run
+            );
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(crate::dashboard::serve(listener, source, async move {
+                let _ = stopped.await;
+            }));
+            server = Some((stop, serving, at));
+        }
         let result = run_local(plan, &config, Some(watcher), stops).await;
         if let Some(task) = refresher {
             task.abort();
         }
-        result
+        Ok::<_, String>((result, server))
     });
+    let (result, server) = match result {
+        Ok(result) => result,
+        Err(problem) => {
+            eprintln!("error: dashboard: {problem}");
+            return ExitCode::FAILURE;
+        }
+    };
     let run = match result {
         Ok(run) => run,
         Err(e) => {
@@ -1011,6 +1022,15 @@ fn run(
         let text = summary(&run, &run_dir, terminal);
         p.write_raw(&text);
     }
+    // The page stays up to be looked at after the run, until Ctrl-C.
+    if let Some((stop, serving, at)) = server {
+        eprintln!("the run has ended; the dashboard stays at http://{at}/ until Ctrl-C");
+        runtime.block_on(async {
+            interrupted().await;
+            let _ = stop.send(());
+            let _ = serving.await;
+        });
+    }
     if output == OutputFormat::Json {
         match serde_json::to_string_pretty(&run) {
             Ok(json) => println!("{json}"),
@@ -1025,6 +1045,34 @@ fn run(
         Some(RunPhase::Cancelled) => ExitCode::from(130),
         _ => ExitCode::from(1),
     }
+}
+
+/// The dashboard's copy of the local run (its tasks Pending to start with), and a watcher that
+/// keeps it current as well as telling `first`.
+fn local_dashboard(
+    plan: &crate::local::RunPlan,
+    first: Arc<Mutex<dyn crate::local::Watcher>>,
+) -> (
+    tokio::sync::watch::Receiver<Run>,
+    Arc<Mutex<dyn crate::local::Watcher>>,
+) {
+    let mut run = plan.run.clone();
+    run.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    let status = run.status.get_or_insert_default();
+    status.phase = Some(RunPhase::Running);
+    status.tasks = plan
+        .dag
+        .tasks()
+        .map(|(id, task)| crate::api::TaskStatus {
+            finally: plan.dag.is_finally(id),
+            ..crate::api::TaskStatus::pending(task.name.clone())
+        })
+        .collect();
+    let (live, receiver) = tokio::sync::watch::channel(run);
+    let tee = crate::dashboard::Tee { first, live };
+    (receiver, Arc::new(Mutex::new(tee)))
 }
 
 /// Name of the file, in a run's directory, that keeps the finished Run.

@@ -84,6 +84,94 @@ pub fn mermaid(dag: &Dag) -> String {
 /// An SVG drawing, laid out here. `Err` if the layout library gives up.
 pub fn svg(dag: &Dag) -> Result<String, String> {
     use layout::backends::svg::SVGWriter;
+    laid_out(dag, SVGWriter::new(), |writer| writer.finalize())
+}
+
+/// Where each task and dependency goes, for a page that draws them itself (the dashboard).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Layout {
+    pub width: f64,
+    pub height: f64,
+    pub nodes: Vec<PlacedTask>,
+    pub edges: Vec<PlacedEdge>,
+}
+
+/// A task's box: top-left corner and size.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacedTask {
+    pub task: String,
+    pub label: String,
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+    pub finally: bool,
+    pub for_each: bool,
+}
+
+/// A dependency: an SVG path from `from`'s box to `to`'s.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PlacedEdge {
+    pub from: String,
+    pub to: String,
+    pub d: String,
+}
+
+/// The positions layout-rs chose. `Err` if it gives up.
+pub fn layout(dag: &Dag) -> Result<Layout, String> {
+    let names: Vec<(String, bool, bool)> = dag
+        .tasks()
+        .map(|(id, task)| {
+            (
+                task.name.clone(),
+                dag.is_finally(id),
+                task.for_each.is_some(),
+            )
+        })
+        .collect();
+    let mut placed = laid_out(dag, Recorder::default(), |recorder| recorder)?;
+    let mut out = Layout::default();
+    for (index, (x, y, width, height)) in placed.boxes.drain() {
+        let Some((name, finally, for_each)) = names.get(index) else {
+            continue;
+        };
+        out.width = out.width.max(x + width);
+        out.height = out.height.max(y + height);
+        out.nodes.push(PlacedTask {
+            task: name.clone(),
+            label: name.clone(),
+            x,
+            y,
+            width,
+            height,
+            finally: *finally,
+            for_each: *for_each,
+        });
+    }
+    out.nodes
+        .sort_by_key(|n| names.iter().position(|(name, ..)| *name == n.task));
+    for (from, to, d, extent) in placed.arrows {
+        let (Some(from), Some(to)) = (names.get(from), names.get(to)) else {
+            continue;
+        };
+        out.width = out.width.max(extent.0);
+        out.height = out.height.max(extent.1);
+        out.edges.push(PlacedEdge {
+            from: from.0.clone(),
+            to: to.0.clone(),
+            d,
+        });
+    }
+    Ok(out)
+}
+
+/// Lays `dag` out onto `backend` and hands it to `finish`. The library asserts on what it
+/// cannot draw: its panic is an error here, not a crash.
+fn laid_out<B, T>(dag: &Dag, backend: B, finish: impl FnOnce(B) -> T) -> Result<T, String>
+where
+    B: layout::core::format::RenderBackend,
+{
     use layout::core::base::Orientation;
     use layout::core::geometry::Point;
     use layout::core::style::StyleAttr;
@@ -99,30 +187,139 @@ pub fn svg(dag: &Dag) -> Result<String, String> {
                 .map(move |c| (id.index(), c.index()))
         })
         .collect();
-    // The library asserts on what it cannot draw: its panic is an error here, not a crash.
-    std::panic::catch_unwind(move || {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut backend = backend;
         let mut graph = VisualGraph::new(Orientation::TopToBottom);
         let handles: Vec<_> = labels
             .iter()
-            .map(|text| {
+            .enumerate()
+            .map(|(index, text)| {
                 let width = (text.chars().count() as f64 * 9.0 + 24.0).max(60.0);
-                let element = Element::create(
+                let element = Element::create_with_properties(
                     ShapeKind::new_box(text),
                     StyleAttr::simple(),
                     Orientation::LeftToRight,
                     Point::new(width, 36.0),
+                    format!("data-task=\"{index}\""),
                 );
                 graph.add_node(element)
             })
             .collect();
         for (from, to) in edges {
-            graph.add_edge(Arrow::simple(""), handles[from], handles[to]);
+            let arrow = Arrow::simple_with_properties("", format!("data-edge=\"{from},{to}\""));
+            graph.add_edge(arrow, handles[from], handles[to]);
         }
-        let mut writer = SVGWriter::new();
-        graph.do_it(false, false, false, &mut writer);
-        writer.finalize()
-    })
+        graph.do_it(false, false, false, &mut backend);
+        finish(backend)
+    }))
     .map_err(|_| "the graph could not be laid out".to_string())
+}
+
+/// Keeps the boxes and arrows layout-rs draws, by the task indexes given as their properties.
+#[derive(Default)]
+struct Recorder {
+    boxes: std::collections::HashMap<usize, (f64, f64, f64, f64)>,
+    /// From, to, SVG path, and the path's farthest corner.
+    arrows: Vec<(usize, usize, String, (f64, f64))>,
+}
+
+/// The number in `data-task="N"`, or both in `data-edge="A,B"`.
+fn indexes(properties: Option<&str>) -> Vec<usize> {
+    properties
+        .and_then(|p| p.split('"').nth(1))
+        .map(|inner| inner.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+impl layout::core::format::RenderBackend for Recorder {
+    fn draw_rect(
+        &mut self,
+        xy: layout::core::geometry::Point,
+        size: layout::core::geometry::Point,
+        _look: &layout::core::style::StyleAttr,
+        properties: Option<String>,
+        _clip: Option<layout::core::format::ClipHandle>,
+    ) {
+        if let [index] = indexes(properties.as_deref())[..] {
+            self.boxes.insert(index, (xy.x, xy.y, size.x, size.y));
+        }
+    }
+
+    fn draw_line(
+        &mut self,
+        _start: layout::core::geometry::Point,
+        _stop: layout::core::geometry::Point,
+        _look: &layout::core::style::StyleAttr,
+        _properties: Option<String>,
+    ) {
+    }
+
+    fn draw_circle(
+        &mut self,
+        _xy: layout::core::geometry::Point,
+        _size: layout::core::geometry::Point,
+        _look: &layout::core::style::StyleAttr,
+        _properties: Option<String>,
+    ) {
+    }
+
+    fn draw_text(
+        &mut self,
+        _xy: layout::core::geometry::Point,
+        _text: &str,
+        _look: &layout::core::style::StyleAttr,
+    ) {
+    }
+
+    fn draw_arrow(
+        &mut self,
+        path: &[(layout::core::geometry::Point, layout::core::geometry::Point)],
+        _dashed: bool,
+        _head: (bool, bool),
+        _look: &layout::core::style::StyleAttr,
+        properties: Option<String>,
+        _text: &str,
+    ) {
+        let [from, to] = indexes(properties.as_deref())[..] else {
+            return;
+        };
+        if path.len() < 2 {
+            return;
+        }
+        // The curve layout-rs's own SVG writer draws: the first point's exit vector, then
+        // each later point's entry vector.
+        let mut d = format!(
+            "M {} {} C {} {}, {} {}, {} {}",
+            path[0].0.x,
+            path[0].0.y,
+            path[0].1.x,
+            path[0].1.y,
+            path[1].0.x,
+            path[1].0.y,
+            path[1].1.x,
+            path[1].1.y
+        );
+        for point in &path[2..] {
+            let _ = write!(
+                d,
+                " S {} {}, {} {}",
+                point.0.x, point.0.y, point.1.x, point.1.y
+            );
+        }
+        let far = path.iter().fold((0f64, 0f64), |acc, (a, b)| {
+            (acc.0.max(a.x).max(b.x), acc.1.max(a.y).max(b.y))
+        });
+        self.arrows.push((from, to, d, far));
+    }
+
+    fn create_clip(
+        &mut self,
+        _xy: layout::core::geometry::Point,
+        _size: layout::core::geometry::Point,
+        _rounded_px: usize,
+    ) -> layout::core::format::ClipHandle {
+        0
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +365,16 @@ mod tests {
     fn the_svg_draws_every_task() {
         let svg = svg(&diamond()).unwrap();
         assert!(svg.starts_with("<svg") || svg.contains("<svg"), "{svg}");
+        let placed = layout(&diamond()).unwrap();
+        let names: Vec<&str> = placed.nodes.iter().map(|n| n.task.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "report"]);
+        assert_eq!(placed.edges.len(), 4);
+        let a = &placed.nodes[0];
+        let d = &placed.nodes[3];
+        assert!(a.y < d.y, "a is drawn above d: {placed:?}");
+        assert!(placed.nodes[1].for_each && placed.nodes[4].finally);
+        assert!(placed.edges.iter().all(|e| e.d.starts_with("M ")));
+        assert!(placed.width >= d.x + d.width && placed.height >= d.y + d.height);
         for name in ["a", "b (forEach)", "c", "d", "report (finally)"] {
             assert!(svg.contains(&format!(">{name}<")), "{name} in {svg}");
         }

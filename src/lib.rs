@@ -14,6 +14,7 @@
 pub mod api;
 pub mod cli;
 pub mod compile;
+pub mod dashboard;
 pub mod drawing;
 pub mod driver;
 pub mod engine;

@@ -18,6 +18,7 @@ mod invalid;
 pub mod job;
 pub mod layout;
 pub mod leader;
+pub mod logs;
 pub mod metrics;
 pub mod names;
 pub mod observe;
@@ -25,6 +26,8 @@ pub mod run_commands;
 mod run_reconciler;
 pub mod schedule_reconciler;
 pub mod state;
+pub mod submit;
+pub mod watch_run;
 mod workflow_reconciler;
 pub mod workspaces;
 

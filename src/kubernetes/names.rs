@@ -13,6 +13,8 @@ pub const LABEL_TASK: &str = "ork.dev/task";
 pub const LABEL_ATTEMPT: &str = "ork.dev/attempt";
 /// On the Job and Pod of an attempt of a fan-out instance: the instance's index.
 pub const LABEL_INSTANCE: &str = "ork.dev/instance";
+/// On a Run that `ork submit` made from a file: the Workflow its inline definition came from.
+pub const LABEL_WORKFLOW: &str = "ork.dev/workflow";
 /// On each Run a Schedule makes: the Schedule's name.
 pub const LABEL_SCHEDULE: &str = "ork.dev/schedule";
 /// On each Run a Schedule makes: its tick, RFC 3339 in UTC (also the tasks' `ORK_SCHEDULED_TIME`).

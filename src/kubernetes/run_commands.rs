@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::api::{ConditionStatus, Run, RunPhase, RunSpec, WorkflowRef};
@@ -31,7 +31,7 @@ pub enum RunCommand {
 #[derive(Debug)]
 pub struct CommandError(pub String);
 
-fn explain(error: kube::Error, verb: &str, name: &str, namespace: &str) -> CommandError {
+pub(crate) fn explain(error: kube::Error, verb: &str, name: &str, namespace: &str) -> CommandError {
     CommandError(match &error {
         kube::Error::Api(status) if status.code == 404 => {
             format!("no Run {} in namespace {}", quoted(name), quoted(namespace))
@@ -140,44 +140,49 @@ pub async fn run_command(
             }
         }
         RunCommand::Rerun => {
-            let source = runs
-                .get(name)
-                .await
-                .map_err(|e| explain(e, "get", name, namespace))?;
-            let workflow = source
-                .spec
-                .workflow_ref
-                .as_ref()
-                .map(|w| w.name.clone())
-                .or_else(|| source.status.as_ref()?.workflow.as_ref()?.name.clone())
-                .unwrap_or_else(|| name.to_string());
-            let mut prefix: String = workflow.chars().take(50).collect();
-            prefix.push('-');
-            let rerun = Run {
-                metadata: kube::api::ObjectMeta {
-                    generate_name: Some(prefix),
-                    namespace: Some(namespace.to_string()),
-                    ..Default::default()
-                },
-                spec: RunSpec {
-                    rerun_of: Some(WorkflowRef {
-                        name: name.to_string(),
-                    }),
-                    workspaces: source.spec.workspaces.clone(),
-                    ..RunSpec::default()
-                },
-                status: None,
-            };
-            let made = runs
-                .create(&PostParams::default(), &rerun)
-                .await
-                .map_err(|e| explain(e, "create", name, namespace))?;
-            Ok(format!(
-                "Run {} created, rerunning {shown}",
-                quoted(made.metadata.name.as_deref().unwrap_or("?"))
-            ))
+            let made = rerun(client, namespace, name).await?;
+            Ok(format!("Run {} created, rerunning {shown}", quoted(&made)))
         }
     }
+}
+
+/// Creates a Run that reruns finished Run `name` (`rerunOf`), named after its workflow; returns
+/// the new Run's name.
+pub async fn rerun(client: &Client, namespace: &str, name: &str) -> Result<String, CommandError> {
+    let runs: Api<Run> = Api::namespaced(client.clone(), namespace);
+    let source = runs
+        .get(name)
+        .await
+        .map_err(|e| explain(e, "get", name, namespace))?;
+    let workflow = source
+        .spec
+        .workflow_ref
+        .as_ref()
+        .map(|w| w.name.clone())
+        .or_else(|| source.status.as_ref()?.workflow.as_ref()?.name.clone())
+        .unwrap_or_else(|| name.to_string());
+    let mut prefix: String = workflow.chars().take(50).collect();
+    prefix.push('-');
+    let rerun = Run {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some(prefix),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        spec: RunSpec {
+            rerun_of: Some(WorkflowRef {
+                name: name.to_string(),
+            }),
+            workspaces: source.spec.workspaces.clone(),
+            ..RunSpec::default()
+        },
+        status: None,
+    };
+    let made = runs
+        .create(&PostParams::default(), &rerun)
+        .await
+        .map_err(|e| explain(e, "create", name, namespace))?;
+    Ok(made.metadata.name.unwrap_or_default())
 }
 
 /// Waits up to `wait` for `done` to hold of Run `name`; `None` when it did not in time.
@@ -254,6 +259,7 @@ pub async fn list(
             .as_ref()
             .map(|w| w.name.clone())
             .or_else(|| run.status.as_ref()?.workflow.as_ref()?.name.clone())
+            .or_else(|| run.labels().get(super::names::LABEL_WORKFLOW).cloned())
             .unwrap_or_else(|| "(inline)".into());
         if workflow.is_some_and(|w| w != of) {
             continue;

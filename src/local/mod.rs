@@ -11,7 +11,9 @@ mod workspaces;
 pub use database::{MemoryDatabase, Watcher};
 pub use executor::{AttemptFiles, ProcessExecutor};
 pub use ignored::kubernetes_only;
-pub use plan::{MAX_RUN_JSON_BYTES, RunPlan, plan_rerun, plan_run};
+pub use plan::{
+    MAX_RUN_JSON_BYTES, RunPlan, check_documents, generate_name_for, plan_rerun, plan_run,
+};
 pub use progress::{Progress, Style, summary, task_table};
 pub use workdir::{check_private, create_file, default_work_dir, prepare_work_dir};
 pub use workspaces::{FRESH_DIR, WorkspaceDir, bind as bind_workspaces};

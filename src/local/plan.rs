@@ -294,7 +294,7 @@ fn run_for(workflow: &Workflow) -> Run {
 
 /// Names and cross-document rules of every document given (see [`crate::manifest`]'s checks):
 /// a bad name anywhere in the file is refused, as `ork validate` and `kubectl apply` would.
-fn check_documents(documents: &[Document]) -> Result<(), Vec<String>> {
+pub fn check_documents(documents: &[Document]) -> Result<(), Vec<String>> {
     let mut errors: Vec<String> = documents
         .iter()
         .flat_map(|doc| {
@@ -355,7 +355,7 @@ fn resolve_workflow<'a>(
 
 /// `WORKFLOW-`, the name cut so that the dash and the five characters added still fit a Run
 /// name, and so that no part of the name ends with '.' or '-'.
-fn generate_name_for(workflow: &str) -> String {
+pub fn generate_name_for(workflow: &str) -> String {
     let mut name: String = workflow.chars().take(MAX_LABEL_LEN - 6).collect();
     while name.ends_with(['.', '-']) {
         name.pop();

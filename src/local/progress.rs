@@ -50,6 +50,11 @@ impl Progress {
         }
     }
 
+    /// Sets how many tasks the run has, once known (a cluster run's, when first read).
+    pub fn set_total(&mut self, total: usize) {
+        self.total = total;
+    }
+
     /// Redraws the footer (durations move on); called periodically on a terminal.
     pub fn refresh(&mut self) {
         if self.style == Style::Live {

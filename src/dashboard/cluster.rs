@@ -1,0 +1,337 @@
+//! The dashboard's view of a cluster, through the user's own credentials. Before each kind of
+//! request it asks the API server whether the user may make it (a SelfSubjectAccessReview,
+//! remembered for a minute), so the page never makes a request RBAC would refuse: what the user
+//! may not do is said, or its button is disabled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, Stream, StreamExt};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, LogParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use super::view::{self, Rights, RunSummary, RunView};
+use super::{ApiError, Context, LogBody};
+use crate::api::Run;
+use crate::kubernetes::get::full_run;
+use crate::kubernetes::job::CONTAINER;
+use crate::kubernetes::logs::split_instance;
+use crate::kubernetes::names::attempt_job_name;
+use crate::kubernetes::run_commands::{CommandError, RunCommand, rerun, run_command};
+
+/// How long an answer about the user's rights is trusted.
+const RIGHTS_TTL: Duration = Duration::from_secs(60);
+/// How long a button waits for the controller's answer before saying it was asked.
+const ACTION_WAIT: Duration = Duration::from_secs(10);
+
+/// (namespace, verb, group/resource, subresource).
+type RightKey = (String, String, String, String);
+
+#[derive(Clone)]
+pub struct ClusterSource {
+    client: Client,
+    namespace: String,
+    /// Whether each request is allowed, and when that was learnt.
+    rights: Arc<Mutex<HashMap<RightKey, (bool, Instant)>>>,
+}
+
+fn api_error(error: kube::Error) -> ApiError {
+    match error {
+        kube::Error::Api(status) => ApiError::new(status.code, status.message),
+        other => ApiError::new(502, format!("cannot reach the cluster: {other}")),
+    }
+}
+
+fn command_error(CommandError(message): CommandError) -> ApiError {
+    let code = if message.starts_with("forbidden") {
+        403
+    } else if message.starts_with("no Run") {
+        404
+    } else {
+        502
+    };
+    ApiError::new(code, message)
+}
+
+impl ClusterSource {
+    pub fn new(client: Client, namespace: String) -> Self {
+        Self {
+            client,
+            namespace,
+            rights: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Whether the user may `verb` `resource` (group `group`) in `namespace` ("" cluster-wide).
+    async fn may(
+        &self,
+        namespace: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        sub: &str,
+    ) -> bool {
+        let key = (
+            namespace.to_string(),
+            verb.to_string(),
+            format!("{group}/{resource}"),
+            sub.to_string(),
+        );
+        if let Ok(known) = self.rights.lock()
+            && let Some((allowed, when)) = known.get(&key)
+            && when.elapsed() < RIGHTS_TTL
+        {
+            return *allowed;
+        }
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    subresource: (!sub.is_empty()).then(|| sub.to_string()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let allowed = match reviews.create(&PostParams::default(), &review).await {
+            Ok(answer) => answer.status.is_some_and(|s| s.allowed),
+            // Not knowing is not being allowed: nothing is tried on a guess.
+            Err(_) => return false,
+        };
+        if let Ok(mut known) = self.rights.lock() {
+            known.insert(key, (allowed, Instant::now()));
+        }
+        allowed
+    }
+
+    async fn require(&self, namespace: &str, verb: &str, resource: &str) -> Result<(), ApiError> {
+        let (group, plural) = match resource {
+            "runs" | "runshards" => ("ork.dev", resource),
+            other => ("", other),
+        };
+        let (plural, sub) = plural.split_once('/').unwrap_or((plural, ""));
+        if self.may(namespace, verb, group, plural, sub).await {
+            return Ok(());
+        }
+        let shown = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{plural}.{group}")
+        };
+        Err(ApiError::new(
+            403,
+            format!("your RBAC role does not let you {verb} {shown} in namespace \"{namespace}\""),
+        ))
+    }
+
+    async fn rights(&self, namespace: &str) -> Rights {
+        Rights {
+            patch: self.may(namespace, "patch", "ork.dev", "runs", "").await,
+            create: self.may(namespace, "create", "ork.dev", "runs", "").await,
+            suspend: true,
+        }
+    }
+
+    /// The namespace of the user's kubeconfig context (or `--namespace`).
+    pub fn context_namespace(&self) -> String {
+        self.namespace.clone()
+    }
+
+    pub async fn context(&self) -> Context {
+        let namespaces = if self.may("", "list", "", "namespaces", "").await {
+            let all: Api<Namespace> = Api::all(self.client.clone());
+            all.list(&ListParams::default())
+                .await
+                .ok()
+                .map(|list| list.items.iter().map(|n| n.name_any()).collect())
+        } else {
+            None
+        };
+        Context {
+            mode: "cluster",
+            namespace: self.namespace.clone(),
+            namespaces,
+        }
+    }
+
+    pub async fn runs(&self, namespace: &str) -> Result<Vec<RunSummary>, ApiError> {
+        self.require(namespace, "list", "runs").await?;
+        let runs: Api<Run> = Api::namespaced(self.client.clone(), namespace);
+        let mut listed = runs
+            .list(&ListParams::default())
+            .await
+            .map_err(api_error)?
+            .items;
+        listed.sort_by_key(|r| {
+            std::cmp::Reverse(r.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        });
+        Ok(listed.iter().map(view::summary).collect())
+    }
+
+    /// The Run with every task record (from its RunShards when it has them).
+    async fn full(&self, namespace: &str, name: &str) -> Result<Run, ApiError> {
+        self.require(namespace, "get", "runs").await?;
+        let runs: Api<Run> = Api::namespaced(self.client.clone(), namespace);
+        let run = runs.get(name).await.map_err(api_error)?;
+        if run.status.as_ref().is_some_and(|s| s.records.is_some()) {
+            self.require(namespace, "list", "runshards").await?;
+            return full_run(&self.client, namespace, name)
+                .await
+                .map_err(|e| match e {
+                    crate::kubernetes::Error::Kube(e) => api_error(e),
+                    other => ApiError::new(500, other.to_string()),
+                });
+        }
+        Ok(run)
+    }
+
+    pub async fn run(&self, namespace: &str, name: &str) -> Result<RunView, ApiError> {
+        let run = self.full(namespace, name).await?;
+        let rights = self.rights(namespace).await;
+        Ok(view::run_view(&run, rights, view::graph_of(&run)))
+    }
+
+    /// The run's view each time it changes (watched when the user may watch runs, else read
+    /// every two seconds); `None` once it is gone.
+    pub async fn watch(
+        &self,
+        namespace: String,
+        name: String,
+    ) -> Result<impl Stream<Item = Option<RunView>> + Send + 'static, ApiError> {
+        self.require(&namespace, "get", "runs").await?;
+        let changes = if self.may(&namespace, "watch", "ork.dev", "runs", "").await {
+            let runs: Api<Run> = Api::namespaced(self.client.clone(), &namespace);
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher(runs, config).default_backoff().map(|_| ()).boxed()
+        } else {
+            futures::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Some(((), ()))
+            })
+            .boxed()
+        };
+        let source = self.clone();
+        Ok(changes.filter_map(move |()| {
+            let (namespace, name, source) = (namespace.clone(), name.clone(), source.clone());
+            async move {
+                match source.full(&namespace, &name).await {
+                    Ok(run) => Some(Some(view::run_view(
+                        &run,
+                        source.rights(&namespace).await,
+                        None,
+                    ))),
+                    Err(e) if e.code == 404 => Some(None),
+                    // A passing failure: the next change tries again.
+                    Err(_) => None,
+                }
+            }
+        }))
+    }
+
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        task: &str,
+        attempt: Option<u32>,
+        follow: bool,
+    ) -> Result<LogBody, ApiError> {
+        let run = self.full(namespace, name).await?;
+        let record = run
+            .status
+            .as_ref()
+            .and_then(|s| s.tasks.iter().find(|t| t.name == task))
+            .ok_or_else(|| ApiError::new(404, format!("the run has no task \"{task}\"")))?;
+        let number = attempt.unwrap_or(record.attempts);
+        if number == 0 || number > record.attempts {
+            return Err(ApiError::new(
+                404,
+                format!("task \"{task}\" has no attempt {number} yet"),
+            ));
+        }
+        self.require(namespace, "list", "pods").await?;
+        self.require(namespace, "get", "pods/log").await?;
+        let (base, instance) = split_instance(task);
+        let job = attempt_job_name(name, base, instance, number);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = pods
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await
+            .map_err(api_error)?
+            .items
+            .into_iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    match &record.reused_from {
+                        Some(from) => format!("reused from run \"{from}\": its logs are there"),
+                        None => format!(
+                            "attempt {number} has no Pod (Job {job}): not started yet, or \
+                             deleted"
+                        ),
+                    },
+                )
+            })?;
+        let params = LogParams {
+            container: Some(CONTAINER.into()),
+            follow,
+            ..LogParams::default()
+        };
+        let reader = pods
+            .log_stream(&pod.name_any(), &params)
+            .await
+            .map_err(api_error)?;
+        let chunks = futures::stream::unfold(Some(Box::pin(reader)), |state| async move {
+            let mut reader = state?;
+            let mut buffer = vec![0u8; 16 * 1024];
+            match reader.read(&mut buffer).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    Some((Ok(buffer), Some(reader)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        Ok(chunks.boxed())
+    }
+
+    pub async fn act(
+        &self,
+        namespace: &str,
+        name: &str,
+        action: RunCommand,
+    ) -> Result<(String, Option<String>), ApiError> {
+        let verb = if action == RunCommand::Rerun {
+            "create"
+        } else {
+            "patch"
+        };
+        self.require(namespace, verb, "runs").await?;
+        if action == RunCommand::Rerun {
+            let made = rerun(&self.client, namespace, name)
+                .await
+                .map_err(command_error)?;
+            return Ok((
+                format!("Run \"{made}\" created, rerunning \"{name}\""),
+                Some(made),
+            ));
+        }
+        let message = run_command(&self.client, namespace, name, action, ACTION_WAIT)
+            .await
+            .map_err(command_error)?;
+        Ok((message, None))
+    }
+}

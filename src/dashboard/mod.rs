@@ -1,0 +1,277 @@
+//! `ork dashboard` and `ork run --dashboard`: a web page, served from the binary, that lists runs,
+//! draws a run's DAG coloured by phase and live, shows a task's attempts and streams its logs,
+//! and has cancel, suspend, resume and rerun buttons.
+//!
+//! The server runs on the user's machine with the user's own credentials ([`cluster`]), or over
+//! the one local run ([`local`]); the page (`page/`) talks to it through a small JSON API:
+//!
+//! - `GET /api/context`, `GET /api/runs?namespace=NS`, `GET /api/runs/NS/NAME`;
+//! - `GET /api/runs/NS/NAME/watch`: server-sent events, a `run` event per change, `gone` when
+//!   the run is deleted;
+//! - `GET /api/runs/NS/NAME/logs?task=T&attempt=N&follow=true`: the attempt's log as it grows;
+//! - `POST /api/runs/NS/NAME/actions/cancel|suspend|resume|rerun`.
+//!
+//! Errors are `{"error": "…"}` with the API server's status code (403 when RBAC says no).
+
+pub mod cluster;
+pub mod local;
+pub mod view;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::kubernetes::run_commands::RunCommand;
+pub use cluster::ClusterSource;
+pub use local::{LOCAL_NAMESPACE, LocalSource, Tee};
+
+/// The page itself: three files, built into the binary.
+const INDEX_HTML: &str = include_str!("page/index.html");
+const APP_JS: &str = include_str!("page/app.js");
+const STYLE_CSS: &str = include_str!("page/style.css");
+
+/// An attempt's log, chunk by chunk.
+pub type LogBody = BoxStream<'static, std::io::Result<Vec<u8>>>;
+
+/// What the page learns first: where it is and which namespaces it may offer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Context {
+    pub mode: &'static str,
+    pub namespace: String,
+    /// `None` when the user may not list namespaces: the page asks for one by name.
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// A request the dashboard will not or cannot serve, in the user's terms.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::BAD_GATEWAY);
+        (code, axum::Json(serde_json::json!({"error": self.message}))).into_response()
+    }
+}
+
+/// Where the runs come from.
+pub enum Source {
+    Cluster(ClusterSource),
+    Local(LocalSource),
+}
+
+type Shared = Arc<Source>;
+
+/// The dashboard's routes over `source`.
+pub fn router(source: Source) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
+        .route("/api/context", get(context))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{namespace}/{name}", get(run))
+        .route("/api/runs/{namespace}/{name}/watch", get(watch))
+        .route("/api/runs/{namespace}/{name}/logs", get(logs))
+        .route("/api/runs/{namespace}/{name}/actions/{action}", post(act))
+        .with_state(Arc::new(source))
+}
+
+/// Serves `source` on `listener` until `stop` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    source: Source,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(source))
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// Binds `address` (`HOST:PORT`; port 0 picks one) and says where the page is.
+pub async fn bind(address: &str) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    Ok((listener, local))
+}
+
+fn page(text: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+async fn context(State(source): State<Shared>) -> Response {
+    let context = match source.as_ref() {
+        Source::Cluster(c) => c.context().await,
+        Source::Local(l) => l.context(),
+    };
+    axum::Json(context).into_response()
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    namespace: Option<String>,
+}
+
+async fn runs(State(source): State<Shared>, Query(query): Query<RunsQuery>) -> Response {
+    let listed = match source.as_ref() {
+        Source::Cluster(c) => {
+            let namespace = query.namespace.unwrap_or_else(|| c.context_namespace());
+            c.runs(&namespace).await
+        }
+        Source::Local(l) => Ok(l.runs(query.namespace.as_deref().unwrap_or(LOCAL_NAMESPACE))),
+    };
+    match listed {
+        Ok(runs) => axum::Json(serde_json::json!({ "runs": runs })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(
+    State(source): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let view = match source.as_ref() {
+        Source::Cluster(c) => c.run(&namespace, &name).await,
+        Source::Local(l) => l.run(&namespace, &name),
+    };
+    match view {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn watch(
+    State(source): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let views = match source.as_ref() {
+        Source::Cluster(c) => c.watch(namespace, name).await.map(StreamExt::boxed),
+        Source::Local(l) => l.watch(&namespace, &name).map(StreamExt::boxed),
+    };
+    let views = match views {
+        Ok(views) => views,
+        Err(e) => return e.into_response(),
+    };
+    let events = views.map(|view| {
+        Ok::<_, Infallible>(match view {
+            Some(view) => Event::default()
+                .event("run")
+                .json_data(view)
+                .unwrap_or_else(|_| Event::default().event("broken").data("{}")),
+            // An event without data never reaches the page.
+            None => Event::default().event("gone").data("{}"),
+        })
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    task: String,
+    attempt: Option<u32>,
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn logs(
+    State(source): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let body = match source.as_ref() {
+        Source::Cluster(c) => {
+            c.logs(&namespace, &name, &query.task, query.attempt, query.follow)
+                .await
+        }
+        Source::Local(l) => l.logs(&namespace, &name, &query.task, query.attempt, query.follow),
+    };
+    match body {
+        Ok(chunks) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+                // Tells proxies not to hold a followed log back.
+                (header::HeaderName::from_static("x-accel-buffering"), "no"),
+            ],
+            Body::from_stream(chunks),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn act(
+    State(source): State<Shared>,
+    Path((namespace, name, action)): Path<(String, String, String)>,
+) -> Response {
+    let command = match action.as_str() {
+        "cancel" => RunCommand::Cancel,
+        "suspend" => RunCommand::Suspend,
+        "resume" => RunCommand::Resume,
+        "rerun" => RunCommand::Rerun,
+        other => {
+            return ApiError::new(404, format!("no action \"{other}\"")).into_response();
+        }
+    };
+    let done = match source.as_ref() {
+        Source::Cluster(c) => c.act(&namespace, &name, command).await,
+        Source::Local(l) if command == RunCommand::Cancel => {
+            l.cancel(&namespace, &name).map(|m| (m, None))
+        }
+        Source::Local(_) => Err(ApiError::new(
+            400,
+            format!("{action} is for runs on a cluster; ork run cannot {action}"),
+        )),
+    };
+    match done {
+        Ok((message, run)) => {
+            axum::Json(serde_json::json!({"message": message, "run": run})).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
