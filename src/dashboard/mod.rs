@@ -85,8 +85,8 @@ pub enum Source {
 
 type Shared = Arc<Source>;
 
-/// The dashboard's routes over `source`.
-pub fn router(source: Source) -> Router {
+/// The dashboard's routes over `source`, for a server listening on `at`.
+pub fn router(source: Source, at: SocketAddr) -> Router {
     Router::new()
         .route(
             "/",
@@ -106,7 +106,72 @@ pub fn router(source: Source) -> Router {
         .route("/api/runs/{namespace}/{name}/watch", get(watch))
         .route("/api/runs/{namespace}/{name}/logs", get(logs))
         .route("/api/runs/{namespace}/{name}/actions/{action}", post(act))
+        .layer(axum::middleware::from_fn_with_state(at, guard))
         .with_state(Arc::new(source))
+}
+
+/// The server acts with the user's credentials, so only the user's own page may use it: a page
+/// of another site cannot make it act (a cross-origin POST carries that site's `Origin`), nor
+/// read it through a host name that resolves to this machine (DNS rebinding: the `Host` is then
+/// that name). Names in the path must be names Kubernetes could have.
+async fn guard(
+    State(at): State<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match refusal(at, &request) {
+        Some(error) => error.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// Why [`guard`] turns `request` away, if it does.
+fn refusal(at: SocketAddr, request: &axum::extract::Request) -> Option<ApiError> {
+    let header = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let port = at.port();
+    let ours = |host: &str| {
+        [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            at.to_string(),
+        ]
+        .iter()
+        .any(|h| h == host)
+    };
+    if at.ip().is_loopback() && !header(header::HOST).is_some_and(|h| ours(&h)) {
+        return Some(ApiError::new(
+            403,
+            "this dashboard answers only to its own address",
+        ));
+    }
+    if request.method() != axum::http::Method::GET
+        && let Some(origin) = header(header::ORIGIN)
+        && origin
+            .strip_prefix("http://")
+            .is_none_or(|host| header(header::HOST).is_none_or(|h| h != host))
+    {
+        return Some(ApiError::new(403, "a page of another site cannot act here"));
+    }
+    let path = request.uri().path();
+    if let Some(rest) = path.strip_prefix("/api/runs/") {
+        let mut parts = rest.split('/');
+        let namespace = parts.next().unwrap_or_default();
+        let name = parts.next().unwrap_or_default();
+        let problem = crate::compile::names::dns_label_error(namespace)
+            .map(|p| format!("namespace: {p}"))
+            .or_else(|| crate::compile::names::object_name_error("Run", name));
+        if let Some(problem) = problem {
+            return Some(ApiError::new(400, problem));
+        }
+    }
+    None
 }
 
 /// Serves `source` on `listener` until `stop` completes.
@@ -115,7 +180,8 @@ pub async fn serve(
     source: Source,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(source))
+    let at = listener.local_addr()?;
+    axum::serve(listener, router(source, at))
         .with_graceful_shutdown(stop)
         .await
 }
@@ -273,5 +339,60 @@ async fn act(
             axum::Json(serde_json::json!({"message": message, "run": run})).into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> axum::extract::Request {
+        let mut builder = axum::http::Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn only_the_users_own_page_may_use_the_server() {
+        let at: SocketAddr = "127.0.0.1:8484".parse().unwrap();
+        let code = |r: &axum::extract::Request| refusal(at, r).map(|e| e.code);
+        let host = ("host", "127.0.0.1:8484");
+        assert_eq!(code(&request("GET", "/api/runs", &[host])), None);
+        assert_eq!(
+            code(&request("GET", "/api/runs", &[("host", "localhost:8484")])),
+            None
+        );
+        // DNS rebinding: another name for this machine.
+        assert_eq!(
+            code(&request(
+                "GET",
+                "/api/runs",
+                &[("host", "evil.example:8484")]
+            )),
+            Some(403)
+        );
+        assert_eq!(code(&request("GET", "/", &[])), Some(403));
+        // A cross-site form or fetch POST carries its own Origin.
+        let action = "/api/runs/ns/r/actions/cancel";
+        let evil = ("origin", "http://evil.example");
+        assert_eq!(code(&request("POST", action, &[host, evil])), Some(403));
+        let own = ("origin", "http://127.0.0.1:8484");
+        assert_eq!(code(&request("POST", action, &[host, own])), None);
+        // Names a Run or a namespace cannot have never reach the API server.
+        assert_eq!(code(&request("GET", "/api/runs/NS/r", &[host])), Some(400));
+        assert_eq!(
+            code(&request("GET", "/api/runs/ns/a%2Fb", &[host])),
+            Some(400)
+        );
+        assert_eq!(
+            code(&request("GET", "/api/runs/ns/ok-1/logs", &[host])),
+            None
+        );
+        // Listening on all addresses (warned about), any Host is served.
+        let open: SocketAddr = "0.0.0.0:8484".parse().unwrap();
+        let anywhere = request("GET", "/api/runs", &[("host", "box.lan:8484")]);
+        assert!(refusal(open, &anywhere).is_none());
     }
 }
