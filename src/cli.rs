@@ -72,9 +72,9 @@ pub enum Command {
         /// Print only the summary, no per-task progress.
         #[arg(short, long)]
         quiet: bool,
-        /// Also serve the dashboard for this run at ADDRESS (default 127.0.0.1:8484); it stays
-        /// up after the run ends, until Ctrl-C.
-        #[arg(long, value_name = "ADDRESS", num_args = 0..=1,
+        /// Also serve the dashboard for this run (`--dashboard=ADDRESS`, default
+        /// 127.0.0.1:8484); it stays up after the run ends (its result printed), until Ctrl-C.
+        #[arg(long, value_name = "ADDRESS", num_args = 0..=1, require_equals = true,
               default_missing_value = DEFAULT_DASHBOARD_ADDRESS)]
         dashboard: Option<String>,
     },
@@ -970,7 +970,7 @@ fn run(
         let stops = futures::stream::select(stops, page_stops);
         let mut server = None;
         if let Some(address) = &dashboard {
-            let (listener, at) = crate::dashboard::bind(address).await?;
+            let (listener, access) = crate::dashboard::bind(address).await?;
             let (live, tee) = local_dashboard(&plan, Arc::clone(&watcher));
             watcher = tee;
             let source = crate::dashboard::Source::Local(crate::dashboard::LocalSource::new(
@@ -979,16 +979,22 @@ fn run(
                 cancels,
                 crate::drawing::layout(&plan.dag).ok(),
             ));
-            eprintln!(
-                "dashboard: http://{at}/#/runs/{}/{}",
+            let page = access.url(&format!(
+                "#/runs/{}/{}",
                 crate::dashboard::LOCAL_NAMESPACE,
                 plan.identity.run
-            );
+            ));
+            eprintln!("dashboard: {page}");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let serving = tokio::spawn(crate::dashboard::serve(listener, source, async move {
-                let _ = stopped.await;
-            }));
-            server = Some((stop, serving, at));
+            let serving = tokio::spawn(crate::dashboard::serve(
+                listener,
+                source,
+                access,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            server = Some((stop, serving, page));
         }
         let result = run_local(plan, &config, Some(watcher), stops).await;
         if let Some(task) = refresher {
@@ -1022,15 +1028,6 @@ fn run(
         let text = summary(&run, &run_dir, terminal);
         p.write_raw(&text);
     }
-    // The page stays up to be looked at after the run, until Ctrl-C.
-    if let Some((stop, serving, at)) = server {
-        eprintln!("the run has ended; the dashboard stays at http://{at}/ until Ctrl-C");
-        runtime.block_on(async {
-            interrupted().await;
-            let _ = stop.send(());
-            let _ = serving.await;
-        });
-    }
     if output == OutputFormat::Json {
         match serde_json::to_string_pretty(&run) {
             Ok(json) => println!("{json}"),
@@ -1039,6 +1036,16 @@ fn run(
                 return ExitCode::FAILURE;
             }
         }
+    }
+    // The page stays up to be looked at after the run (its result already printed), until
+    // Ctrl-C.
+    if let Some((stop, serving, page)) = server {
+        eprintln!("the run has ended; the dashboard stays at {page} until Ctrl-C");
+        runtime.block_on(async {
+            interrupted().await;
+            let _ = stop.send(());
+            let _ = serving.await;
+        });
     }
     match run.status.and_then(|s| s.phase) {
         Some(RunPhase::Succeeded) => ExitCode::SUCCESS,

@@ -86,6 +86,23 @@ fn serve(args: &[&str], from_stderr: bool) -> Served {
     Served { child, url }
 }
 
+/// The HTTP status of a plain GET of `url` (`http://HOST:PORT/PATH`), as another program of
+/// this machine would make it: no cookie.
+fn status_of(url: &str) -> u16 {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// Every audited request of `ork-viewer` in `namespace` (or cluster-wide): (verb, resource,
 /// code).
 fn audited(kubeconfig: &Path, namespace: &str) -> Vec<(String, String, i64)> {
@@ -210,6 +227,11 @@ async fn the_dashboard_shows_a_cluster_run_live_within_the_users_rbac() {
         false,
     );
 
+    // Without the token of the address it printed, nothing is served.
+    let bare = served.url.split('?').next().unwrap().to_string();
+    assert_eq!(status_of(&format!("{bare}api/context")), 401);
+    assert_eq!(status_of(&format!("{bare}?token=guess")), 401);
+
     let browser = Browser::start().await;
     // The runs list: the run, with its phase, in the user's namespace.
     browser.goto(&served.url).await;
@@ -324,8 +346,7 @@ async fn ork_run_dashboard_shows_the_local_run() {
                 .unwrap(),
             "--work-dir",
             work.path().join("runs").to_str().unwrap(),
-            "--dashboard",
-            "127.0.0.1:0",
+            "--dashboard=127.0.0.1:0",
         ],
         true,
     );

@@ -141,8 +141,9 @@ pub(super) fn submit(
             return report.finish();
         }
     };
+    let chosen = cluster.namespace.is_some();
     with_cluster(cluster, |client, namespace| async move {
-        let name = create(&client, &namespace, run).await?;
+        let name = create(&client, &namespace, chosen, run).await?;
         if !watch {
             println!(
                 "Run {} created in namespace {namespace}",
@@ -314,20 +315,25 @@ async fn connect(cluster: &ClusterArgs) -> Result<(kube::Client, String), Comman
 pub(super) fn dashboard(address: &str, cluster: &ClusterArgs) -> ExitCode {
     let address = address.to_string();
     with_cluster(cluster, |client, namespace| async move {
-        let (listener, at) = crate::dashboard::bind(&address)
+        let (listener, access) = crate::dashboard::bind(&address)
             .await
             .map_err(CommandError)?;
-        if !at.ip().is_loopback() {
+        if !access.at.ip().is_loopback() {
             eprintln!(
                 "warning: the dashboard acts with your credentials for anyone who can reach \
-                 {at}; keep it on 127.0.0.1 unless that is what you want"
+                 {} and has its address (token included); keep it on 127.0.0.1 unless that is \
+                 what you want",
+                access.at
             );
         }
-        println!("ork dashboard: http://{at}/ (namespace {namespace}; Ctrl-C stops it)");
+        println!(
+            "ork dashboard: {} (namespace {namespace}; Ctrl-C stops it)",
+            access.url("")
+        );
         let source = crate::dashboard::Source::Cluster(crate::dashboard::ClusterSource::new(
             client, namespace,
         ));
-        crate::dashboard::serve(listener, source, super::interrupted())
+        crate::dashboard::serve(listener, source, access, super::interrupted())
             .await
             .map_err(|e| CommandError(format!("the dashboard stopped: {e}")))?;
         Ok(ExitCode::SUCCESS)

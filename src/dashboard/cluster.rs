@@ -19,14 +19,25 @@ use kube::{Client, ResourceExt};
 use super::view::{self, Rights, RunSummary, RunView};
 use super::{ApiError, Context, LogBody};
 use crate::api::Run;
+use crate::drawing::Layout;
 use crate::kubernetes::get::full_run;
 use crate::kubernetes::job::CONTAINER;
-use crate::kubernetes::logs::split_instance;
+use crate::kubernetes::logs::{split_instance, started};
 use crate::kubernetes::names::attempt_job_name;
 use crate::kubernetes::run_commands::{CommandError, RunCommand, rerun, run_command};
 
 /// How long an answer about the user's rights is trusted.
 const RIGHTS_TTL: Duration = Duration::from_secs(60);
+/// Shortest time between two reads of a watched run.
+const MIN_GAP: Duration = Duration::from_millis(300);
+/// Most answers about rights kept (a user trying many namespaces cannot grow the cache).
+const MAX_RIGHTS: usize = 1000;
+/// Most layouts kept.
+const MAX_GRAPHS: usize = 64;
+/// How long a followed log waits for its Pod's container to start.
+const START_WAIT: Duration = Duration::from_secs(600);
+/// How often, meanwhile, it looks.
+const START_POLL: Duration = Duration::from_secs(1);
 /// How long a button waits for the controller's answer before saying it was asked.
 const ACTION_WAIT: Duration = Duration::from_secs(10);
 
@@ -39,6 +50,8 @@ pub struct ClusterSource {
     namespace: String,
     /// Whether each request is allowed, and when that was learnt.
     rights: Arc<Mutex<HashMap<RightKey, (bool, Instant)>>>,
+    /// Layouts by Run uid.
+    graphs: Arc<Mutex<HashMap<String, Option<Layout>>>>,
 }
 
 fn api_error(error: kube::Error) -> ApiError {
@@ -65,6 +78,7 @@ impl ClusterSource {
             client,
             namespace,
             rights: Arc::new(Mutex::new(HashMap::new())),
+            graphs: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -110,6 +124,12 @@ impl ClusterSource {
             Err(_) => return false,
         };
         if let Ok(mut known) = self.rights.lock() {
+            if known.len() >= MAX_RIGHTS {
+                known.retain(|_, (_, when)| when.elapsed() < RIGHTS_TTL);
+                if known.len() >= MAX_RIGHTS {
+                    known.clear();
+                }
+            }
             known.insert(key, (allowed, Instant::now()));
         }
         allowed
@@ -135,10 +155,13 @@ impl ClusterSource {
         ))
     }
 
+    /// The buttons' rights. Every button also reads the Run (a rerun reads what it reruns; the
+    /// others wait for the controller's answer), so each needs `get` too.
     async fn rights(&self, namespace: &str) -> Rights {
+        let get = self.may(namespace, "get", "ork.dev", "runs", "").await;
         Rights {
-            patch: self.may(namespace, "patch", "ork.dev", "runs", "").await,
-            create: self.may(namespace, "create", "ork.dev", "runs", "").await,
+            patch: get && self.may(namespace, "patch", "ork.dev", "runs", "").await,
+            create: get && self.may(namespace, "create", "ork.dev", "runs", "").await,
             suspend: true,
         }
     }
@@ -168,8 +191,9 @@ impl ClusterSource {
     pub async fn runs(&self, namespace: &str) -> Result<Vec<RunSummary>, ApiError> {
         self.require(namespace, "list", "runs").await?;
         let runs: Api<Run> = Api::namespaced(self.client.clone(), namespace);
+        // Read every two seconds while the list is open: the API server's watch cache serves it.
         let mut listed = runs
-            .list(&ListParams::default())
+            .list(&ListParams::default().match_any())
             .await
             .map_err(api_error)?
             .items;
@@ -199,7 +223,29 @@ impl ClusterSource {
     pub async fn run(&self, namespace: &str, name: &str) -> Result<RunView, ApiError> {
         let run = self.full(namespace, name).await?;
         let rights = self.rights(namespace).await;
-        Ok(view::run_view(&run, rights, view::graph_of(&run)))
+        let graph = self.graph(&run).await;
+        Ok(view::run_view(&run, rights, graph))
+    }
+
+    /// The layout of `run`'s pinned workflow: worked out once per run (a run's definition never
+    /// changes once pinned), off the server's thread.
+    async fn graph(&self, run: &Run) -> Option<Layout> {
+        let pinned = run.status.as_ref()?.workflow.as_ref()?.spec.is_some();
+        let key = run.metadata.uid.clone().unwrap_or_default();
+        if let Some(known) = self.graphs.lock().ok()?.get(&key) {
+            return known.clone();
+        }
+        let owned = run.clone();
+        let graph = tokio::task::spawn_blocking(move || view::graph_of(&owned))
+            .await
+            .ok()?;
+        if pinned && let Ok(mut graphs) = self.graphs.lock() {
+            if graphs.len() >= MAX_GRAPHS {
+                graphs.clear();
+            }
+            graphs.insert(key, graph.clone());
+        }
+        graph
     }
 
     /// The run's view each time it changes (watched when the user may watch runs, else read
@@ -210,7 +256,10 @@ impl ClusterSource {
         name: String,
     ) -> Result<impl Stream<Item = Option<RunView>> + Send + 'static, ApiError> {
         self.require(&namespace, "get", "runs").await?;
-        let changes = if self.may(&namespace, "watch", "ork.dev", "runs", "").await {
+        // A watch starts with a list: both must be allowed, else the run is read every 2 s.
+        let may_watch = self.may(&namespace, "list", "ork.dev", "runs", "").await
+            && self.may(&namespace, "watch", "ork.dev", "runs", "").await;
+        let changes = if may_watch {
             let runs: Api<Run> = Api::namespaced(self.client.clone(), &namespace);
             let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
             watcher(runs, config).default_backoff().map(|_| ()).boxed()
@@ -222,9 +271,11 @@ impl ClusterSource {
             .boxed()
         };
         let source = self.clone();
-        Ok(changes.filter_map(move |()| {
+        // Changes that come together make one read, and reads are at least MIN_GAP apart.
+        let views = changes.ready_chunks(256).filter_map(move |_| {
             let (namespace, name, source) = (namespace.clone(), name.clone(), source.clone());
             async move {
+                tokio::time::sleep(MIN_GAP).await;
                 match source.full(&namespace, &name).await {
                     Ok(run) => Some(Some(view::run_view(
                         &run,
@@ -236,6 +287,14 @@ impl ClusterSource {
                     Err(_) => None,
                 }
             }
+        });
+        // Once the run is gone, the page is told so once and the stream ends.
+        Ok(views.scan(false, |gone, view| {
+            let out = (!*gone).then(|| {
+                *gone = view.is_none();
+                view
+            });
+            futures::future::ready(out)
         }))
     }
 
@@ -264,26 +323,49 @@ impl ClusterSource {
         self.require(namespace, "get", "pods/log").await?;
         let (base, instance) = split_instance(task);
         let job = attempt_job_name(name, base, instance, number);
+        let missing = || {
+            ApiError::new(
+                404,
+                match &record.reused_from {
+                    Some(from) => format!("reused from run \"{from}\": its logs are there"),
+                    None => format!(
+                        "attempt {number} has no Pod (Job {job}): not started yet, or deleted"
+                    ),
+                },
+            )
+        };
+        if record.reused_from.is_some() {
+            return Err(missing());
+        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let pod = pods
-            .list(&ListParams::default().labels(&format!("job-name={job}")))
-            .await
-            .map_err(api_error)?
-            .items
-            .into_iter()
-            .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
-            .ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    match &record.reused_from {
-                        Some(from) => format!("reused from run \"{from}\": its logs are there"),
-                        None => format!(
-                            "attempt {number} has no Pod (Job {job}): not started yet, or \
-                             deleted"
-                        ),
-                    },
-                )
-            })?;
+        // Following an attempt that has not started, the answer waits for its container (as
+        // `ork logs -f` does), so the page sees the first line as soon as there is one.
+        let deadline = Instant::now() + START_WAIT;
+        let pod = loop {
+            let pod = pods
+                .list(&ListParams::default().labels(&format!("job-name={job}")))
+                .await
+                .map_err(api_error)?
+                .items
+                .into_iter()
+                .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            if !follow || pod.as_ref().is_some_and(started) || Instant::now() >= deadline {
+                break pod;
+            }
+            tokio::time::sleep(START_POLL).await;
+            let now = self.full(namespace, name).await?;
+            let over = now.status.as_ref().is_none_or(|s| {
+                s.phase.is_some_and(crate::api::RunPhase::is_final)
+                    || s.tasks
+                        .iter()
+                        .find(|t| t.name == task)
+                        .is_none_or(|t| t.attempts != number || t.phase.is_final())
+            });
+            if over {
+                break pod;
+            }
+        }
+        .ok_or_else(missing)?;
         let params = LogParams {
             container: Some(CONTAINER.into()),
             follow,

@@ -23,6 +23,9 @@ pub struct LocalSource {
     run: watch::Receiver<Run>,
     run_dir: PathBuf,
     cancel: mpsc::UnboundedSender<()>,
+    /// Set by the first cancel: a second stop would also stop the finally tasks, which the
+    /// page's one button must not do.
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
     graph: Option<Layout>,
 }
 
@@ -38,11 +41,21 @@ impl Watcher for Tee {
             first.task_changed(before, after);
         }
         self.live.send_modify(|run| {
-            let tasks = &mut run.status.get_or_insert_default().tasks;
-            match tasks.iter_mut().find(|t| t.name == after.name) {
+            let status = run.status.get_or_insert_default();
+            match status.tasks.iter_mut().find(|t| t.name == after.name) {
                 Some(task) => *task = after.clone(),
-                None => tasks.push(after.clone()),
+                None => status.tasks.push(after.clone()),
             }
+            // The driver tells the run's own fields only when its phase changes: keep the
+            // progress moving meanwhile (records with instances count through them).
+            let counted = status.tasks.iter().filter(|t| t.instances.is_none());
+            let (done, all) = counted.fold((0, 0), |(done, all), t| {
+                (
+                    done + usize::from(t.phase == crate::api::TaskPhase::Succeeded),
+                    all + 1,
+                )
+            });
+            status.progress = Some(format!("{done}/{all}"));
         });
     }
 
@@ -71,14 +84,17 @@ impl LocalSource {
             run,
             run_dir,
             cancel,
+            cancelled: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             graph,
         }
     }
 
     fn current(&self) -> Run {
-        let mut run = self.run.borrow().clone();
-        run.metadata.namespace = Some(LOCAL_NAMESPACE.into());
-        run
+        shown(&self.run.borrow(), self.cancelled())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn rights() -> Rights {
@@ -131,18 +147,22 @@ impl LocalSource {
     ) -> Result<impl Stream<Item = Option<RunView>> + Send + 'static, ApiError> {
         self.check(namespace, name)?;
         let run = self.run.clone();
+        let cancelled = Arc::clone(&self.cancelled);
         Ok(futures::stream::unfold(
             (run, true),
-            |(mut run, first)| async move {
-                if !first && run.changed().await.is_err() {
-                    // The run has ended and nothing will change again: stay connected, quietly,
-                    // rather than have the page reconnect over and over.
-                    futures::future::pending::<()>().await;
+            move |(mut run, first)| {
+                let cancelled = Arc::clone(&cancelled);
+                async move {
+                    if !first && run.changed().await.is_err() {
+                        // The run has ended and nothing will change again: stay connected,
+                        // quietly, rather than have the page reconnect over and over.
+                        futures::future::pending::<()>().await;
+                    }
+                    let cancelled = cancelled.load(std::sync::atomic::Ordering::SeqCst);
+                    let current = shown(&run.borrow_and_update(), cancelled);
+                    let view = view::run_view(&current, LocalSource::rights(), None);
+                    Some((Some(view), (run, false)))
                 }
-                let mut current = run.borrow_and_update().clone();
-                current.metadata.namespace = Some(LOCAL_NAMESPACE.into());
-                let shown = view::run_view(&current, LocalSource::rights(), None);
-                Some((Some(shown), (run, false)))
             },
         ))
     }
@@ -212,11 +232,28 @@ impl LocalSource {
                 format!("run \"{name}\" has already ended"),
             ));
         }
+        if self
+            .cancelled
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(ApiError::new(
+                409,
+                format!("run \"{name}\" is already being cancelled (its finally tasks run)"),
+            ));
+        }
         self.cancel
             .send(())
             .map_err(|_| ApiError::new(409, format!("run \"{name}\" has already ended")))?;
         Ok(format!("Run \"{name}\": cancel requested"))
     }
+}
+
+/// The run as the page sees it: in the `local` namespace, cancelled once asked to be.
+fn shown(run: &Run, cancelled: bool) -> Run {
+    let mut run = run.clone();
+    run.metadata.namespace = Some(LOCAL_NAMESPACE.into());
+    run.spec.cancel |= cancelled;
+    run
 }
 
 /// Whether attempt `number` of record `task` has ended.

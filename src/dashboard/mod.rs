@@ -18,6 +18,7 @@ pub mod local;
 pub mod view;
 
 use std::convert::Infallible;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +86,37 @@ pub enum Source {
 
 type Shared = Arc<Source>;
 
-/// The dashboard's routes over `source`, for a server listening on `at`.
-pub fn router(source: Source, at: SocketAddr) -> Router {
+/// Who may use a dashboard: requests to its own address that carry its token (from the address
+/// it printed, then as a cookie).
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub at: SocketAddr,
+    pub token: String,
+}
+
+impl Access {
+    /// A fresh random token for a server listening on `at`.
+    pub fn new(at: SocketAddr) -> std::io::Result<Self> {
+        use std::io::Read;
+        let mut bytes = [0u8; 16];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        let token = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self { at, token })
+    }
+
+    /// The address to open: it hands the page its token.
+    pub fn url(&self, fragment: &str) -> String {
+        format!("http://{}/?token={}{fragment}", self.at, self.token)
+    }
+
+    /// The cookie's name: one per port, as cookies do not tell ports apart.
+    fn cookie(&self) -> String {
+        format!("ork-dashboard-{}", self.at.port())
+    }
+}
+
+/// The dashboard's routes over `source`, for the users `access` lets in.
+pub fn router(source: Source, access: Access) -> Router {
     Router::new()
         .route(
             "/",
@@ -106,27 +136,75 @@ pub fn router(source: Source, at: SocketAddr) -> Router {
         .route("/api/runs/{namespace}/{name}/watch", get(watch))
         .route("/api/runs/{namespace}/{name}/logs", get(logs))
         .route("/api/runs/{namespace}/{name}/actions/{action}", post(act))
-        .layer(axum::middleware::from_fn_with_state(at, guard))
+        .layer(axum::middleware::from_fn_with_state(access, guard))
         .with_state(Arc::new(source))
 }
 
-/// The server acts with the user's credentials, so only the user's own page may use it: a page
-/// of another site cannot make it act (a cross-origin POST carries that site's `Origin`), nor
-/// read it through a host name that resolves to this machine (DNS rebinding: the `Host` is then
-/// that name). Names in the path must be names Kubernetes could have.
+/// The server acts with the user's credentials, so only the user's own page may use it:
+///
+/// - every request needs the token ork printed: the address `/?token=…` sets it as a cookie
+///   (`SameSite=Strict`, so another site's page never sends it, and `HttpOnly`), and another
+///   user of this machine, who cannot read the terminal, cannot guess it;
+/// - the `Host` must be the server's own address, so a site cannot read it through a name of its
+///   own that resolves to this machine (DNS rebinding);
+/// - a POST with another site's `Origin` is refused, and no page may frame this one
+///   (clickjacking);
+/// - names in the path or query must be names Kubernetes could have.
 async fn guard(
-    State(at): State<SocketAddr>,
+    State(access): State<Access>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match refusal(at, &request) {
-        Some(error) => error.into_response(),
+    let mut response = match refusal(&access, &request) {
+        Some(Refusal::Error(error)) => error.into_response(),
+        Some(Refusal::SetCookie(location)) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, location),
+                (
+                    header::SET_COOKIE,
+                    format!(
+                        "{}={}; Path=/; HttpOnly; SameSite=Strict",
+                        access.cookie(),
+                        access.token
+                    ),
+                ),
+            ],
+        )
+            .into_response(),
         None => next.run(request).await,
-    }
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// What [`guard`] does instead of serving a request.
+#[derive(Debug)]
+enum Refusal {
+    Error(ApiError),
+    /// The token came in the address: keep it as a cookie and go to this place without it.
+    SetCookie(String),
 }
 
 /// Why [`guard`] turns `request` away, if it does.
-fn refusal(at: SocketAddr, request: &axum::extract::Request) -> Option<ApiError> {
+fn refusal(access: &Access, request: &axum::extract::Request) -> Option<Refusal> {
+    let refuse = |code, message: &str| Some(Refusal::Error(ApiError::new(code, message)));
     let header = |name: header::HeaderName| {
         request
             .headers()
@@ -134,6 +212,7 @@ fn refusal(at: SocketAddr, request: &axum::extract::Request) -> Option<ApiError>
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    let at = access.at;
     let port = at.port();
     let ours = |host: &str| {
         [
@@ -146,10 +225,32 @@ fn refusal(at: SocketAddr, request: &axum::extract::Request) -> Option<ApiError>
         .any(|h| h == host)
     };
     if at.ip().is_loopback() && !header(header::HOST).is_some_and(|h| ours(&h)) {
-        return Some(ApiError::new(
-            403,
-            "this dashboard answers only to its own address",
-        ));
+        return refuse(403, "this dashboard answers only to its own address");
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let given = |key: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    let cookie = access.cookie();
+    let has_cookie = header(header::COOKIE).is_some_and(|all| {
+        all.split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .any(|(name, value)| name == cookie && value == access.token)
+    });
+    if request.method() == axum::http::Method::GET
+        && given("token").as_deref() == Some(&access.token)
+    {
+        return Some(Refusal::SetCookie(request.uri().path().to_string()));
+    }
+    if !has_cookie {
+        return refuse(
+            401,
+            "open the address `ork` printed (it ends in ?token=…): this dashboard acts with \
+             its user's credentials and serves only them",
+        );
     }
     if request.method() != axum::http::Method::GET
         && let Some(origin) = header(header::ORIGIN)
@@ -157,7 +258,7 @@ fn refusal(at: SocketAddr, request: &axum::extract::Request) -> Option<ApiError>
             .strip_prefix("http://")
             .is_none_or(|host| header(header::HOST).is_none_or(|h| h != host))
     {
-        return Some(ApiError::new(403, "a page of another site cannot act here"));
+        return refuse(403, "a page of another site cannot act here");
     }
     let path = request.uri().path();
     if let Some(rest) = path.strip_prefix("/api/runs/") {
@@ -168,33 +269,54 @@ fn refusal(at: SocketAddr, request: &axum::extract::Request) -> Option<ApiError>
             .map(|p| format!("namespace: {p}"))
             .or_else(|| crate::compile::names::object_name_error("Run", name));
         if let Some(problem) = problem {
-            return Some(ApiError::new(400, problem));
+            return refuse(400, &problem);
         }
+    }
+    if path == "/api/runs"
+        && let Some(namespace) = given("namespace")
+        && let Some(problem) = crate::compile::names::dns_label_error(&namespace)
+    {
+        return refuse(400, &format!("namespace {namespace:?}: {problem}"));
     }
     None
 }
 
-/// Serves `source` on `listener` until `stop` completes.
+/// How long open pages (a live watch, a followed log) get to go once the server is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves `source` on `listener` to `access` until `stop` completes (then open connections get
+/// [`SHUTDOWN_GRACE`]: a live page never closes its watch by itself).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     source: Source,
+    access: Access,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let at = listener.local_addr()?;
-    axum::serve(listener, router(source, at))
-        .with_graceful_shutdown(stop)
-        .await
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(source, access)).with_graceful_shutdown(async {
+        let _ = stopped.await;
+    });
+    let deadline = async move {
+        stop.await;
+        let _ = stopping.send(());
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server.into_future() => served,
+        () = deadline => Ok(()),
+    }
 }
 
-/// Binds `address` (`HOST:PORT`; port 0 picks one) and says where the page is.
-pub async fn bind(address: &str) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+/// Binds `address` (`HOST:PORT`; port 0 picks one), with a fresh token for its users.
+pub async fn bind(address: &str) -> Result<(tokio::net::TcpListener, Access), String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    let local = listener
+    let at = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    Ok((listener, local))
+    let access = Access::new(at).map_err(|e| format!("cannot make a token: {e}"))?;
+    Ok((listener, access))
 }
 
 fn page(text: &'static str, kind: &'static str) -> Response {
@@ -356,43 +478,78 @@ mod tests {
 
     #[test]
     fn only_the_users_own_page_may_use_the_server() {
-        let at: SocketAddr = "127.0.0.1:8484".parse().unwrap();
-        let code = |r: &axum::extract::Request| refusal(at, r).map(|e| e.code);
+        let access = Access {
+            at: "127.0.0.1:8484".parse().unwrap(),
+            token: "t0k".into(),
+        };
+        let code = |r: &axum::extract::Request| match refusal(&access, r) {
+            None => None,
+            Some(Refusal::Error(e)) => Some(e.code),
+            Some(Refusal::SetCookie(to)) => {
+                assert_eq!(to, "/");
+                Some(303)
+            }
+        };
         let host = ("host", "127.0.0.1:8484");
-        assert_eq!(code(&request("GET", "/api/runs", &[host])), None);
-        assert_eq!(
-            code(&request("GET", "/api/runs", &[("host", "localhost:8484")])),
-            None
-        );
+        let cookie = ("cookie", "other=1; ork-dashboard-8484=t0k");
+        assert_eq!(code(&request("GET", "/api/runs", &[host, cookie])), None);
+        let local = ("host", "localhost:8484");
+        assert_eq!(code(&request("GET", "/api/runs", &[local, cookie])), None);
+        // The printed address sets the cookie; without it (or with a wrong one) nothing is served.
+        assert_eq!(code(&request("GET", "/?token=t0k", &[host])), Some(303));
+        assert_eq!(code(&request("GET", "/?token=guess", &[host])), Some(401));
+        assert_eq!(code(&request("GET", "/api/runs", &[host])), Some(401));
+        let wrong = ("cookie", "ork-dashboard-8484=t0");
+        assert_eq!(code(&request("GET", "/", &[host, wrong])), Some(401));
         // DNS rebinding: another name for this machine.
+        let evil_host = ("host", "evil.example:8484");
         assert_eq!(
-            code(&request(
-                "GET",
-                "/api/runs",
-                &[("host", "evil.example:8484")]
-            )),
+            code(&request("GET", "/api/runs", &[evil_host, cookie])),
             Some(403)
         );
         assert_eq!(code(&request("GET", "/", &[])), Some(403));
-        // A cross-site form or fetch POST carries its own Origin.
+        // A cross-site POST carries its own Origin.
         let action = "/api/runs/ns/r/actions/cancel";
         let evil = ("origin", "http://evil.example");
-        assert_eq!(code(&request("POST", action, &[host, evil])), Some(403));
-        let own = ("origin", "http://127.0.0.1:8484");
-        assert_eq!(code(&request("POST", action, &[host, own])), None);
-        // Names a Run or a namespace cannot have never reach the API server.
-        assert_eq!(code(&request("GET", "/api/runs/NS/r", &[host])), Some(400));
         assert_eq!(
-            code(&request("GET", "/api/runs/ns/a%2Fb", &[host])),
+            code(&request("POST", action, &[host, cookie, evil])),
+            Some(403)
+        );
+        let own = ("origin", "http://127.0.0.1:8484");
+        assert_eq!(code(&request("POST", action, &[host, cookie, own])), None);
+        // Names a Run or a namespace cannot have never reach the API server.
+        assert_eq!(
+            code(&request("GET", "/api/runs/NS/r", &[host, cookie])),
             Some(400)
         );
         assert_eq!(
-            code(&request("GET", "/api/runs/ns/ok-1/logs", &[host])),
+            code(&request("GET", "/api/runs/ns/a%2Fb", &[host, cookie])),
+            Some(400)
+        );
+        assert_eq!(
+            code(&request("GET", "/api/runs/ns/ok-1/logs", &[host, cookie])),
             None
         );
-        // Listening on all addresses (warned about), any Host is served.
-        let open: SocketAddr = "0.0.0.0:8484".parse().unwrap();
-        let anywhere = request("GET", "/api/runs", &[("host", "box.lan:8484")]);
-        assert!(refusal(open, &anywhere).is_none());
+        let sneaky = "/api/runs?namespace=x%2F..%2Fapi";
+        assert_eq!(code(&request("GET", sneaky, &[host, cookie])), Some(400));
+        // Listening on all addresses (warned about), any Host is served, with the token.
+        let open = Access {
+            at: "0.0.0.0:8484".parse().unwrap(),
+            token: "t0k".into(),
+        };
+        let anywhere = request("GET", "/api/runs", &[("host", "box.lan:8484"), cookie]);
+        assert!(refusal(&open, &anywhere).is_none());
+    }
+
+    #[test]
+    fn tokens_are_fresh_and_the_address_carries_one() {
+        let at: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a, b) = (Access::new(at).unwrap(), Access::new(at).unwrap());
+        assert_eq!(a.token.len(), 32);
+        assert_ne!(a.token, b.token);
+        assert_eq!(
+            a.url("#/x"),
+            format!("http://127.0.0.1:1/?token={}#/x", a.token)
+        );
     }
 }

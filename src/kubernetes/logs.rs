@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, StreamExt};
 use kube::Client;
 use kube::api::{Api, ListParams, LogParams};
 use tokio::sync::mpsc;
@@ -21,8 +20,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 /// How often `-f` looks for attempts that started.
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
-/// Longest line passed on whole; a longer one is cut (a task printing without newlines cannot
-/// grow our memory).
+/// Longest line passed on whole; a longer one comes in pieces of this size (a task printing
+/// without newlines cannot grow our memory).
 const MAX_LINE: usize = 64 * 1024;
 
 /// What the user asked for.
@@ -114,14 +113,29 @@ pub async fn logs(
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut streaming: HashSet<Attempt> = HashSet::new();
     let mut streams = tokio::task::JoinSet::new();
-    let mut prefixed: Option<bool> = None;
     loop {
-        let run = full_run(client, namespace, &request.run)
-            .await
-            .map_err(|e| match e {
-                super::Error::Kube(e) => explain(e, "get", &request.run, namespace),
-                other => CommandError(other.to_string()),
-            })?;
+        if out.is_closed() {
+            return Ok(()); // nobody reads any more (e.g. `ork logs -f | head`)
+        }
+        let run = match full_run(client, namespace, &request.run).await {
+            Ok(run) => run,
+            // Following, a passing failure only delays the next look.
+            Err(super::Error::Kube(kube::Error::Api(status)))
+                if request.follow && ![403, 404].contains(&status.code) =>
+            {
+                tokio::time::sleep(LOOK_AGAIN).await;
+                continue;
+            }
+            Err(super::Error::Kube(e @ kube::Error::Api(_))) => {
+                return Err(explain(e, "get", &request.run, namespace));
+            }
+            Err(_) if request.follow => {
+                tokio::time::sleep(LOOK_AGAIN).await;
+                continue;
+            }
+            Err(super::Error::Kube(e)) => return Err(explain(e, "get", &request.run, namespace)),
+            Err(other) => return Err(CommandError(other.to_string())),
+        };
         let tasks = run.status.as_ref().map_or(&[][..], |s| &s.tasks);
         let records = selected(tasks, request.task.as_deref());
         if let Some(task) = &request.task
@@ -131,7 +145,6 @@ pub async fn logs(
         {
             return Err(no_such_task(&run, task));
         }
-        let several = *prefixed.get_or_insert(request.task.is_none() || records.len() > 1);
         let ended = run
             .status
             .as_ref()
@@ -159,7 +172,9 @@ pub async fn logs(
                 continue; // its container has not started: look again soon
             }
             streaming.insert(attempt.clone());
-            let prefix = several.then(|| attempt.record.clone());
+            // Lines say whose they are unless they are exactly the one task asked for.
+            let prefix =
+                (request.task.as_deref() != Some(&attempt.record)).then(|| attempt.record.clone());
             let params = LogParams {
                 container: Some(CONTAINER.into()),
                 follow: request.follow,
@@ -187,6 +202,7 @@ pub async fn logs(
         loop {
             tokio::select! {
                 _ = &mut wait => break,
+                () = out.closed() => return Ok(()),
                 done = streams.join_next(), if !streams.is_empty() => if done.is_none() { break },
             }
         }
@@ -216,7 +232,7 @@ async fn pod_of(pods: &Api<Pod>, attempt: &Attempt) -> Result<Option<Pod>, Comma
 }
 
 /// Whether the task container has started (its logs can be read).
-fn started(pod: &Pod) -> bool {
+pub fn started(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
@@ -271,19 +287,19 @@ async fn copy_lines(
             return;
         }
     };
-    let mut lines = reader.lines();
-    while let Some(line) = lines.next().await {
-        match line {
-            Ok(mut line) => {
-                if line.len() > MAX_LINE {
-                    let mut cut = MAX_LINE;
-                    while !line.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    line.truncate(cut);
-                    line.push('…');
-                }
-                if out.send(shown(&line)).is_err() {
+    let mut reader = std::pin::pin!(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_line(&mut reader, &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                if out
+                    .send(shown(text.strip_suffix('\r').unwrap_or(text)))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -291,6 +307,33 @@ async fn copy_lines(
                 let _ = out.send(shown(&format!("(log stream broke off: {e})")));
                 return;
             }
+        }
+    }
+}
+
+/// Reads one line (with its `\n`) into `line`, or [`MAX_LINE`] bytes of a longer one (the rest
+/// comes as the next lines): a task printing without newlines cannot grow our memory, and what
+/// it prints still shows. Ok(0) at the end.
+async fn read_line(
+    reader: &mut (impl futures::AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    use futures::AsyncBufReadExt as _;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(line.len());
+        }
+        let room = MAX_LINE - line.len();
+        let window = &available[..available.len().min(room)];
+        let (taken, done) = match window.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (window.len(), window.len() == room),
+        };
+        line.extend_from_slice(&window[..taken]);
+        reader.consume_unpin(taken);
+        if done {
+            return Ok(line.len());
         }
     }
 }
@@ -337,5 +380,23 @@ mod tests {
         );
         assert_eq!(split_instance("p[12]"), ("p", Some(12)));
         assert_eq!(split_instance("plain"), ("plain", None));
+    }
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_bytes_that_are_not_utf8_still_show() {
+        let mut long = vec![b'x'; MAX_LINE + 10];
+        long.extend_from_slice(b"\nnext\xff\r\nlast");
+        let mut reader = futures::io::Cursor::new(long);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if read_line(&mut reader, &mut line).await.unwrap() == 0 {
+                break;
+            }
+            lines.push(line);
+        }
+        let sizes: Vec<usize> = lines.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_LINE, 11, 7, 4]);
+        assert_eq!(String::from_utf8_lossy(&lines[2]), "next\u{fffd}\r\n");
     }
 }

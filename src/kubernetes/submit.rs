@@ -69,7 +69,7 @@ pub fn submission(source: Source, params: &BTreeMap<String, String>) -> Result<R
                 metadata: ObjectMeta {
                     generate_name: Some(generate_name_for(&name)),
                     namespace: workflow.metadata.namespace.clone(),
-                    labels: Some(BTreeMap::from([(LABEL_WORKFLOW.into(), name)])),
+                    labels: workflow_label(&name),
                     ..ObjectMeta::default()
                 },
                 spec: RunSpec {
@@ -112,10 +112,9 @@ pub fn submission(source: Source, params: &BTreeMap<String, String>) -> Result<R
             let name = run.spec.workflow_ref.take().map(|r| r.name);
             run.spec.workflow = Some(workflow.spec.clone());
             if let Some(name) = name {
-                run.metadata
-                    .labels
-                    .get_or_insert_default()
-                    .insert(LABEL_WORKFLOW.into(), name.clone());
+                if let Some(label) = workflow_label(&name) {
+                    run.metadata.labels.get_or_insert_default().extend(label);
+                }
                 if run.metadata.name.is_none() && run.metadata.generate_name.is_none() {
                     run.metadata.generate_name = Some(generate_name_for(&name));
                 }
@@ -141,6 +140,13 @@ pub fn submission(source: Source, params: &BTreeMap<String, String>) -> Result<R
     Ok(with_name(run))
 }
 
+/// The label naming the Workflow an inline run came from; none for a name longer than a label
+/// value may be (63 characters): the run is no worse off, `ork list` shows it `(inline)`.
+fn workflow_label(name: &str) -> Option<BTreeMap<String, String>> {
+    (name.len() <= crate::compile::names::MAX_LABEL_LEN)
+        .then(|| BTreeMap::from([(LABEL_WORKFLOW.to_string(), name.to_string())]))
+}
+
 /// A Run needs a name or a `generateName`: the workflow's name and a dash, as Argo does.
 fn with_name(mut run: Run) -> Run {
     if run.metadata.name.is_none() && run.metadata.generate_name.is_none() {
@@ -157,17 +163,24 @@ fn with_name(mut run: Run) -> Run {
     run
 }
 
-/// Creates `run` in `namespace` (the file's own namespace must agree with it); returns its name.
+/// Creates `run` in its own namespace, else `namespace` (when `chosen`, the user's `-n`, a Run
+/// naming another namespace is refused, as kubectl does); returns its name.
 pub async fn create(
     client: &Client,
     namespace: &str,
+    chosen: bool,
     mut run: Run,
 ) -> Result<String, CommandError> {
+    let namespace = match run.metadata.namespace.clone() {
+        Some(own) if !chosen => own,
+        _ => namespace.to_string(),
+    };
+    let namespace = namespace.as_str();
     if let Some(own) = run.metadata.namespace.as_deref()
         && own != namespace
     {
         return Err(CommandError(format!(
-            "the Run says namespace {} but the command is for namespace {}: drop one",
+            "the Run says namespace {} but -n says namespace {}: drop one",
             quoted(own),
             quoted(namespace)
         )));
@@ -258,5 +271,12 @@ mod tests {
         let by_name = submission(Source::Workflow("etl"), &BTreeMap::new()).unwrap();
         assert_eq!(by_name.spec.workflow_ref.unwrap().name, "etl");
         assert_eq!(by_name.metadata.generate_name.as_deref(), Some("etl-"));
+        let long = "w".repeat(100);
+        let yaml = DIAMOND.replace("diamond", &long);
+        let run = submission(Source::Documents(&docs(&yaml)), &BTreeMap::new()).unwrap();
+        assert!(
+            run.metadata.labels.is_none(),
+            "a label value has at most 63 characters"
+        );
     }
 }

@@ -19,10 +19,12 @@ use crate::api::{Run, TaskStatus};
 use crate::local::Watcher;
 use crate::text::quoted;
 
-/// The run is read again at least this often, watch or not.
+/// The run is read again at least this often, watch or not…
 const REREAD: Duration = Duration::from_secs(2);
 /// …and at most this often, however busy its watch.
 const MIN_GAP: Duration = Duration::from_millis(300);
+/// After this long with no status, the user is told the controller may not be running.
+const NO_ANSWER: Duration = Duration::from_secs(15);
 
 /// Task records that changed since `seen` (phase, attempts or instances), each with its record
 /// before (a fresh Pending one when first seen); updates `seen`.
@@ -69,6 +71,8 @@ pub async fn follow(
     let mut events = watcher(runs, config).default_backoff().boxed();
     let mut seen = HashMap::new();
     let mut announced = false;
+    let since = std::time::Instant::now();
+    let mut nudged = false;
     loop {
         let run = match full_run(client, namespace, name).await {
             Ok(run) => Some(run),
@@ -94,6 +98,16 @@ pub async fn follow(
             if !announced && status.is_some_and(|s| !s.tasks.is_empty()) {
                 started(workflow_tasks(&run));
                 announced = true;
+            }
+            if !announced && !nudged && since.elapsed() > NO_ANSWER {
+                eprintln!(
+                    "Run {}: the controller has not started it after {}s; is ork's controller \
+                     running and watching namespace {}?",
+                    quoted(name),
+                    NO_ANSWER.as_secs(),
+                    quoted(namespace)
+                );
+                nudged = true;
             }
             if announced {
                 for (before, after) in changes(&mut seen, status.map_or(&[][..], |s| &s.tasks)) {

@@ -12,7 +12,17 @@ const FINAL_TASK_PHASES = new Set(['Succeeded', 'Failed', 'Skipped', 'Cancelled'
 const ACTIONS = ['cancel', 'suspend', 'resume', 'rerun'];
 const RUNS_REFRESH_MS = 2000;
 const NOTICE_MS = 4000;
-const LOG_RETRY_MS = 10000;
+// A log that is not there yet (no Pod, container not started) is asked for again after 1 s,
+// 2 s, 4 s … at most 10 s apart, while its attempt runs.
+const LOG_RETRY_FIRST_MS = 1000;
+const LOG_RETRY_MAX_MS = 10000;
+// Statuses that asking again will not change by itself: a bad request (400), RBAC's no (403),
+// nothing there (404). Polling on after one only repeats the error (and, for a 403, adds one
+// more refused request to the cluster's audit log), so the page stops and says so.
+const SETTLED_STATUSES = new Set([400, 403, 404]);
+// What a log request answers while the attempt's Pod (404) or container (400) is not up yet:
+// these change by themselves, so they are worth trying again. A 403 is not.
+const LOG_WAITING_STATUSES = new Set([400, 404]);
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
 // Graph viewport limits. A small graph is not blown up past MAX_FIT_SCALE when fitted: a
@@ -38,7 +48,9 @@ const list = {
   runs: [],
   loaded: false,     // an answer came for this namespace
   failed: false,     // the last refresh failed (the banner says why)
+  stopped: false,    // a settled error (400/403/404) stopped the polling until the user acts
   timer: null,       // the pending refresh, while the list is shown
+  shownNamespace: null, // the namespace list.runs belongs to
   generation: 0,     // bumps when the list stops, so late answers are dropped
 };
 
@@ -49,7 +61,15 @@ const list = {
 let current = null;
 
 /** The log stream of the task panel. */
-const logs = { key: null, controller: null, failed: false, failedAt: 0, phase: null };
+const logs = {
+  key: null,          // what is shown (run, task, attempt); while it stays the same, so does the stream
+  url: null,          // the request for that key
+  controller: null,   // the request in flight, aborted when the key changes
+  tries: 0,           // requests made for this key
+  timer: null,        // the next try after a 404/400
+  delay: LOG_RETRY_FIRST_MS, // the wait before that try; doubles up to LOG_RETRY_MAX_MS
+  running: false,     // whether the shown attempt still runs: only then does its log turn up later
+};
 
 /** Graph viewport: top-left corner in graph coordinates and pixels per graph unit. */
 const viewport = { x: 0, y: 0, scale: 1, fitted: null, moved: false };
@@ -249,7 +269,11 @@ async function errorMessage(response) {
   return `${response.status} ${response.statusText || 'error'}${detail}`;
 }
 
-/** GET or POST JSON; throws an Error whose message is fit to show the user. */
+/**
+ * GET or POST JSON; throws an Error whose message is fit to show the user and whose `status` is
+ * the HTTP status (none when the server could not be reached), so callers can tell an answer
+ * that will not change (isSettled) from a passing failure.
+ */
 async function api(path, options = {}) {
   let response;
   try {
@@ -258,8 +282,17 @@ async function api(path, options = {}) {
     if (err.name === 'AbortError') throw err;
     throw new Error(`Cannot reach the ork server (${err.message}).`);
   }
-  if (!response.ok) throw new Error(await errorMessage(response));
+  if (!response.ok) {
+    const error = new Error(await errorMessage(response));
+    error.status = response.status;
+    throw error;
+  }
   return response.json();
+}
+
+/** Whether a failed request would fail the same way if made again (see SETTLED_STATUSES). */
+function isSettled(err) {
+  return !!err && SETTLED_STATUSES.has(err.status);
 }
 
 function runPath(namespace, name) {
@@ -274,15 +307,48 @@ function runPath(namespace, name) {
 // works again (the runs list recovering, say) without hiding someone else's error.
 let errorSource = null;
 
-function showError(message, source = 'page') {
+// The error the user last dismissed: a poll that keeps failing the same way must not bring it
+// back every two seconds. Forgotten when that part of the page works again or starts over.
+let dismissedError = null;
+
+/** Shows `message` in the banner; with `retry`, a Retry button next to it calls that. */
+function showError(message, source = 'page', retry = null) {
   const banner = $('error');
-  // The close button is drawn by CSS, so the banner's text is exactly the message.
-  banner.replaceChildren(
+  const dismiss = () => {
+    dismissedError = { source, message };
+    clearError();
+  };
+  // The close button is drawn by CSS and Retry is an <input> (see retryButton), so the banner's
+  // text is exactly the message.
+  const parts = [
     document.createTextNode(message),
-    el('button', { type: 'button', class: 'banner-close', 'aria-label': 'Dismiss', onclick: () => clearError() }),
-  );
+    retry ? retryButton(retry) : null,
+    el('button', { type: 'button', class: 'banner-close', 'aria-label': 'Dismiss', onclick: dismiss }),
+  ];
+  banner.replaceChildren(...parts.filter((part) => part != null)); // a null would show as "null"
+
   banner.hidden = false;
   errorSource = source;
+}
+
+/** Whether the user dismissed this very error of this source (and it was not forgotten since). */
+function wasDismissed(source, message) {
+  return !!dismissedError && dismissedError.source === source && dismissedError.message === message;
+}
+
+function forgetDismissed(source) {
+  if (dismissedError && dismissedError.source === source) dismissedError = null;
+}
+
+/**
+ * A "Retry" button. An <input type=button>, not a <button>: its label is its value, not text,
+ * so the text of what holds it (the banner, the list's empty line) stays exactly the message.
+ */
+function retryButton(onRetry) {
+  const button = el('input', { type: 'button', value: 'Retry', class: 'btn retry', onclick: onRetry });
+  // style.css has no rule for it, and the page is three fixed files: size it here.
+  Object.assign(button.style, { marginLeft: '12px', height: '26px', padding: '0 10px', verticalAlign: 'middle' });
+  return button;
 }
 
 /** Hides the banner; with a source, only if that source raised it. */
@@ -389,11 +455,12 @@ function setupNamespaceFilter() {
   // `change`, not `input`: a half-typed namespace would only fetch errors.
   field.addEventListener('change', () => {
     const value = field.value.trim();
-    if (!value || value === list.namespace) return;
+    // The same namespace again only matters when a settled error stopped the polling.
+    if (!value || (value === list.namespace && !list.stopped)) return;
     list.namespace = value;
-    list.runs = [];
-    list.loaded = false;
-    renderRuns();
+    // Another namespace is a fresh start: the old one's error no longer applies, and polling
+    // resumes even if a settled error had stopped it.
+    clearError('runs');
     restartRunsList();
   });
   $('namespace-slot').replaceChildren(field);
@@ -414,9 +481,23 @@ function showRunsList() {
   restartRunsList();
 }
 
-/** Polls the list every RUNS_REFRESH_MS while it is shown. */
+/**
+ * Polls the list every RUNS_REFRESH_MS while it is shown, until a settled error (400, 403, 404)
+ * stops it: then the error stays with a Retry button, and a new namespace or Retry starts over.
+ */
 function restartRunsList() {
   stopRunsList();
+  const namespaceChanged = list.shownNamespace !== list.namespace;
+  list.shownNamespace = list.namespace;
+  if (namespaceChanged || list.stopped) {
+    // Rows of another namespace, or of an answer that said no, must not stand for this one.
+    list.runs = [];
+    list.loaded = false;
+    list.failed = false;
+  }
+  list.stopped = false;
+  forgetDismissed('runs'); // the user acted: a new failure is news again
+  renderRuns();
   const generation = list.generation;
   const refresh = async () => {
     try {
@@ -425,18 +506,37 @@ function restartRunsList() {
       list.runs = Array.isArray(body.runs) ? body.runs : [];
       list.loaded = true;
       list.failed = false;
+      forgetDismissed('runs');
       clearError('runs');
       renderRuns();
     } catch (err) {
       if (generation !== list.generation) return;
       list.loaded = true;
       list.failed = true;
+      if (isSettled(err)) {
+        // The same request would get the same answer: stop here rather than ask every two
+        // seconds, and drop the rows, which this answer says are not ours to show.
+        list.stopped = true;
+        list.runs = [];
+        renderRuns();
+        showError(err.message, 'runs', retryRunsList);
+        return;
+      }
+      // A passing failure (the server restarting, the network): keep polling. The old rows stay
+      // until an answer replaces them, and a banner the user closed stays closed while the same
+      // error repeats.
       renderRuns();
-      showError(err.message, 'runs');
+      if (!wasDismissed('runs', err.message)) showError(err.message, 'runs');
     }
-    if (generation === list.generation) list.timer = setTimeout(refresh, RUNS_REFRESH_MS);
+    list.timer = setTimeout(refresh, RUNS_REFRESH_MS);
   };
   refresh();
+}
+
+/** The Retry button of a runs list stopped by a settled error. */
+function retryRunsList() {
+  clearError('runs');
+  restartRunsList();
 }
 
 function stopRunsList() {
@@ -466,8 +566,11 @@ function renderRuns() {
   empty.hidden = shown.length > 0;
   if (!list.loaded) empty.textContent = 'Loading…';
   else if (list.runs.length) empty.textContent = 'No run matches these filters.';
-  else if (list.failed) empty.textContent = 'The runs could not be listed.';
-  else empty.textContent = `No runs in namespace ${list.namespace}.`;
+  else if (list.failed) {
+    // When polling stopped, Retry is here too: the banner with its own may have been closed.
+    empty.textContent = 'The runs could not be listed.';
+    if (list.stopped) empty.append(retryButton(retryRunsList));
+  } else empty.textContent = `No runs in namespace ${list.namespace}.`;
   setText($('runs-count'), list.runs.length ? `${shown.length} of ${list.runs.length}` : '');
 }
 
@@ -519,6 +622,7 @@ async function openRun(namespace, name, task) {
     gone: false,
   };
   current = run;
+  forgetDismissed('watch'); // a closed banner of another run's watch says nothing about this one
   showView('run-view');
   resetRunView(run);
 
@@ -646,7 +750,10 @@ async function runAction(action) {
   }
 }
 
-/** One GET of the run, for after an action or when the watch broke. */
+/**
+ * One GET of the run, for after an action or when the watch broke. Returns null when it worked,
+ * else the error (already in the banner), whose status tells whether trying again makes sense.
+ */
 async function refreshRun(run, source = 'page') {
   try {
     const view = await api(runPath(run.namespace, run.name));
@@ -654,10 +761,13 @@ async function refreshRun(run, source = 'page') {
       clearError(source);
       applyView(run, view);
     }
-    return true;
+    return null;
   } catch (err) {
-    if (current === run) showError(err.message, source);
-    return false;
+    // While the watch is down this repeats every few seconds: a banner the user closed on the
+    // same error stays closed.
+    const dismissed = source === 'watch' && wasDismissed(source, err.message);
+    if (current === run && !dismissed) showError(err.message, source);
+    return err;
   }
 }
 
@@ -665,32 +775,45 @@ async function refreshRun(run, source = 'page') {
 // Live updates (Server-Sent Events)
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Follows the run's changes. Only the event names below mean something; any other the server
+ * may send (`broken` with `{}` when it could not encode a view) has no listener and so is
+ * ignored, which EventSource does for unknown names.
+ */
 function watchRun(run) {
   const source = new EventSource(`${runPath(run.namespace, run.name)}/watch`);
   run.source = source;
   const onView = (event) => {
-    if (current !== run) return;
+    if (current !== run || run.gone) return;
     let view;
     try {
       view = JSON.parse(event.data);
     } catch (_) {
       return; // a partial or foreign message: the next one will do
     }
+    // Something that is not a RunView (`{}`, say) would blank the page: skip it.
+    if (!view || typeof view.run !== 'object' || !Array.isArray(view.tasks)) return;
+    forgetDismissed('watch');
     clearError('watch');
     setLive('live'); // also after an `error` event the server named so, which EventSource reports as a failure
     applyView(run, view);
   };
   source.addEventListener('run', onView);
   source.addEventListener('message', onView); // an event without a name, should one come
-  source.addEventListener('gone', () => runGone(run));
-  source.addEventListener('open', () => { if (current === run) setLive('live'); });
+  // Whichever source it comes from (even one of a run no longer shown), `gone` is final.
+  source.addEventListener('gone', () => runGone(run, source));
+  source.addEventListener('open', () => { if (current === run && !run.gone) setLive('live'); });
   source.addEventListener('error', () => onWatchError(run, source));
   setLive('connecting');
 }
 
-/** EventSource retries by itself; only when it gives up (the server refused) do we step in. */
+/**
+ * EventSource retries by itself after a dropped connection; only when it gives up (the server
+ * answered with an error) do we step in: a GET of the run says why, then we reconnect, unless
+ * the answer will not change (403: no longer allowed, 404: no such run), where we stop for good.
+ */
 function onWatchError(run, source) {
-  if (current !== run || run.gone) return;
+  if (current !== run || run.gone || run.source !== source) return;
   if (source.readyState !== EventSource.CLOSED) {
     setLive('connecting');
     return;
@@ -699,21 +822,38 @@ function onWatchError(run, source) {
   // The event carries no reason; a GET of the run does, and shows it in the banner.
   run.retry = setTimeout(async () => {
     if (current !== run || run.gone) return;
-    const ok = await refreshRun(run, 'watch');
+    const err = await refreshRun(run, 'watch');
     if (current !== run || run.gone) return;
-    if (ok) watchRun(run);
+    if (!err) watchRun(run);
+    else if (isSettled(err)) endWatch(run, source, err.message, err.status === 404);
     else run.retry = setTimeout(() => onWatchError(run, source), 5000);
   }, 3000);
 }
 
-function runGone(run) {
-  if (current !== run) return;
-  run.gone = true;
-  run.source.close();
-  stopLogs();
+/** The server said the run was deleted. */
+function runGone(run, source) {
+  // Close even a source of a run no longer shown: EventSource would otherwise reconnect.
+  source.close();
+  if (current !== run || run.gone) return;
+  endWatch(run, source, `Run ${run.namespace}/${run.name} was deleted.`, true);
+}
+
+/**
+ * Stops following the run for good, with `message` in the banner: no reconnect, no retry.
+ * A gone run also loses its buttons and its log stream (what was read stays on screen).
+ */
+function endWatch(run, source, message, gone) {
+  source.close();
+  if (run.source) run.source.close();
+  clearTimeout(run.retry);
+  run.retry = null;
   setLive('off');
-  renderActions(run);
-  showError(`Run ${run.namespace}/${run.name} was deleted.`, 'gone');
+  if (gone) {
+    run.gone = true;
+    stopLogs();
+    renderActions(run);
+  }
+  showError(message, gone ? 'gone' : 'watch');
 }
 
 /** The dot in the top bar: whether this page is getting live updates. */
@@ -1268,8 +1408,20 @@ function hasLogs(status) {
 }
 
 /**
+ * Whether the attempt whose log is shown still runs: the latest attempt of a Running task. (A
+ * task waiting to retry is Pending: its latest attempt has ended.) Only such a log can still
+ * turn up after a 404/400, so only then is a failed request tried again.
+ */
+function attemptRunning(run, status) {
+  if (run.gone) return false;
+  const latest = !run.attempt || run.attempt === status.attempts;
+  return latest && status.phase === 'Running';
+}
+
+/**
  * Starts, keeps or replaces the log stream for what the panel shows. The key names the stream:
- * when it stays the same the open stream goes on, so live updates don't restart it.
+ * when it stays the same the open stream (or the pending retry) goes on, so live updates don't
+ * restart it; retries run on their own timer (see failLogs), not on live updates.
  */
 function updateLogs(run, status, fanOut) {
   let note = '';
@@ -1285,21 +1437,31 @@ function updateLogs(run, status, fanOut) {
   const shownAttempt = run.attempt || status.attempts;
   setText($('task-logs-title'), note ? '' : `attempt ${shownAttempt}${run.attempt ? '' : ' (latest)'}`);
 
-  // A failed request (a Pod not up yet, say) is tried again when the task moves on, or after a
-  // while. The retry keeps the error on screen until it has something better.
-  const retry = key === logs.key && logs.failed
-    && (logs.phase !== status.phase || Date.now() - logs.failedAt > LOG_RETRY_MS);
-  if (key === logs.key && !retry) return;
+  const running = !note && attemptRunning(run, status);
+  if (key === logs.key) {
+    const ended = logs.running && !running;
+    logs.running = running;
+    // The attempt ended while we were waiting to try again: one last try now (its Pod may have
+    // come and gone between two tries), then no more. A request in flight needs nothing here:
+    // failLogs makes the last try if it fails.
+    if (ended && logs.timer) {
+      clearTimeout(logs.timer);
+      logs.timer = null;
+      streamLogs();
+    }
+    return;
+  }
   stopLogs();
   logs.key = key;
-  logs.phase = status.phase;
+  logs.running = running;
   if (note) {
     showLogNote(note);
     return;
   }
   const params = new URLSearchParams({ task: status.name, follow: 'true' });
   if (run.attempt) params.set('attempt', run.attempt);
-  streamLogs(`${runPath(run.namespace, run.name)}/logs?${params}`, retry);
+  logs.url = `${runPath(run.namespace, run.name)}/logs?${params}`;
+  streamLogs();
 }
 
 /** An empty log box with a word on why it is empty (drawn by CSS from data-empty). */
@@ -1311,24 +1473,33 @@ function showLogNote(note) {
   setLogStatus('');
 }
 
-async function streamLogs(url, retrying) {
+/**
+ * One request for the log of logs.key, shown as it streams. With follow=true the server holds
+ * the request open until the container has started, so a long wait for the first byte is normal:
+ * it is never aborted on a timer, only when the key changes (stopLogs).
+ */
+async function streamLogs() {
   const controller = new AbortController();
   logs.controller = controller;
-  logs.failed = false;
+  // Made once the attempt has ended, this is the last try: a failure is not tried again.
+  const last = !logs.running;
+  const retrying = logs.tries > 0;
+  logs.tries += 1;
   const box = $('task-logs');
   const clear = () => {
     box.textContent = '';
     box.dataset.empty = 'Waiting for output…';
     box.classList.remove('log-error');
   };
+  // A retry keeps the previous error on screen until it has something better.
   if (!retrying) clear();
   setLogStatus('streaming');
   try {
-    const response = await fetch(url, { signal: controller.signal, headers: { Accept: 'text/plain' } });
+    const response = await fetch(logs.url, { signal: controller.signal, headers: { Accept: 'text/plain' } });
     if (!response.ok) {
       const message = await errorMessage(response);
       if (controller.signal.aborted) return;
-      failLogs(message);
+      failLogs(message, response.status, last);
       return;
     }
     if (retrying) clear();
@@ -1345,15 +1516,20 @@ async function streamLogs(url, retrying) {
     setLogStatus('end');
   } catch (err) {
     if (err.name === 'AbortError' || controller.signal.aborted) return;
-    failLogs(`Cannot read the logs: ${err.message}`);
+    failLogs(`Cannot read the logs: ${err.message}`, null, last);
+  } finally {
+    if (logs.controller === controller) logs.controller = null;
   }
 }
 
-/** Shows why the logs could not be read: instead of them, or after the part already read. */
-function failLogs(message) {
+/**
+ * Shows why the logs could not be read: instead of them, or after the part already read. A
+ * 404/400 (no Pod yet, container not started) is tried again with back-off while the attempt
+ * runs, and once more when it has just ended; anything else, a 403 above all, would only fail
+ * again and stays on screen until another task or attempt is chosen.
+ */
+function failLogs(message, status, last) {
   const box = $('task-logs');
-  logs.failed = true;
-  logs.failedAt = Date.now();
   setLogStatus('');
   if (!box.textContent || box.classList.contains('log-error')) {
     box.textContent = message;
@@ -1361,6 +1537,19 @@ function failLogs(message) {
   } else {
     appendLog('\n');
     box.append(el('span', { class: 'log-error' }, message));
+  }
+  if (!LOG_WAITING_STATUSES.has(status)) return;
+  if (logs.running) {
+    const key = logs.key;
+    logs.timer = setTimeout(() => {
+      logs.timer = null;
+      if (logs.key === key) streamLogs();
+    }, logs.delay);
+    logs.delay = Math.min(logs.delay * 2, LOG_RETRY_MAX_MS);
+    setLogStatus('waiting');
+  } else if (!last) {
+    // The attempt ended while this request was out: the last try, straight away.
+    streamLogs();
   }
 }
 
@@ -1373,17 +1562,19 @@ function appendLog(text) {
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
+/** Ends everything of the current key: the request, the pending retry, the back-off. */
 function stopLogs() {
   if (logs.controller) logs.controller.abort();
-  logs.controller = null;
-  logs.key = null;
-  logs.failed = false;
+  clearTimeout(logs.timer);
+  Object.assign(logs, {
+    key: null, url: null, controller: null, tries: 0, timer: null, delay: LOG_RETRY_FIRST_MS, running: false,
+  });
 }
 
 function setLogStatus(state) {
   const status = $('task-logs-status');
   status.dataset.state = state;
-  status.textContent = { streaming: 'streaming', end: 'end of log' }[state] || '';
+  status.textContent = { streaming: 'streaming', waiting: 'not there yet, will try again', end: 'end of log' }[state] || '';
 }
 
 // ---------------------------------------------------------------------------------------------
