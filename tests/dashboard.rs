@@ -43,6 +43,26 @@ struct Served {
     url: String,
 }
 
+impl Served {
+    /// Ctrl-C, as a user stops it; its exit code, waited for with a deadline.
+    fn interrupt(&mut self) -> Option<i32> {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Ctrl-C did not stop the dashboard"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -427,6 +447,12 @@ async fn ork_run_dashboard_shows_the_local_run() {
     browser.click("#cancel").await;
     wait_phase(&browser, "wait", "Cancelled").await;
     wait_text(&browser, "#run-phase", "Cancelled").await;
+    // A second cancel is refused: it would also stop the finally tasks.
+    assert!(browser.attr("#cancel", "disabled").await.is_some());
     browser.assert_no_console_errors().await;
+    // Ctrl-C stops the dashboard even with the page open and listening; the exit code is the
+    // run's.
+    let mut served = served;
+    assert_eq!(served.interrupt(), Some(130));
     browser.close().await;
 }
