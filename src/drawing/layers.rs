@@ -53,7 +53,7 @@ pub fn layered(dag: &Dag, labels: &[String]) -> Layout {
     // Order within each layer by the mean place of the neighbours in the layer above, then
     // below.
     let mut place = vec![0f64; count];
-    let mut number = |layer: &[usize], place: &mut Vec<f64>| {
+    let number = |layer: &[usize], place: &mut [f64]| {
         for (at, &i) in layer.iter().enumerate() {
             place[i] = at as f64;
         }
