@@ -383,6 +383,36 @@ async fn ork_run_dashboard_shows_the_local_run() {
     browser.goto("about:blank").await;
     drop(served);
 
+    // Fan-out: a forEach node, its instances in the table and the panel, an instance's logs.
+    let served = serve(
+        &[
+            "run",
+            support::env::repo("examples/fan-out.yaml")
+                .to_str()
+                .unwrap(),
+            "--work-dir",
+            work.path().join("runs").to_str().unwrap(),
+            "--dashboard=127.0.0.1:0",
+        ],
+        true,
+    );
+    browser.goto(&served.url).await;
+    wait_text(&browser, "#run-phase", "Succeeded").await;
+    wait_phase(&browser, "deploy", "Succeeded").await;
+    browser
+        .wait_for("#tasks tr[data-task=\"count[2]\"]", WAIT)
+        .await;
+    browser.click("g.node[data-task=\"deploy\"]").await;
+    browser
+        .wait_for("#task-instances [data-instance=\"1\"]", WAIT)
+        .await;
+    browser.click("#task-instances [data-instance=\"1\"]").await;
+    wait_text(&browser, "#task-name", "deploy[1]").await;
+    wait_text(&browser, "#task-logs", "deploying to us").await;
+    browser.screenshot("dashboard-local-fan-out").await;
+    browser.goto("about:blank").await;
+    drop(served);
+
     // 200 tasks (10 layers of 20): all drawn, all Succeeded.
     let file = work.path().join("wide.yaml");
     std::fs::write(&file, layered(10, 20)).unwrap();

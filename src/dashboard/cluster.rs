@@ -271,17 +271,22 @@ impl ClusterSource {
             .boxed()
         };
         let source = self.clone();
-        // Changes that come together make one read, and reads are at least MIN_GAP apart.
+        // Changes that come together make one read, and reads are at least MIN_GAP apart — more
+        // for a big run (a millisecond per ten records), whose every view is large.
+        let records = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let views = changes.ready_chunks(256).filter_map(move |_| {
             let (namespace, name, source) = (namespace.clone(), name.clone(), source.clone());
+            let records = Arc::clone(&records);
             async move {
-                tokio::time::sleep(MIN_GAP).await;
+                let size = records.load(std::sync::atomic::Ordering::Relaxed);
+                let gap = MIN_GAP.max(Duration::from_millis(size as u64 / 10));
+                tokio::time::sleep(gap).await;
                 match source.full(&namespace, &name).await {
-                    Ok(run) => Some(Some(view::run_view(
-                        &run,
-                        source.rights(&namespace).await,
-                        None,
-                    ))),
+                    Ok(run) => Some(Some({
+                        let shown = view::run_view(&run, source.rights(&namespace).await, None);
+                        records.store(shown.tasks.len(), std::sync::atomic::Ordering::Relaxed);
+                        shown
+                    })),
                     Err(e) if e.code == 404 => Some(None),
                     // A passing failure: the next change tries again.
                     Err(_) => None,
