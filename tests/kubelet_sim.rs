@@ -1074,6 +1074,8 @@ async fn every_container_runs_and_statuses_are_sorted_by_name() {
         ),
         (0, Some("Completed"), Some("alpha"))
     );
+    // `both-ok`'s containers end at once, but may still be draining their logs: wait for them.
+    t.pod_in_phase("both-ok", "Succeeded").await;
     let running: Vec<(String, String)> = t
         .kubelet()
         .running()
