@@ -942,18 +942,7 @@ fn run(
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let refresher = (style == Style::Live).then(|| {
-            let progress = Arc::clone(&progress);
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(std::time::Duration::from_millis(200));
-                loop {
-                    every.tick().await;
-                    if let Ok(mut p) = progress.lock() {
-                        p.refresh();
-                    }
-                }
-            })
-        });
+        let refresher = Progress::keep_refreshed(&progress);
         let mut watcher: Arc<Mutex<dyn crate::local::Watcher>> = progress.clone();
         // A Run that says `cancel: true` is cancelled before anything starts; after that each
         // Ctrl-C or SIGTERM is one more request to stop.

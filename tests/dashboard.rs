@@ -14,27 +14,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::browser::Browser;
-use support::env::{Env, ORK};
+use support::env::{Env, ORK, kubeconfig_as};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A kubeconfig for `ork-viewer`, whose rights come only from the Role the test binds (and
-/// whose requests the test control plane audits).
-fn viewer_kubeconfig(admin: &Path, to: &Path) {
-    let tokens = std::fs::read_to_string(admin.parent().unwrap().join("pki/tokens.csv")).unwrap();
-    let token_of = |user: &str| {
-        tokens
-            .lines()
-            .find(|l| l.split(',').nth(1) == Some(user))
-            .and_then(|l| l.split(',').next())
-            .unwrap_or_else(|| panic!("no {user} in tokens.csv: restart the control plane"))
-            .to_string()
-    };
-    let config = std::fs::read_to_string(admin)
-        .unwrap()
-        .replace(&token_of("ork-admin"), &token_of("ork-viewer"));
-    std::fs::write(to, config).unwrap();
-}
 
 /// Starts `ork ARGS` and reads the dashboard's address from its output (stdout or stderr);
 /// the child is killed when the returned guard drops.
@@ -121,6 +103,21 @@ fn status_of(url: &str) -> u16 {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `ork run FILE --dashboard` with its run files under `work`.
+fn serve_local(file: &Path, work: &Path) -> Served {
+    let runs = work.join("runs");
+    serve(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--work-dir",
+            runs.to_str().unwrap(),
+            "--dashboard=127.0.0.1:0",
+        ],
+        true,
+    )
 }
 
 /// Every audited request of `ork-viewer` in `namespace` (or cluster-wide): (verb, resource,
@@ -233,7 +230,7 @@ async fn the_dashboard_shows_a_cluster_run_live_within_the_users_rbac() {
         ),
     );
     let viewer = env.work.path().join("viewer");
-    viewer_kubeconfig(&env.kubeconfig, &viewer);
+    kubeconfig_as(&env.kubeconfig, &viewer, "ork-viewer");
     let served = serve(
         &[
             "dashboard",
@@ -358,18 +355,7 @@ async fn ork_run_dashboard_shows_the_local_run() {
     let browser = Browser::start().await;
 
     // The diamond example: the page opens the run, every task Succeeded, a task's logs.
-    let served = serve(
-        &[
-            "run",
-            support::env::repo("examples/diamond.yaml")
-                .to_str()
-                .unwrap(),
-            "--work-dir",
-            work.path().join("runs").to_str().unwrap(),
-            "--dashboard=127.0.0.1:0",
-        ],
-        true,
-    );
+    let served = serve_local(&support::env::repo("examples/diamond.yaml"), work.path());
     browser.goto(&served.url).await;
     browser.wait_for("svg#graph g.node", WAIT).await;
     for task in ["extract", "double", "label", "load"] {
@@ -384,18 +370,7 @@ async fn ork_run_dashboard_shows_the_local_run() {
     drop(served);
 
     // Fan-out: a forEach node, its instances in the table and the panel, an instance's logs.
-    let served = serve(
-        &[
-            "run",
-            support::env::repo("examples/fan-out.yaml")
-                .to_str()
-                .unwrap(),
-            "--work-dir",
-            work.path().join("runs").to_str().unwrap(),
-            "--dashboard=127.0.0.1:0",
-        ],
-        true,
-    );
+    let served = serve_local(&support::env::repo("examples/fan-out.yaml"), work.path());
     browser.goto(&served.url).await;
     wait_text(&browser, "#run-phase", "Succeeded").await;
     wait_phase(&browser, "deploy", "Succeeded").await;
@@ -416,16 +391,7 @@ async fn ork_run_dashboard_shows_the_local_run() {
     // 200 tasks (10 layers of 20): all drawn, all Succeeded.
     let file = work.path().join("wide.yaml");
     std::fs::write(&file, layered(10, 20)).unwrap();
-    let served = serve(
-        &[
-            "run",
-            file.to_str().unwrap(),
-            "--work-dir",
-            work.path().join("runs").to_str().unwrap(),
-            "--dashboard=127.0.0.1:0",
-        ],
-        true,
-    );
+    let served = serve_local(&file, work.path());
     browser.goto(&served.url).await;
     browser
         .wait_until("200 task nodes", WAIT, || async {
@@ -460,16 +426,7 @@ async fn ork_run_dashboard_shows_the_local_run() {
          defaults: {image: busybox}\n  tasks:\n  - {name: wait, command: [sleep, \"300\"]}\n",
     )
     .unwrap();
-    let served = serve(
-        &[
-            "run",
-            slow.to_str().unwrap(),
-            "--work-dir",
-            work.path().join("runs").to_str().unwrap(),
-            "--dashboard=127.0.0.1:0",
-        ],
-        true,
-    );
+    let served = serve_local(&slow, work.path());
     browser.goto(&served.url).await;
     wait_phase(&browser, "wait", "Running").await;
     assert!(browser.attr("#suspend", "disabled").await.is_some());

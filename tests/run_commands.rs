@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use ork::api::{ConditionStatus, RunPhase};
 use serde_json::json;
-use support::env::{Env, ORK, chain};
+use support::env::{Env, ORK, chain, kubeconfig_as};
 
 fn ork(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Output {
     Command::new(ORK)
@@ -27,23 +27,6 @@ fn text(out: &Output) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A kubeconfig for the test user, a token with no RBAC permission of its own.
-fn powerless_kubeconfig(admin: &Path, to: &Path) {
-    let tokens = std::fs::read_to_string(admin.parent().unwrap().join("pki/tokens.csv")).unwrap();
-    let token_of = |user: &str| {
-        tokens
-            .lines()
-            .find(|l| l.split(',').nth(1) == Some(user))
-            .and_then(|l| l.split(',').next())
-            .unwrap()
-            .to_string()
-    };
-    let config = std::fs::read_to_string(admin)
-        .unwrap()
-        .replace(&token_of("ork-admin"), &token_of("ork-test-user"));
-    std::fs::write(to, config).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +121,7 @@ async fn run_commands_wait_for_the_controller_and_say_what_went_wrong() {
     let (code, _, err) = text(&ork(&kubeconfig, &ns, &["cancel", "Not_A_Name"]));
     assert_eq!(code, 2, "{err}");
     let powerless = env.work.path().join("powerless");
-    powerless_kubeconfig(&kubeconfig, &powerless);
+    kubeconfig_as(&kubeconfig, &powerless, "ork-test-user");
     let (code, _, err) = text(&ork(&powerless, &ns, &["delete", "long-1"]));
     assert_eq!(code, 1);
     assert_eq!(

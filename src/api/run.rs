@@ -207,6 +207,16 @@ pub enum RunPhase {
     Cancelled,
 }
 
+impl RunStatus {
+    /// The message of the `Succeeded` condition: how the run went, in words.
+    pub fn message(&self) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == "Succeeded")
+            .and_then(|c| c.message.as_deref())
+    }
+}
+
 impl RunPhase {
     /// Whether the run will not change any more.
     pub fn is_final(self) -> bool {

@@ -20,12 +20,7 @@ fn run_table(run: &crate::api::Run) -> String {
             crate::text::quoted(run.metadata.name.as_deref().unwrap_or("?"))
         );
     };
-    let message = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = status.message().unwrap_or_default();
     format!(
         "{}\nRun {} {:?} ({}): {message}",
         crate::local::task_table(&status.tasks, false).trim_end(),
@@ -184,18 +179,7 @@ async fn follow(
         Box::new(std::io::stdout()),
         0,
     )));
-    let refresher = (style == Style::Live).then(|| {
-        let progress = Arc::clone(&progress);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_millis(200));
-            loop {
-                every.tick().await;
-                if let Ok(mut p) = progress.lock() {
-                    p.refresh();
-                }
-            }
-        })
-    });
+    let refresher = Progress::keep_refreshed(&progress);
     let mut shown = ProgressRef(Arc::clone(&progress));
     let followed = tokio::select! {
         run = crate::kubernetes::watch_run::follow(

@@ -312,18 +312,7 @@ impl ClusterSource {
         follow: bool,
     ) -> Result<LogBody, ApiError> {
         let run = self.full(namespace, name).await?;
-        let record = run
-            .status
-            .as_ref()
-            .and_then(|s| s.tasks.iter().find(|t| t.name == task))
-            .ok_or_else(|| ApiError::new(404, format!("the run has no task \"{task}\"")))?;
-        let number = attempt.unwrap_or(record.attempts);
-        if number == 0 || number > record.attempts {
-            return Err(ApiError::new(
-                404,
-                format!("task \"{task}\" has no attempt {number} yet"),
-            ));
-        }
+        let (record, number) = view::attempt_of(&run, task, attempt)?;
         self.require(namespace, "list", "pods").await?;
         self.require(namespace, "get", "pods/log").await?;
         let (base, instance) = split_instance(task);

@@ -176,18 +176,7 @@ impl LocalSource {
         follow: bool,
     ) -> Result<LogBody, ApiError> {
         self.check(namespace, name)?;
-        let record = self
-            .current()
-            .status
-            .and_then(|s| s.tasks.into_iter().find(|t| t.name == task))
-            .ok_or_else(|| ApiError::new(404, format!("the run has no task \"{task}\"")))?;
-        let number = attempt.unwrap_or(record.attempts);
-        if number == 0 || number > record.attempts {
-            return Err(ApiError::new(
-                404,
-                format!("task \"{task}\" has no attempt {number} yet"),
-            ));
-        }
+        let (_, number) = view::attempt_of(&self.current(), task, attempt)?;
         let files = AttemptFiles::new(&self.run_dir, task, number);
         let run = self.run.clone();
         let task = task.to_string();

@@ -63,23 +63,6 @@ pub struct RunView {
     pub actions: Actions,
 }
 
-/// The Workflow a run is of, as the list shows it.
-pub fn workflow_of(run: &Run) -> String {
-    run.spec
-        .workflow_ref
-        .as_ref()
-        .map(|w| w.name.clone())
-        .or_else(|| run.status.as_ref()?.workflow.as_ref()?.name.clone())
-        .or_else(|| {
-            run.metadata
-                .labels
-                .as_ref()?
-                .get(crate::kubernetes::names::LABEL_WORKFLOW)
-                .cloned()
-        })
-        .unwrap_or_else(|| "(inline)".into())
-}
-
 fn suspended(run: &Run) -> bool {
     run.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -93,7 +76,7 @@ pub fn summary(run: &Run) -> RunSummary {
     RunSummary {
         namespace: run.metadata.namespace.clone().unwrap_or_default(),
         name: run.metadata.name.clone().unwrap_or_default(),
-        workflow: workflow_of(run),
+        workflow: crate::kubernetes::run_commands::workflow_of(run),
         phase: status.and_then(|s| s.phase),
         progress: status.and_then(|s| s.progress.clone()),
         created_at: run.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -121,12 +104,7 @@ pub fn run_view(run: &Run, rights: Rights, graph: Option<Layout>) -> RunView {
     RunView {
         run: RunHeader {
             summary: summary(run),
-            message: status.and_then(|s| {
-                s.conditions
-                    .iter()
-                    .find(|c| c.type_ == "Succeeded")
-                    .and_then(|c| c.message.clone())
-            }),
+            message: status.and_then(|s| s.message().map(str::to_string)),
             started_at: status.and_then(|s| s.started_at),
             duration: status.and_then(|s| s.duration.clone()),
         },
@@ -134,6 +112,28 @@ pub fn run_view(run: &Run, rights: Rights, graph: Option<Layout>) -> RunView {
         graph,
         actions: actions(run, rights),
     }
+}
+
+/// Record `task` of `run` and the attempt whose log is asked for (`attempt`, else its latest):
+/// 404 when there is no such task or the attempt has not started.
+pub fn attempt_of<'a>(
+    run: &'a Run,
+    task: &str,
+    attempt: Option<u32>,
+) -> Result<(&'a TaskStatus, u32), super::ApiError> {
+    let record = run
+        .status
+        .as_ref()
+        .and_then(|s| s.tasks.iter().find(|t| t.name == task))
+        .ok_or_else(|| super::ApiError::new(404, format!("the run has no task \"{task}\"")))?;
+    let number = attempt.unwrap_or(record.attempts);
+    if number == 0 || number > record.attempts {
+        return Err(super::ApiError::new(
+            404,
+            format!("task \"{task}\" has no attempt {number} yet"),
+        ));
+    }
+    Ok((record, number))
 }
 
 /// The layout of `run`'s pinned workflow; `None` before the controller has pinned one (or if

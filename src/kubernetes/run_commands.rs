@@ -224,6 +224,18 @@ fn suspended(run: &Run) -> Option<ConditionStatus> {
     )
 }
 
+/// The Workflow a run is of, as `ork list` and the dashboard show it: its reference, the name
+/// it was pinned with, or (for a definition `ork submit` sent inline) its label.
+pub fn workflow_of(run: &Run) -> String {
+    run.spec
+        .workflow_ref
+        .as_ref()
+        .map(|w| w.name.clone())
+        .or_else(|| run.status.as_ref()?.workflow.as_ref()?.name.clone())
+        .or_else(|| run.labels().get(super::names::LABEL_WORKFLOW).cloned())
+        .unwrap_or_else(|| "(inline)".into())
+}
+
 /// `ork list`: the namespace's Runs, oldest first, as a table (name, workflow, phase, progress,
 /// age), filtered by workflow and phase.
 pub async fn list(
@@ -253,14 +265,7 @@ pub async fn list(
     let mut items = listed.items;
     items.sort_by_key(|r| r.metadata.creation_timestamp.as_ref().map(|t| t.0));
     for run in &items {
-        let of = run
-            .spec
-            .workflow_ref
-            .as_ref()
-            .map(|w| w.name.clone())
-            .or_else(|| run.status.as_ref()?.workflow.as_ref()?.name.clone())
-            .or_else(|| run.labels().get(super::names::LABEL_WORKFLOW).cloned())
-            .unwrap_or_else(|| "(inline)".into());
+        let of = workflow_of(run);
         if workflow.is_some_and(|w| w != of) {
             continue;
         }

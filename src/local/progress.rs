@@ -55,6 +55,26 @@ impl Progress {
         self.total = total;
     }
 
+    /// On a terminal, a task redrawing the footer five times a second (durations move on);
+    /// abort it when the run is over.
+    pub fn keep_refreshed(
+        progress: &std::sync::Arc<std::sync::Mutex<Progress>>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let live = progress.lock().is_ok_and(|p| p.style == Style::Live);
+        let progress = std::sync::Arc::clone(progress);
+        live.then(|| {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(200));
+                loop {
+                    every.tick().await;
+                    if let Ok(mut p) = progress.lock() {
+                        p.refresh();
+                    }
+                }
+            })
+        })
+    }
+
     /// Redraws the footer (durations move on); called periodically on a terminal.
     pub fn refresh(&mut self) {
         if self.style == Style::Live {
@@ -277,12 +297,7 @@ pub fn summary(run: &Run, run_dir: &Path, colour: bool) -> String {
         }
     }
     let phase = status.phase.unwrap_or(RunPhase::Pending);
-    let message = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = status.message().unwrap_or_default();
     out.push_str(&format!(
         "\nRun {name} {phase:?} in {}: {message}\nLogs: {}\n",
         duration(status.started_at, status.finished_at),

@@ -408,3 +408,21 @@ pub fn chain(name: &str, tasks: &[(&str, &str)]) -> Value {
         "spec": {"defaults": {"image": "busybox"}, "tasks": tasks},
     })
 }
+
+/// A kubeconfig for `user` of the test control plane's token file (`ork-test-user`,
+/// `ork-viewer`: users whose rights come only from the RBAC a test binds), written to `to`.
+pub fn kubeconfig_as(admin: &Path, to: &Path, user: &str) {
+    let tokens = std::fs::read_to_string(admin.parent().unwrap().join("pki/tokens.csv")).unwrap();
+    let token_of = |user: &str| {
+        tokens
+            .lines()
+            .find(|l| l.split(',').nth(1) == Some(user))
+            .and_then(|l| l.split(',').next())
+            .unwrap_or_else(|| panic!("no {user} in tokens.csv: restart the control plane"))
+            .to_string()
+    };
+    let config = std::fs::read_to_string(admin)
+        .unwrap()
+        .replace(&token_of("ork-admin"), &token_of(user));
+    std::fs::write(to, config).unwrap();
+}
